@@ -1,0 +1,95 @@
+// Package etcdtest starts a real embedded etcd on loopback for tests.
+// Import it only from _test.go files.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/rollcall/rollcall/embedetcd"
+)
+
+// Server is an embedded etcd owned by one test. Stop and Restart keep the
+// data dir and the client port, so clients reconnect to the same endpoint.
+type Server struct {
+	t        testing.TB
+	dir      string
+	client   string
+	peer     string
+	srv      *embedetcd.Server
+	Endpoint string // "127.0.0.1:port", stable across Restart
+}
+
+// Start starts a server on free loopback ports; it stops at test cleanup.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	cp, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{
+		t:      t,
+		dir:    t.TempDir(),
+		client: fmt.Sprintf("127.0.0.1:%d", cp),
+		peer:   fmt.Sprintf("127.0.0.1:%d", pp),
+	}
+	s.Endpoint = s.client
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{
+		Dir: s.dir, ClientAddr: s.client, PeerAddr: s.peer, NoFsync: true,
+		Logger: zaptest.NewLogger(s.t, zaptest.Level(zapcore.ErrorLevel)),
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.srv = srv
+}
+
+// Stop stops the server, keeping its data; a no-op when stopped.
+func (s *Server) Stop() {
+	if s.srv != nil {
+		s.srv.Close()
+		s.srv = nil
+	}
+}
+
+// Restart starts a stopped server again on the same data dir and port.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// Client returns a client for the server, closed at test cleanup.
+func (s *Server) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{s.Endpoint},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -1,0 +1,211 @@
+// Package nginxtest runs a real nginx (Debian's package) for tests, with its
+// own prefix in a temp dir and a free loopback port. Missing nginx skips the
+// test locally and fails it when CI is set.
+package nginxtest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/embedetcd"
+)
+
+// Config is spliced into nginx.conf.
+type Config struct {
+	HTTP   string // inside http { }, e.g. include lines for rendered files
+	Server string // inside the main server { listen 127.0.0.1:Port; }
+}
+
+// Server is a running nginx master.
+type Server struct {
+	Bin    string // path of the nginx binary
+	Prefix string // nginx -p; holds nginx.conf, nginx.pid, error.log
+	Conf   string // path of nginx.conf
+	Port   int    // the main server's port
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+// Lookup finds nginx, skipping the test (failing it under CI) when missing.
+func Lookup(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/nginx", "/sbin/nginx"} {
+			if _, e := os.Stat(p); e == nil {
+				return p
+			}
+		}
+		if os.Getenv("CI") != "" {
+			t.Fatal("nginx not installed (CI): .ci/run must install it")
+		}
+		t.Skip("nginx not installed")
+	}
+	return bin
+}
+
+// New prepares a prefix and picks a port; call Start to run it. Tests that
+// need the port or prefix in their config (e.g. rendered include paths) use
+// New first.
+func New(t testing.TB) *Server {
+	t.Helper()
+	bin := Lookup(t)
+	port, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := t.TempDir()
+	// Workers may run as another user: let them into the prefix.
+	if err := os.Chmod(prefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &Server{Bin: bin, Prefix: prefix, Conf: filepath.Join(prefix, "nginx.conf"), Port: port}
+}
+
+// Start is New followed by Start.
+func Start(t testing.TB, c Config) *Server {
+	t.Helper()
+	s := New(t)
+	s.Start(t, c)
+	return s
+}
+
+// WriteConf writes nginx.conf from c.
+func (s *Server) WriteConf(c Config) error {
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;"
+	}
+	p := s.Prefix
+	conf := fmt.Sprintf(`%s
+daemon off;
+worker_processes 1;
+pid %[2]s/nginx.pid;
+error_log stderr notice;
+error_log %[2]s/error.log notice;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path %[2]s/body;
+    proxy_temp_path %[2]s/proxy;
+    fastcgi_temp_path %[2]s/fastcgi;
+    uwsgi_temp_path %[2]s/uwsgi;
+    scgi_temp_path %[2]s/scgi;
+%[3]s
+    server {
+        listen 127.0.0.1:%[4]d;
+        location = /_ready { return 204; }
+%[5]s
+    }
+}
+`, user, p, c.HTTP, s.Port, c.Server)
+	return os.WriteFile(s.Conf, []byte(conf), 0o644)
+}
+
+// Start writes the config, starts nginx and waits until /_ready answers.
+// Cleanup sends SIGQUIT, waits with a deadline, then kills.
+func (s *Server) Start(t testing.TB, c Config) {
+	t.Helper()
+	if err := s.WriteConf(c); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = exec.Command(s.Bin, s.Args()...)
+	s.cmd.Stdout = t.Output()
+	s.cmd.Stderr = t.Output()
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start nginx: %v", err)
+	}
+	s.done = make(chan struct{})
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(s.stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(s.URL("/_ready"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return
+			}
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("nginx exited before ready: %v", s.cmd.ProcessState)
+		case <-time.After(25 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx not ready after 10s: %v", err)
+		}
+	}
+}
+
+func (s *Server) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+}
+
+// Args are the flags that point nginx at this instance: -p, -c, -e.
+func (s *Server) Args(extra ...string) []string {
+	return append([]string{"-p", s.Prefix, "-c", s.Conf, "-e", "stderr"}, extra...)
+}
+
+// CommandLine returns a shell-ready nginx command for this instance, e.g.
+// CommandLine("-t", "-q") for a check_cmd or CommandLine("-s", "reload").
+func (s *Server) CommandLine(extra ...string) string {
+	return s.Bin + " " + strings.Join(s.Args(extra...), " ")
+}
+
+// Run runs nginx with this instance's flags plus extra, returning its output.
+func (s *Server) Run(ctx context.Context, extra ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, s.Bin, s.Args(extra...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Reload sends a reload through nginx -s reload.
+func (s *Server) Reload(ctx context.Context) error {
+	if out, err := s.Run(ctx, "-s", "reload"); err != nil {
+		return fmt.Errorf("nginx -s reload: %w: %s", err, out)
+	}
+	return nil
+}
+
+// MasterPID reads the pid file.
+func (s *Server) MasterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(s.Prefix, "nginx.pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// URL is http://127.0.0.1:Port + path.
+func (s *Server) URL(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", s.Port, path)
+}
+
+// Exited reports whether the master process has exited.
+func (s *Server) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,163 @@
+// Package registry holds the one truth both programs share: the key grammar,
+// the strict instance address parser, and the renderer acknowledgement.
+//
+// Keys (prefix empty by default):
+//
+//	<prefix>/<app>_<env>/<ip>-<port>  = <ip>:<port>        (instance lease)
+//	<prefix>/_ports/<ip>/<port>       = <app>_<env>        (instance lease)
+//	<prefix>/_renderers/<id>          = Ack as JSON        (renderer lease)
+package registry
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
+
+// ValidName reports whether s may be used as an app or env name.
+func ValidName(s string) error {
+	if !nameRE.MatchString(s) {
+		return fmt.Errorf("invalid name %q: want [A-Za-z0-9][A-Za-z0-9.-]*", s)
+	}
+	return nil
+}
+
+// CleanPrefix normalises a key prefix: "" stays "", otherwise it starts with
+// "/" and has no trailing "/".
+func CleanPrefix(p string) string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return ""
+	}
+	return "/" + p
+}
+
+// Service is the directory name of an app in an environment: "<app>_<env>".
+func Service(app, env string) string { return app + "_" + env }
+
+// ServiceDir is the key prefix holding an app's instances, with trailing "/".
+func ServiceDir(prefix, app, env string) string {
+	return CleanPrefix(prefix) + "/" + Service(app, env) + "/"
+}
+
+// InstanceName is the last key segment of an instance: "<ip>-<port>".
+func InstanceName(a netip.AddrPort) string {
+	return a.Addr().String() + "-" + strconv.Itoa(int(a.Port()))
+}
+
+// Key is the instance key "<prefix>/<app>_<env>/<ip>-<port>".
+func Key(prefix, app, env string, a netip.AddrPort) string {
+	return ServiceDir(prefix, app, env) + InstanceName(a)
+}
+
+// Value is the instance value: "ip:port", or "[ip6]:port".
+func Value(a netip.AddrPort) string { return a.String() }
+
+// PortsDir is the prefix of all port claims of one host, with trailing "/".
+func PortsDir(prefix string, ip netip.Addr) string {
+	return CleanPrefix(prefix) + "/_ports/" + ip.String() + "/"
+}
+
+// PortClaimKey is "<prefix>/_ports/<ip>/<port>".
+func PortClaimKey(prefix string, ip netip.Addr, port uint16) string {
+	return PortsDir(prefix, ip) + strconv.Itoa(int(port))
+}
+
+// RenderersDir is the prefix of renderer acknowledgements, with trailing "/".
+func RenderersDir(prefix string) string { return CleanPrefix(prefix) + "/_renderers/" }
+
+// RendererKey is "<prefix>/_renderers/<id>".
+func RendererKey(prefix, id string) string { return RenderersDir(prefix) + id }
+
+// ParseAddr parses an instance value strictly: a canonical IPv4 "a.b.c.d:port"
+// or IPv6 "[addr]:port", no zone, port 1-65535, nothing else. It is the gate
+// that keeps registered values from ever becoming config text.
+func ParseAddr(s string) (netip.AddrPort, error) {
+	a, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: %w", s, err)
+	}
+	ip := a.Addr()
+	switch {
+	case ip.Zone() != "":
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: zone not allowed", s)
+	case ip.Is4In6():
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: IPv4-mapped IPv6 not allowed", s)
+	case a.Port() == 0:
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: port 0", s)
+	case a.String() != s:
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: not canonical (want %q)", s, a.String())
+	}
+	return a, nil
+}
+
+// ParseInstanceName parses the last key segment "<ip>-<port>" strictly.
+func ParseInstanceName(name string) (netip.AddrPort, error) {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 {
+		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: want <ip>-<port>", name)
+	}
+	ip, err := netip.ParseAddr(name[:i])
+	if err != nil || ip.Zone() != "" || ip.String() != name[:i] {
+		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad ip", name)
+	}
+	port, err := strconv.ParseUint(name[i+1:], 10, 16)
+	if err != nil || port == 0 || strconv.FormatUint(port, 10) != name[i+1:] {
+		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad port", name)
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), nil
+}
+
+// ParseInstance checks a registered key/value pair: the value must parse with
+// ParseAddr and agree with the key's last segment "<ip>-<port>".
+func ParseInstance(key, value string) (netip.AddrPort, error) {
+	a, err := ParseAddr(value)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	name := key[strings.LastIndexByte(key, '/')+1:]
+	k, err := ParseInstanceName(name)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if k != a {
+		return netip.AddrPort{}, fmt.Errorf("value %q disagrees with key %q", value, key)
+	}
+	return a, nil
+}
+
+// Covers reports whether a watched prefix covers key, by confd's rule: "/a"
+// matches "/a" and "/a/...", never "/ab". A prefix ending in "/" matches
+// everything below it; "" and "/" match every key.
+func Covers(prefix, key string) bool {
+	if prefix == "" || prefix == "/" {
+		return true
+	}
+	if strings.HasSuffix(prefix, "/") {
+		return strings.HasPrefix(key, prefix)
+	}
+	return key == prefix || strings.HasPrefix(key, prefix+"/")
+}
+
+// Ack is what a renderer publishes under RendererKey after each applied batch:
+// every change up to Revision under Prefixes is live in its gateway.
+type Ack struct {
+	Revision int64     `json:"revision"`
+	Prefixes []string  `json:"prefixes"`
+	Updated  time.Time `json:"updated"`
+}
+
+// CoversKey reports whether any of the ack's prefixes covers key.
+func (a Ack) CoversKey(key string) bool {
+	for _, p := range a.Prefixes {
+		if Covers(p, key) {
+			return true
+		}
+	}
+	return false
+}
