@@ -1,0 +1,98 @@
+// Command nginx-reload reloads nginx and exits 0 only when the master applied
+// the new configuration (a new generation of workers started). `nginx -s
+// reload` alone exits 0 even when nginx keeps the old configuration.
+//
+//	nginx-reload [--nginx nginx] [--pid /run/nginx.pid] [--timeout 10s]
+//	             [--error-log FILE] [--signal] [-- NGINX-ARGS...]
+//
+// NGINX-ARGS (e.g. -p PREFIX -c CONF) go before "-s reload". Exit status: 0
+// applied, 1 not applied or not sent, 2 usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/rollcall/rollcall/nginxreload"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	c, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nginx-reload: %v\n", err)
+		return 2
+	}
+	if _, err := nginxreload.Reload(ctx, c); err != nil {
+		fmt.Fprintf(stderr, "nginx-reload: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parse(args []string, stderr io.Writer) (nginxreload.Config, error) {
+	fs := flag.NewFlagSet("nginx-reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c nginxreload.Config
+	fs.StringVar(&c.Nginx, "nginx", "nginx", "nginx binary, run as NGINX NGINX-ARGS -s reload")
+	fs.StringVar(&c.PIDFile, "pid", nginxreload.DefaultPIDFile, "the nginx master's pid file")
+	fs.DurationVar(&c.Timeout, "timeout", nginxreload.DefaultTimeout, "how long to wait for the new workers")
+	fs.StringVar(&c.ErrorLog, "error-log", "", "nginx error log: [emerg] lines after the reload end the wait and are quoted")
+	signal := fs.Bool("signal", false, "send SIGHUP to the master instead of running nginx -s reload")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: nginx-reload [flags] [-- NGINX-ARGS...]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		c.Args = fs.Args()
+	}
+	switch {
+	case c.Timeout <= 0:
+		return c, fmt.Errorf("--timeout must be positive, got %v", c.Timeout)
+	case *signal && len(c.Args) > 0:
+		return c, fmt.Errorf("--signal takes no nginx arguments, got %q", c.Args)
+	case *signal:
+		c.Nginx = ""
+	default:
+		bin, err := lookNginx(c.Nginx)
+		if err != nil {
+			return c, err
+		}
+		c.Nginx = bin
+	}
+	return c, nil
+}
+
+// lookNginx resolves the nginx binary, also trying /usr/sbin when "nginx"
+// is not on PATH (Debian installs it there; users' PATH often lacks it).
+func lookNginx(name string) (string, error) {
+	bin, err := exec.LookPath(name)
+	if err == nil {
+		return bin, nil
+	}
+	if name == "nginx" {
+		if _, e := os.Stat("/usr/sbin/nginx"); e == nil {
+			return "/usr/sbin/nginx", nil
+		}
+	}
+	return "", fmt.Errorf("--nginx: %w", err)
+}

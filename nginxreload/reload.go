@@ -1,0 +1,260 @@
+// Package nginxreload reloads nginx and confirms that the new configuration
+// was applied.
+//
+// `nginx -s reload` only parses the configuration and signals the master: it
+// exits 0 even when the master then fails to apply the configuration (a
+// `listen` on a port in use, say), logs [emerg] and keeps serving the old one.
+// The master starts a new generation of worker processes only when the new
+// configuration is in effect, so Reload records the master's children
+// (/proc/<pid>/stat ppid), sends the reload, and waits until a child that was
+// not there before appears (applied) or the timeout passes with only the old
+// ones (kept the old configuration). An [emerg] line written to the error log
+// after the signal ends the wait early. Once new workers run, it also waits
+// (within the same timeout) until the old workers stopped accepting
+// connections: nginx signals them about 100 ms after starting the new ones, and
+// until then a new connection may still meet the old configuration.
+package nginxreload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultPIDFile = "/run/nginx.pid"
+	DefaultTimeout = 10 * time.Second
+)
+
+// Config says how to reach nginx.
+type Config struct {
+	// Nginx is the binary run as "<Nginx> <Args...> -s reload". Empty sends
+	// SIGHUP to the master from PIDFile instead.
+	Nginx    string
+	Args     []string // e.g. -p PREFIX -c CONF; must point at the same master as PIDFile
+	PIDFile  string   // the master's pid file; DefaultPIDFile when empty
+	ErrorLog string   // optional: nginx's error log, quoted on failure
+	// Timeout bounds the reload command and the wait for new workers;
+	// DefaultTimeout when zero.
+	Timeout time.Duration
+	ProcDir string // "/proc" when empty; tests point it elsewhere
+}
+
+// Result describes an applied reload.
+type Result struct {
+	Master int
+	Old    []int // the master's children before the reload
+	New    []int // children that appeared after it
+	// Accepting are old children still not retired at the deadline (the
+	// reload applied, but they may take new connections a while longer).
+	Accepting []int
+	Took      time.Duration
+}
+
+// KeptOldError reports a reload nginx accepted but did not apply.
+type KeptOldError struct {
+	Master  int
+	Workers []int // the master's children when the wait ended
+	Waited  time.Duration
+	Emerg   []string // [emerg] lines from the error log after the signal
+}
+
+func (e *KeptOldError) Error() string {
+	msg := fmt.Sprintf("nginx kept the old config: master %d started no new workers within %v (workers %v)",
+		e.Master, e.Waited.Round(time.Millisecond), e.Workers)
+	if len(e.Emerg) > 0 {
+		msg += ": " + strings.Join(e.Emerg, "; ")
+	}
+	return msg
+}
+
+// emergGrace is how long Reload still waits for new workers after an
+// [emerg] line shows up, in case another nginx process (a concurrent
+// `nginx -t`) wrote it.
+const emergGrace = 300 * time.Millisecond
+
+// poll is how often the process table and error log are read.
+const poll = 10 * time.Millisecond
+
+// Reload reloads nginx and waits until a new worker generation runs. It
+// returns a *KeptOldError when nginx accepted the reload but kept the old
+// configuration, and another error when the reload could not be sent.
+func Reload(ctx context.Context, c Config) (Result, error) {
+	c = c.withDefaults()
+	start := time.Now()
+	master, err := readPID(c.PIDFile)
+	if err != nil {
+		return Result{}, err
+	}
+	if !alive(c.ProcDir, master) {
+		return Result{}, fmt.Errorf("nginx master %d (from %s) is not running", master, c.PIDFile)
+	}
+	old, err := children(c.ProcDir, master)
+	if err != nil {
+		return Result{}, err
+	}
+	var log *errorLog
+	if c.ErrorLog != "" {
+		log = openErrorLog(c.ErrorLog)
+	}
+	if err := c.send(ctx, master); err != nil {
+		return Result{}, err
+	}
+
+	deadline := time.Now().Add(c.Timeout)
+	res := Result{Master: master, Old: old}
+	var emerg []string
+	var emergAt time.Time
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		now, err := children(c.ProcDir, master)
+		if err != nil {
+			return Result{}, err
+		}
+		if fresh := without(now, old); len(fresh) > 0 {
+			res.New = fresh
+		}
+		if res.New != nil {
+			if res.Accepting = accepting(c.ProcDir, old); res.Accepting == nil || time.Now().After(deadline) {
+				res.Took = time.Since(start)
+				return res, nil
+			}
+		}
+		if !alive(c.ProcDir, master) {
+			return Result{}, fmt.Errorf("nginx master %d exited during reload", master)
+		}
+		if log != nil {
+			if lines := log.emerg(); len(lines) > 0 {
+				if emerg == nil {
+					emergAt = time.Now()
+				}
+				emerg = append(emerg, lines...)
+			}
+		}
+		t := time.Now()
+		if res.New == nil && (t.After(deadline) || (emerg != nil && t.Sub(emergAt) > emergGrace)) {
+			return Result{}, &KeptOldError{Master: master, Workers: now, Waited: t.Sub(start), Emerg: emerg}
+		}
+		select {
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("wait for nginx workers: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.PIDFile == "" {
+		c.PIDFile = DefaultPIDFile
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.ProcDir == "" {
+		c.ProcDir = "/proc"
+	}
+	return c
+}
+
+// send runs `nginx ... -s reload`, or signals the master directly.
+func (c Config) send(ctx context.Context, master int) error {
+	if c.Nginx == "" {
+		if err := syscall.Kill(master, syscall.SIGHUP); err != nil {
+			return fmt.Errorf("signal nginx master %d: %w", master, err)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	args := append(slices.Clone(c.Args), "-s", "reload")
+	cmd := exec.CommandContext(ctx, c.Nginx, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// accepting returns the old children that have not retired.
+func accepting(procDir string, old []int) []int {
+	var out []int
+	for _, pid := range old {
+		if !retired(procDir, pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// without returns the elements of a that are not in b (both sorted).
+func without(a, b []int) []int {
+	var out []int
+	for _, x := range a {
+		if _, found := slices.BinarySearch(b, x); !found {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// errorLog follows an nginx error log from where it ended when opened.
+type errorLog struct {
+	path    string
+	offset  int64
+	partial string
+}
+
+// maxLogRead bounds what one poll reads from the error log.
+const maxLogRead = 1 << 20
+
+func openErrorLog(path string) *errorLog {
+	l := &errorLog{path: path}
+	if fi, err := os.Stat(path); err == nil {
+		l.offset = fi.Size()
+	}
+	return l
+}
+
+// emerg returns the complete [emerg] lines written since the last call. A
+// log that shrank (rotated) is read from its start; read errors mean no lines.
+func (l *errorLog) emerg() []string {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	if fi.Size() < l.offset {
+		l.offset, l.partial = 0, ""
+	}
+	buf := make([]byte, min(fi.Size()-l.offset, maxLogRead))
+	n, err := f.ReadAt(buf, l.offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil
+	}
+	l.offset += int64(n)
+	text := l.partial + string(buf[:n])
+	cut := strings.LastIndexByte(text, '\n') + 1
+	l.partial = text[cut:]
+	var lines []string
+	for line := range strings.Lines(text[:cut]) {
+		if strings.Contains(line, "[emerg]") {
+			lines = append(lines, strings.TrimSpace(line))
+		}
+	}
+	return lines
+}
