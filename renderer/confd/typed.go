@@ -1,0 +1,111 @@
+package confd
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/rollcall/rollcall/registry"
+)
+
+// Instance is one registered instance whose value passed
+// registry.ParseInstance: a canonical ip:port agreeing with its key.
+// Printing it ({{.}}) gives "ip:port" or "[ip6]:port".
+type Instance struct {
+	Key  string         // absolute etcd key
+	Addr netip.AddrPort // the parsed value
+	IP   netip.Addr
+	Port int
+}
+
+// String is the address as nginx's `server` directive takes it.
+func (i Instance) String() string { return i.Addr.String() }
+
+// Service is one "<app>_<env>" dir and its valid instances, sorted by address.
+type Service struct {
+	Name      string // "<app>_<env>", safe as an nginx upstream name
+	App, Env  string
+	Dir       string // the dir as the template's store sees it, e.g. "/search_PRE"
+	Instances []Instance
+}
+
+// index groups the pairs by store dir, once per render.
+func (st *state) index() map[string][]int {
+	if st.dirs == nil {
+		st.dirs = make(map[string][]int)
+		for i, p := range st.pairs {
+			d := p.rel[:max(strings.LastIndexByte(p.rel, '/'), 1)]
+			st.dirs[d] = append(st.dirs[d], i)
+		}
+	}
+	return st.dirs
+}
+
+// instances is the typed function `instances "/dir"`: the pairs directly
+// below dir whose values pass registry.ParseInstance, sorted by address.
+// The others are left out and reported in Rendered.Skipped.
+func (st *state) instances(dir string) []Instance {
+	dir = path.Join("/", dir)
+	if is, ok := st.insts[dir]; ok {
+		return is
+	}
+	idx := st.index()[dir]
+	is := make([]Instance, 0, len(idx))
+	for _, i := range idx {
+		p := st.pairs[i]
+		if p.rel == dir { // the dir itself ("/") is no instance
+			continue
+		}
+		a, err := registry.ParseInstance(p.abs, p.value)
+		if err != nil {
+			st.skip(p, err)
+			continue
+		}
+		is = append(is, Instance{Key: p.abs, Addr: a, IP: a.Addr(), Port: int(a.Port())})
+	}
+	slices.SortFunc(is, func(a, b Instance) int { return a.Addr.Compare(b.Addr) })
+	if st.insts == nil {
+		st.insts = make(map[string][]Instance)
+	}
+	st.insts[dir] = is
+	return is
+}
+
+// services is the typed function `services`: every "<app>_<env>" dir that
+// holds keys under the resource's keys, plus every one a key names directly
+// (so a listed app with no instances is still there, with none), sorted by
+// name. Dirs that are no service name (_ports, _renderers, config) are not
+// services.
+func (st *state) services() []Service {
+	names := slices.Clone(st.r.svcDirs)
+	for d := range st.index() {
+		if strings.Count(d, "/") == 1 && len(d) > 1 {
+			names = append(names, d)
+		}
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	out := make([]Service, 0, len(names))
+	for _, d := range names {
+		app, env, err := registry.ParseService(d[1:])
+		if err != nil {
+			continue
+		}
+		out = append(out, Service{Name: d[1:], App: app, Env: env, Dir: d, Instances: st.instances(d)})
+	}
+	return out
+}
+
+// service is the typed function `service`: the resource's own service, for
+// a per-app resource whose prefix is "/<app>_<env>" and keys ["/"]. Its
+// instances are those directly below the prefix.
+func (st *state) service() (Service, error) {
+	name := path.Base(st.r.Prefix)
+	app, env, err := registry.ParseService(name)
+	if err != nil {
+		return Service{}, fmt.Errorf("service: prefix %q does not end in /<app>_<env>: %w", st.r.Prefix, err)
+	}
+	return Service{Name: name, App: app, Env: env, Dir: "/", Instances: st.instances("/")}, nil
+}
