@@ -1,0 +1,270 @@
+package confd
+
+import (
+	"errors"
+	"os"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadFields(t *testing.T) {
+	t.Parallel()
+	root, err := user.LookupId("0")
+	if err != nil {
+		t.Skipf("no uid 0 in the user database: %v", err)
+	}
+	rootGroup, err := user.LookupGroupId("0")
+	if err != nil {
+		t.Skipf("no gid 0 in the group database: %v", err)
+	}
+	tests := []struct {
+		name, fields string
+		check        func(r *Resource) bool
+	}{
+		{"defaults", ``, func(r *Resource) bool {
+			return r.Prefix == "/" && r.Keys == nil && r.Mode == 0 && r.UID == -1 && r.GID == -1 &&
+				r.CheckCmd == "" && r.ReloadCmd == "" && r.Wait == nil && r.Dest == "/tmp/out.conf" &&
+				filepath.IsAbs(r.Src) && strings.HasSuffix(r.Src, filepath.Join("templates", "t.tmpl"))
+		}},
+		{"keys", `keys = ["/a", "/b/"]`, func(r *Resource) bool { return reflect.DeepEqual(r.Keys, []string{"/a", "/b/"}) }},
+		{"prefix", `prefix = "/p"`, func(r *Resource) bool { return r.Prefix == "/p" }},
+		{"prefix gets a slash", `prefix = "p"`, func(r *Resource) bool { return r.Prefix == "/p" }},
+		{"mode", `mode = "0640"`, func(r *Resource) bool { return r.Mode == 0o640 }},
+		{"mode 0o", `mode = "0o600"`, func(r *Resource) bool { return r.Mode == 0o600 }},
+		{"mode setgid sticky", `mode = "03775"`, func(r *Resource) bool { return r.Mode == 0o775|os.ModeSetgid|os.ModeSticky }},
+		{"mode setuid", `mode = "04755"`, func(r *Resource) bool { return r.Mode == 0o755|os.ModeSetuid }},
+		{"uid gid", "uid = 12\ngid = 34", func(r *Resource) bool { return r.UID == 12 && r.GID == 34 }},
+		{"uid 0", "uid = 0", func(r *Resource) bool { return r.UID == 0 && r.GID == -1 }},
+		{"owner group", `owner = "` + root.Username + `"` + "\n" + `group = "` + rootGroup.Name + `"`, func(r *Resource) bool { return r.UID == 0 && r.GID == 0 }},
+		{"owner agrees with uid", `owner = "` + root.Username + `"` + "\nuid = 0", func(r *Resource) bool { return r.UID == 0 }},
+		{"check_cmd reload_cmd", `check_cmd = "nginx -t -c {{.src}}"` + "\n" + `reload_cmd = "nginx -s reload"`, func(r *Resource) bool {
+			return r.CheckCmd == "nginx -t -c {{.src}}" && r.ReloadCmd == "nginx -s reload"
+		}},
+		{"wait", `wait = "2s:10s"`, func(r *Resource) bool { return *r.Wait == Wait{2 * time.Second, 10 * time.Second} }},
+		{"wait min only", `wait = "1s"`, func(r *Resource) bool { return *r.Wait == Wait{time.Second, 4 * time.Second} }},
+		{"field names are case-insensitive, as confd", `KEYS = ["/x"]` + "\n" + `Mode = "0600"`, func(r *Resource) bool {
+			return r.Mode == 0o600 && len(r.Keys) == 1
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := newResource(t, tc.fields, "x", "")
+			if err != nil {
+				t.Fatalf("Load(%s) = %v", tc.fields, err)
+			}
+			if !tc.check(r) {
+				t.Errorf("Load(%s) = %+v", tc.fields, r)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, toml, tmpl, want string
+	}{
+		{"unknown field", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ndestination = \"/x\"\n", "x", `unknown field "template.destination"`},
+		{"unknown table", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\n[extra]\na = 1\n", "x", `unknown field "extra"`},
+		{"no template table", "src = \"t.tmpl\"\n", "x", `unknown field "src"`},
+		{"empty file", "", "x", "no [template] table"},
+		{"missing src", "[template]\ndest = \"/d\"\n", "x", "src: required"},
+		{"missing dest", "[template]\nsrc = \"t.tmpl\"\n", "x", "dest: required"},
+		{"bad toml", "[template\n", "x", "toml: line"},
+		{"wrong type", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nkeys = \"/x\"\n", "x", "keys"},
+		{"mode as number", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = 644\n", "x", "mode"},
+		{"mode not a number", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"rw-r--r--\"\n", "x", `mode "rw-r--r--": not a number`},
+		{"mode decimal trap", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"644\"\n", "x", `want octal with a leading 0`},
+		{"mode too big", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"017777\"\n", "x", "over 07777"},
+		{"mode bad octal", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"0999\"\n", "x", "not a number"},
+		{"unknown owner", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nowner = \"no-such-user-rollcall\"\n", "x", `owner "no-such-user-rollcall"`},
+		{"unknown group", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ngroup = \"no-such-group-rollcall\"\n", "x", `group "no-such-group-rollcall"`},
+		{"negative uid", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nuid = -2\n", "x", "uid -2: negative"},
+		{"bad wait", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nwait = \"soon\"\n", "x", `wait: parse wait "soon"`},
+		{"bad check_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ncheck_cmd = \"nginx -t -c {{.src\"\n", "x", "check_cmd:"},
+		{"bad reload_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nreload_cmd = \"{{end}}\"\n", "x", "reload_cmd:"},
+		{"missing template", "[template]\nsrc = \"nope.tmpl\"\ndest = \"/d\"\n", "x", "read template: open"},
+		{"template parse error names file and line", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\n", "a\nb\n{{range}}\n", "t.tmpl:3:"},
+		{"unknown function", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\n", "\n{{nosuchfunc}}", `t.tmpl:2: function "nosuchfunc" not defined`},
+		{"unclosed action", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\n", "ok\n{{if true}}\n", "t.tmpl:3: unexpected EOF"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			os.Mkdir(filepath.Join(dir, "templates"), 0o755)
+			path := filepath.Join(dir, "r.toml")
+			writeFile(t, path, tc.toml)
+			writeFile(t, filepath.Join(dir, "templates", "t.tmpl"), tc.tmpl)
+			r, err := Load(dir, path, "")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load(%q) = %+v, %v; want error containing %q", tc.toml, r, err, tc.want)
+			}
+			var le *LoadError
+			if !errors.As(err, &le) || le.Path != path || !strings.HasPrefix(err.Error(), "load "+path+": ") {
+				t.Errorf("Load error %q is not a *LoadError naming %s", err, path)
+			}
+		})
+	}
+}
+
+func TestLoadOwnerUIDDisagree(t *testing.T) {
+	t.Parallel()
+	root, err := user.LookupId("0")
+	if err != nil {
+		t.Skipf("no uid 0: %v", err)
+	}
+	_, err = newResource(t, `owner = "`+root.Username+`"`+"\nuid = 1", "x", "")
+	if err == nil || !strings.Contains(err.Error(), "is id 0 but uid is 1") {
+		t.Errorf("Load(owner root, uid 1) = %v; want disagreement error", err)
+	}
+}
+
+func TestParseWait(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want Wait
+		ok   bool
+	}{
+		{"2s:10s", Wait{2 * time.Second, 10 * time.Second}, true},
+		{"500ms", Wait{500 * time.Millisecond, 2 * time.Second}, true},
+		{" 1s : 3s ", Wait{time.Second, 3 * time.Second}, true},
+		{"0s", Wait{}, true},
+		{"1s:1s", Wait{time.Second, time.Second}, true},
+		{"", Wait{}, false},
+		{"1s:", Wait{}, false},
+		{":1s", Wait{}, false},
+		{"5", Wait{}, false},
+		{"2s:1s", Wait{}, false},
+		{"-1s", Wait{}, false},
+		{"1s:2s:3s", Wait{}, false},
+	}
+	for _, tc := range tests {
+		got, err := ParseWait(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseWait(%q) = %v, %v; want %v, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+		if err == nil {
+			if back, err := ParseWait(got.String()); err != nil || back != got {
+				t.Errorf("ParseWait(%q.String()=%q) = %v, %v", tc.in, got.String(), back, err)
+			}
+		}
+	}
+}
+
+func TestWatchPrefixesTouches(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, fields, global string
+		want                 []string
+		touches, not         []string
+	}{
+		{"root", `keys = ["/"]`, "", []string{"/"}, []string{"/a", "/a/b", "/_ports/x"}, nil},
+		{"empty key", `keys = [""]`, "", []string{"/"}, []string{"/a"}, nil},
+		{"no keys", ``, "", []string{}, nil, []string{"/a", "/"}},
+		{"app dir", `keys = ["/app_prod"]`, "", []string{"/app_prod"},
+			[]string{"/app_prod", "/app_prod/10.0.0.1-80"}, []string{"/app_production", "/app_production/x", "/app", "/"}},
+		{"trailing slash cleaned", `keys = ["/app_prod/"]`, "", []string{"/app_prod"},
+			[]string{"/app_prod/x"}, []string{"/app_production/x"}},
+		{"prefix plus root", `prefix = "/app_prod"` + "\nkeys = [\"/\"]", "", []string{"/app_prod"},
+			[]string{"/app_prod/x"}, []string{"/app_production/x"}},
+		{"sorted deduplicated nested dropped", `keys = ["/b", "/a", "/b", "/a/x", "/ab"]`, "", []string{"/a", "/ab", "/b"},
+			[]string{"/a/x/y", "/ab", "/b/z"}, []string{"/abc", "/c"}},
+		{"root covers everything", `keys = ["/x", "/"]`, "", []string{"/"}, []string{"/q"}, nil},
+		{"global prefix", `prefix = "/ignored"` + "\nkeys = [\"/a\"]", "/g", []string{"/g/a"},
+			[]string{"/g/a/1"}, []string{"/ignored/a/1", "/a/1", "/g/ab"}},
+		{"relative key", `prefix = "/p"` + "\nkeys = [\"x\"]", "", []string{"/p/x"}, []string{"/p/x/1"}, []string{"/x"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := newResource(t, tc.fields, "x", tc.global)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.WatchPrefixes(); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("WatchPrefixes() = %q; want %q", got, tc.want)
+			}
+			for _, k := range tc.touches {
+				if !r.Touches(k) {
+					t.Errorf("Touches(%q) = false; want true", k)
+				}
+			}
+			for _, k := range tc.not {
+				if r.Touches(k) {
+					t.Errorf("Touches(%q) = true; want false", k)
+				}
+			}
+		})
+	}
+}
+
+func TestWatchPrefixesIsACopy(t *testing.T) {
+	t.Parallel()
+	r, err := newResource(t, `keys = ["/a"]`, "x", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.WatchPrefixes()[0] = "/"
+	if r.Touches("/b") {
+		t.Error("changing WatchPrefixes()' result changed the resource")
+	}
+}
+
+func TestLoadDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, d := range []string{"conf.d", "templates", "conf.d/sub.toml"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "templates", "ok.tmpl"), "ok")
+	writeFile(t, filepath.Join(dir, "templates", "bad.tmpl"), "{{if}}")
+	res := func(src, dest string) string {
+		return "[template]\nsrc = " + strconv.Quote(src) + "\ndest = " + strconv.Quote(dest) + "\nkeys = [\"/\"]\n"
+	}
+	writeFile(t, filepath.Join(dir, "conf.d", "a.toml"), res("ok.tmpl", "/tmp/a"))
+	writeFile(t, filepath.Join(dir, "conf.d", "b.toml"), res("bad.tmpl", "/tmp/b"))
+	writeFile(t, filepath.Join(dir, "conf.d", "c.toml"), res("ok.tmpl", "/tmp/c")+"bogus = 1\n")
+	writeFile(t, filepath.Join(dir, "conf.d", "d.toml"), res("ok.tmpl", "/tmp/d"))
+	writeFile(t, filepath.Join(dir, "conf.d", "e.toml"), res("ok.tmpl", "/tmp/../tmp/a"))
+	writeFile(t, filepath.Join(dir, "conf.d", "f.toml.example"), res("bad.tmpl", "/tmp/f"))
+	writeFile(t, filepath.Join(dir, "conf.d", "README"), "not a resource")
+
+	rs, errs := LoadDir(dir, "/g")
+	var got []string
+	for _, r := range rs {
+		got = append(got, filepath.Base(r.Path)+" "+r.Prefix)
+	}
+	if want := []string{"a.toml /g", "d.toml /g"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("LoadDir resources = %q; want %q", got, want)
+	}
+	wantErrs := []string{"b.toml: template: ", "c.toml: unknown field", "e.toml: dest /tmp/../tmp/a is already written by"}
+	if len(errs) != len(wantErrs) {
+		t.Fatalf("LoadDir errors = %v; want %d", errs, len(wantErrs))
+	}
+	for i, e := range errs {
+		if !strings.Contains(e.Error(), wantErrs[i]) {
+			t.Errorf("LoadDir error %d = %q; want it to contain %q", i, e, wantErrs[i])
+		}
+	}
+	if !strings.Contains(errs[0].Error(), "bad.tmpl:1:") {
+		t.Errorf("template error %q does not name bad.tmpl:1", errs[0])
+	}
+}
+
+func TestLoadDirMissing(t *testing.T) {
+	t.Parallel()
+	rs, errs := LoadDir(t.TempDir(), "")
+	if len(rs) != 0 || len(errs) != 1 || !errors.Is(errs[0], os.ErrNotExist) {
+		t.Errorf("LoadDir(no conf.d) = %v, %v; want one not-exist error", rs, errs)
+	}
+}
