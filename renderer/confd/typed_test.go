@@ -1,0 +1,127 @@
+package confd
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var typedKVs = []KV{
+	{"/search_PRE/10.0.0.10-80", "10.0.0.10:80"},
+	{"/search_PRE/10.0.0.9-80", "10.0.0.9:80"},
+	{"/search_PRE/::1-8080", "[::1]:8080"},
+	{"/search_PRE/10.0.0.1-80", "10.0.0.1:80; }"},
+	{"/search_PRE/10.0.0.2-80/deep", "10.0.0.2:80"},
+	{"/web_prod/10.0.0.5-80", "10.0.0.6:80"},
+	{"/_ports/10.0.0.9/80", "search_PRE"},
+	{"/_renderers/gw", "{}"},
+	{"/a_b_c/10.0.0.7-80", "10.0.0.7:80"},
+	{"/nginx/domain", "example.com"},
+}
+
+func TestTyped(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, prefix, keys, tmpl, want string
+		skipped                        []string
+	}{
+		{"instances fields", "", `["/"]`,
+			`{{range instances "/search_PRE"}}{{.Key}} {{.Addr}} {{.IP}} {{.Port}} {{.}};{{end}}`,
+			"/search_PRE/10.0.0.9-80 10.0.0.9:80 10.0.0.9 80 10.0.0.9:80;" +
+				"/search_PRE/10.0.0.10-80 10.0.0.10:80 10.0.0.10 80 10.0.0.10:80;" +
+				"/search_PRE/::1-8080 [::1]:8080 ::1 8080 [::1]:8080;",
+			[]string{"/search_PRE/10.0.0.1-80"}},
+		{"instances dir forms", "", `["/"]`,
+			`{{len (instances "search_PRE/")}} {{len (instances "/search_PRE")}}`, "3 3",
+			[]string{"/search_PRE/10.0.0.1-80"}},
+		{"instances of an empty dir", "", `["/"]`, `{{len (instances "/none_prod")}}`, "0", nil},
+		{"instances port arithmetic", "", `["/"]`, `{{range instances "/search_PRE"}}{{add .Port 1}} {{end}}`, "81 81 8081 ",
+			[]string{"/search_PRE/10.0.0.1-80"}},
+		{"services", "", `["/"]`,
+			`{{range services}}{{.Name}}={{.App}}/{{.Env}}@{{.Dir}}:{{len .Instances}} {{end}}`,
+			"search_PRE=search/PRE@/search_PRE:3 web_prod=web/prod@/web_prod:0 ",
+			[]string{"/search_PRE/10.0.0.1-80", "/web_prod/10.0.0.5-80"}},
+		{"services include listed dirs without data", "", `["/web_prod", "/new_prod", "/_ports", "/nginx"]`,
+			`{{range services}}{{.Name}}:{{len .Instances}} {{end}}`, "new_prod:0 web_prod:0 ",
+			[]string{"/web_prod/10.0.0.5-80"}},
+		{"services under a prefix", "/search_PRE", `["/"]`, `{{len services}}`, "0", nil},
+		{"service", "/search_PRE", `["/"]`,
+			`{{with service}}{{.Name}} {{.App}} {{.Env}} {{.Dir}} {{range .Instances}}{{.}} {{end}}{{end}}`,
+			"search_PRE search PRE / 10.0.0.9:80 10.0.0.10:80 [::1]:8080 ",
+			[]string{"/search_PRE/10.0.0.1-80"}},
+		{"service with no instances", "/new_prod", `["/"]`, `{{with service}}{{.Name}} {{len .Instances}}{{end}}`, "new_prod 0", nil},
+		{"skipped once though asked twice", "", `["/"]`,
+			`{{len (instances "/search_PRE")}}{{len (instances "/search_PRE")}}{{range services}}{{end}}`, "33",
+			[]string{"/search_PRE/10.0.0.1-80", "/web_prod/10.0.0.5-80"}},
+		{"raw functions report nothing", "", `["/"]`, `{{getv "/search_PRE/10.0.0.1-80"}}`, "10.0.0.1:80; }", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := newResource(t, fmt.Sprintf("prefix = %q\nkeys = %s", tc.prefix, tc.keys), tc.tmpl, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := r.Render(typedKVs)
+			if err != nil || string(out.Bytes) != tc.want {
+				t.Errorf("render %s = %q, %v; want %q", tc.tmpl, out.Bytes, err, tc.want)
+			}
+			var skipped []string
+			for _, s := range out.Skipped {
+				skipped = append(skipped, s.Key)
+			}
+			if strings.Join(skipped, " ") != strings.Join(tc.skipped, " ") {
+				t.Errorf("skipped = %q; want %q", skipped, tc.skipped)
+			}
+		})
+	}
+}
+
+func TestRenderIgnoresPairsOutsideKeys(t *testing.T) {
+	t.Parallel()
+	r, err := newResource(t, `keys = ["/app_prod"]`, `{{range gets "/*/*"}}{{.Key}} {{end}}{{range services}}{{.Name}}{{end}}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Render([]KV{
+		{"/app_prod/10.0.0.1-80", "10.0.0.1:80"},
+		{"/app_production/10.0.0.2-80", "10.0.0.2:80"},
+		{"/other/x", "y"},
+	})
+	if want := "/app_prod/10.0.0.1-80 app_prod"; err != nil || string(out.Bytes) != want {
+		t.Errorf("Render = %q, %v; want %q", out.Bytes, err, want)
+	}
+}
+
+// TestRenderConcurrent renders one Resource from many goroutines (-race).
+func TestRenderConcurrent(t *testing.T) {
+	t.Parallel()
+	r, err := newResource(t, `keys = ["/"]`, `{{range services}}{{.Name}}{{range .Instances}} {{.}}{{end}};{{end}}{{getv "/nginx/domain"}}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := r.Render(typedKVs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			out, err := r.Render(typedKVs)
+			if err == nil && !bytes.Equal(out.Bytes, first.Bytes) {
+				err = fmt.Errorf("render = %q; want %q", out.Bytes, first.Bytes)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
