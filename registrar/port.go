@@ -1,0 +1,176 @@
+package registrar
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// portPick says where and how to pick a port.
+type portPick struct {
+	IP       netip.Addr
+	Range    PortRange
+	ClaimDir string // registry.PortsDir(prefix, ip)
+	Service  string // claim value: "<app>_<env>"
+	// Claim is nil when etcd is unreachable: local checks only.
+	Claim func(ctx context.Context, key, value string) (bool, error)
+}
+
+// pickPort returns a random port in p.Range that passes the local checks and,
+// when p.Claim is set, whose claim key it created. An etcd error mid-way
+// falls back to local checks and says so.
+func pickPort(ctx context.Context, p portPick, log *slog.Logger) (uint16, error) {
+	listening, err := listeningPorts()
+	if err != nil {
+		log.Warn("cannot read listening sockets, relying on bind tests", "err", err)
+	}
+	for _, i := range rand.Perm(p.Range.Size()) {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		port := p.Range.Lo + uint16(i)
+		if listening[port] || bindFree(p.IP, port) != nil {
+			continue
+		}
+		if p.Claim == nil {
+			return port, nil
+		}
+		ok, err := p.Claim(ctx, p.ClaimDir+strconv.Itoa(int(port)), p.Service)
+		if err != nil {
+			log.Warn("etcd unreachable: port picked by local checks only, claim follows when etcd answers",
+				"port", port, "err", err)
+			return port, nil
+		}
+		if ok {
+			return port, nil
+		}
+		log.Debug("port claimed by another instance", "port", port)
+	}
+	return 0, fmt.Errorf("no free port in %s on %s", p.Range, p.IP)
+}
+
+// claimTxn creates key with value on lease only if key does not exist.
+func claimTxn(kv clientv3.KV, lease clientv3.LeaseID) func(ctx context.Context, key, value string) (bool, error) {
+	return func(ctx context.Context, key, value string) (bool, error) {
+		resp, err := kv.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, value, clientv3.WithLease(lease))).
+			Commit()
+		if err != nil {
+			return false, fmt.Errorf("claim %s: %w", key, err)
+		}
+		return resp.Succeeded, nil
+	}
+}
+
+// bindFree binds port on ip and on the wildcard address and releases both.
+// An advertised ip that is not local (NAT) is skipped.
+func bindFree(ip netip.Addr, port uint16) error {
+	wild := "0.0.0.0"
+	if ip.Is6() {
+		wild = "::"
+	}
+	for _, h := range []string{ip.String(), wild} {
+		l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(int(port))))
+		if errors.Is(err, syscall.EADDRNOTAVAIL) && h != wild {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// tcpListen is the LISTEN state in /proc/net/tcp.
+const tcpListen = "0A"
+
+// listeningPorts returns every local port in LISTEN state on any address,
+// from /proc/net/tcp and /proc/net/tcp6: a socket that lets a bind test pass
+// (SO_REUSEPORT, another address) still owns the port.
+func listeningPorts() (map[uint16]bool, error) {
+	ports := map[uint16]bool{}
+	var errs []error
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(name)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) || name == "/proc/net/tcp" {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		err = parseProcNet(f, ports)
+		f.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return ports, errors.Join(errs...)
+}
+
+// parseProcNet adds the local ports of LISTEN sockets in a /proc/net/tcp
+// table ("sl local_address rem_address st ...", address "HEXIP:HEXPORT").
+func parseProcNet(r io.Reader, ports map[uint16]bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Scan() // header
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 {
+			return fmt.Errorf("short line %q", sc.Text())
+		}
+		if f[3] != tcpListen {
+			continue
+		}
+		_, hexPort, ok := strings.Cut(f[1], ":")
+		p, err := strconv.ParseUint(hexPort, 16, 16)
+		if !ok || err != nil {
+			return fmt.Errorf("bad local address %q", f[1])
+		}
+		ports[uint16(p)] = true
+	}
+	return sc.Err()
+}
+
+// primaryIPv4 is the source address of the default IPv4 route (no packet is
+// sent), else the first up non-loopback IPv4 address.
+func primaryIPv4() (netip.Addr, error) {
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		defer c.Close()
+		if a, ok := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP); ok {
+			if a = a.Unmap(); a.Is4() && !a.IsUnspecified() {
+				return a, nil
+			}
+		}
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("find primary IPv4: %w", err)
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+					return ip.Unmap(), nil
+				}
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("find primary IPv4: no up non-loopback IPv4 address; set --ip")
+}
