@@ -189,3 +189,30 @@ func TestNginxCheckCanFail(t *testing.T) {
 		}
 	}
 }
+
+// TestConfdCompat renders a confdir written for confd's etcdv3 backend and
+// compares with the output confd gives (want/<dest's base name>, derived by
+// hand from confd v0.16 and memkv v0.1.1; never rewritten by -update).
+func TestConfdCompat(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("testdata", "confd-compat")
+	rs, errs := LoadDir(dir, "")
+	if len(errs) > 0 || len(rs) != 3 {
+		t.Fatalf("LoadDir = %d resources, %v; want 3, none", len(rs), errs)
+	}
+	kvs := readKV(t, filepath.Join(dir, "kv.txt"))
+	for _, r := range rs {
+		out, err := r.Render(kvs)
+		if err != nil {
+			t.Errorf("render %s: %v", r.Path, err)
+			continue
+		}
+		want, err := os.ReadFile(filepath.Join(dir, "want", filepath.Base(r.Dest)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes, want) {
+			t.Errorf("render %s:\n%q\nwant:\n%q", r.Path, out.Bytes, want)
+		}
+	}
+}

@@ -318,8 +318,33 @@ func watchPrefixes(prefix string, keys []string) []string {
 
 // storeKey is where confd's setVars puts an etcd key in the template's store:
 // path.Join("/", strings.TrimPrefix(key, prefix)).
+// The common cases (prefix "/", or a clean key below a clean prefix) slice
+// the key instead of allocating.
 func storeKey(prefix, key string) string {
-	return path.Join("/", strings.TrimPrefix(key, prefix))
+	rel := strings.TrimPrefix(key, prefix)
+	if len(rel) < len(key) && !strings.HasPrefix(rel, "/") && strings.HasSuffix(prefix, "/") {
+		rel = key[len(prefix)-1:] // "/" + rel without a copy
+	}
+	if isCleanAbs(rel) {
+		return rel
+	}
+	return path.Join("/", rel)
+}
+
+// isCleanAbs reports whether path.Join("/", s) == s.
+func isCleanAbs(s string) bool {
+	if s == "/" {
+		return true
+	}
+	if !strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") {
+		return false
+	}
+	for seg := range strings.SplitSeq(s[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // serviceDirs lists the store dirs named by keys that are service dirs

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -266,5 +267,22 @@ func TestLoadDirMissing(t *testing.T) {
 	rs, errs := LoadDir(t.TempDir(), "")
 	if len(rs) != 0 || len(errs) != 1 || !errors.Is(errs[0], os.ErrNotExist) {
 		t.Errorf("LoadDir(no conf.d) = %v, %v; want one not-exist error", rs, errs)
+	}
+}
+
+// TestStoreKey: the fast path gives exactly confd's
+// path.Join("/", strings.TrimPrefix(key, prefix)).
+func TestStoreKey(t *testing.T) {
+	t.Parallel()
+	prefixes := []string{"/", "/app", "/app/", "/a/b", "//app", "/app/."}
+	keys := []string{"/app", "/app/", "/app/x", "/app/x/", "/app//x", "/app/./x", "/app/../x", "/appx/y",
+		"/", "/x", "/a/b/c", "//app/x", "/app/.", "/app/..", "/app/x/.", "x", "", "/app/.x", "/app/x..y"}
+	for _, p := range prefixes {
+		for _, k := range keys {
+			want := path.Join("/", strings.TrimPrefix(k, p))
+			if got := storeKey(p, k); got != want {
+				t.Errorf("storeKey(%q, %q) = %q; want %q", p, k, got, want)
+			}
+		}
 	}
 }

@@ -18,10 +18,17 @@ type Instance struct {
 	Addr netip.AddrPort // the parsed value
 	IP   netip.Addr
 	Port int
+
+	s string // the value, which ParseInstance proved equal to Addr.String()
 }
 
 // String is the address as nginx's `server` directive takes it.
-func (i Instance) String() string { return i.Addr.String() }
+func (i Instance) String() string {
+	if i.s == "" {
+		return i.Addr.String()
+	}
+	return i.s
+}
 
 // Service is one "<app>_<env>" dir and its valid instances, sorted by address.
 type Service struct {
@@ -31,11 +38,16 @@ type Service struct {
 	Instances []Instance
 }
 
-// index groups the pairs by store dir, once per render.
+// index groups the pairs by store dir, once per render. Pairs under a
+// top-level dir starting with "_" (_ports, _renderers: never an app, by the
+// name grammar) stay out of it, so they cost nothing.
 func (st *state) index() map[string][]int {
 	if st.dirs == nil {
 		st.dirs = make(map[string][]int)
 		for i, p := range st.pairs {
+			if strings.HasPrefix(p.rel, "/_") {
+				continue
+			}
 			d := p.rel[:max(strings.LastIndexByte(p.rel, '/'), 1)]
 			st.dirs[d] = append(st.dirs[d], i)
 		}
@@ -63,7 +75,7 @@ func (st *state) instances(dir string) []Instance {
 			st.skip(p, err)
 			continue
 		}
-		is = append(is, Instance{Key: p.abs, Addr: a, IP: a.Addr(), Port: int(a.Port())})
+		is = append(is, Instance{Key: p.abs, Addr: a, IP: a.Addr(), Port: int(a.Port()), s: p.value})
 	}
 	slices.SortFunc(is, func(a, b Instance) int { return a.Addr.Compare(b.Addr) })
 	if st.insts == nil {

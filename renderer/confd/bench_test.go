@@ -1,0 +1,40 @@
+package confd
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+)
+
+// BenchmarkRender1000x10 renders the shipped upstreams resource (keys ["/"])
+// over 1,000 apps x 10 instances, with each instance's port claim under
+// /_ports as etcd holds them: 20,000 pairs, 10,000 server lines.
+func BenchmarkRender1000x10(b *testing.B) {
+	root := repoRoot(b)
+	r, err := Load(root, filepath.Join(root, "conf.d", "upstreams.toml"), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	kvs := make([]KV, 0, 20000)
+	for app := range 1000 {
+		for i := range 10 {
+			ip := fmt.Sprintf("10.%d.%d.%d", app/250, app%250, i+1)
+			port := 20000 + app
+			svc := fmt.Sprintf("app%04d_prod", app)
+			kvs = append(kvs,
+				KV{Key: fmt.Sprintf("/%s/%s-%d", svc, ip, port), Value: fmt.Sprintf("%s:%d", ip, port)},
+				KV{Key: fmt.Sprintf("/_ports/%s/%d", ip, port), Value: svc})
+		}
+	}
+	out, err := r.Render(kvs)
+	if err != nil || len(out.Skipped) > 0 {
+		b.Fatalf("render: %v, skipped %d", err, len(out.Skipped))
+	}
+	b.SetBytes(int64(len(out.Bytes)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.Render(kvs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
