@@ -1,0 +1,80 @@
+package integration_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/internal/waitfor"
+)
+
+// TestTrafficFollowsRegistrations: two registered backends get the traffic
+// through nginx; a deleted one stops getting it.
+func TestTrafficFollowsRegistrations(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.startShipped()
+	r.startRenderer()
+	b1, b2 := newBackend(t, "b1"), newBackend(t, "b2")
+	r.register("a_test", b1)
+	k2 := r.register("a_test", b2)
+	r.waitServed(5*time.Second, "a_test", "b1", "b2")
+	r.waitReady(5 * time.Second)
+
+	// nginx starts new workers ~100ms before the old ones stop accepting:
+	// only once the reload is confirmed must b2 get nothing more.
+	n := len(r.reloads())
+	r.del(k2)
+	r.waitServed(5*time.Second, "a_test", "b1")
+	r.waitApplied(5*time.Second, n+1)
+	before := b2.hits.Load()
+	if err := r.servedBy("a_test", "b1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := b2.hits.Load(); got != before {
+		t.Fatalf("deleted backend b2 got %d more requests", got-before)
+	}
+	if up := read(t, r.out+"/upstreams.conf"); strings.Contains(up, b2.addr.String()) {
+		t.Fatalf("upstreams.conf still names deleted %s:\n%s", b2.addr, up)
+	}
+	r.waitReady(5 * time.Second)
+}
+
+// TestSingleRegistrationLatency: with no configured wait, one registration
+// is served through nginx within 2s, even right after the renderer started;
+// an isolated one (the renderer idle for longer than its cooldown) within 1s.
+// It logs put->served and put->reload confirmed.
+func TestSingleRegistrationLatency(t *testing.T) {
+	r := newRig(t)
+	r.startShipped()
+	r.startRenderer()
+	r.waitReady(10 * time.Second)
+	steps := []struct {
+		name     string
+		backend  string
+		deadline time.Duration
+	}{
+		{"right after start", "b1", 2 * time.Second},
+		{"isolated", "b2", time.Second},
+	}
+	var want []string
+	for _, s := range steps {
+		if s.name == "isolated" {
+			r.waitIdle(5*time.Second, cooldown+200*time.Millisecond)
+		}
+		b := newBackend(t, s.backend)
+		want = append(want, s.backend)
+		n := len(r.reloads())
+		start := time.Now()
+		r.register("a_test", b)
+		waitfor.Cond(t, s.deadline, s.name+": registration not served through nginx", func() error {
+			return r.servedBy("a_test", want...)
+		})
+		served := time.Since(start)
+		r.waitApplied(5*time.Second, n+1)
+		rl := r.reloads()[n]
+		t.Logf("%s: put -> served through nginx %v (polled every %v); put -> reload confirmed %v; reload_cmd took %v",
+			s.name, served.Round(time.Millisecond), waitfor.Interval, rl.end.Sub(start).Round(time.Millisecond),
+			rl.end.Sub(rl.start).Round(time.Millisecond))
+	}
+}
