@@ -94,8 +94,8 @@ type tomlTemplate struct {
 	Wait      string   `toml:"wait"`
 }
 
-// LoadDir loads every <confdir>/conf.d/*.toml in name order; one bad file
-// never stops the others. A resource whose dest another (earlier) resource
+// LoadDir loads every <confdir>/conf.d/*.toml in name order (hidden files
+// left out); one bad file never stops the others. A resource whose dest another (earlier) resource
 // already writes is refused: two writers of one file would fight.
 func LoadDir(confdir, globalPrefix string) ([]*Resource, []*LoadError) {
 	dir := filepath.Join(confdir, "conf.d")
@@ -109,7 +109,8 @@ func LoadDir(confdir, globalPrefix string) ([]*Resource, []*LoadError) {
 		dests = map[string]string{}
 	)
 	for _, e := range ents {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".toml") {
+		// Hidden files are editors' (".#r.toml" locks, swap files).
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".toml") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())

@@ -239,6 +239,7 @@ func TestLoadDir(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "conf.d", "e.toml"), res("ok.tmpl", "/tmp/../tmp/a"))
 	writeFile(t, filepath.Join(dir, "conf.d", "f.toml.example"), res("bad.tmpl", "/tmp/f"))
 	writeFile(t, filepath.Join(dir, "conf.d", "README"), "not a resource")
+	writeFile(t, filepath.Join(dir, "conf.d", ".#a.toml"), "editor lock")
 
 	rs, errs := LoadDir(dir, "/g")
 	var got []string
