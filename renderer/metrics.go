@@ -1,0 +1,131 @@
+package renderer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the renderer's Prometheus metrics, registered on an injected
+// Registerer (never the global one).
+type Metrics struct {
+	renders           *prometheus.CounterVec // resource, result: ok|unchanged|error
+	checks            *prometheus.CounterVec // resource, result: ok|failure
+	reloads           *prometheus.CounterVec // result: ok|failure
+	reloadsCoalesced  prometheus.Counter
+	commandDuration   *prometheus.HistogramVec // kind: check|reload
+	watchEvents       prometheus.Counter
+	appliedRevision   prometheus.Gauge
+	watchRevision     prometheus.Gauge
+	etcdRevision      prometheus.Gauge
+	lastApplySuccess  *prometheus.GaugeVec // resource
+	invalidSkipped    *prometheus.CounterVec
+	etcdUp            prometheus.Gauge
+	lastReloadSuccess prometheus.Gauge
+	loadErrors        prometheus.Counter
+	resources         prometheus.Gauge
+	failing           prometheus.Gauge
+}
+
+// NewMetrics creates the metrics and registers them on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	const ns, sub = "rollcall", "renderer"
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
+	}
+	m := &Metrics{
+		renders: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "renders_total",
+			Help: "Template renders by resource and result (ok = new output installed or staged, unchanged, error)."}, []string{"resource", "result"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "checks_total",
+			Help: "check_cmd runs by resource and result (ok, failure)."}, []string{"resource", "result"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reloads_total",
+			Help: "reload_cmd runs by result (ok, failure)."}, []string{"result"}),
+		reloadsCoalesced: counter("reloads_coalesced_total", "Changed keys applied by a reload they shared with other changes (events in a batch minus reloads run)."),
+		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "command_duration_seconds",
+			Help: "Duration of check_cmd and reload_cmd runs.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"kind"}),
+		watchEvents:     counter("watch_events_total", "Watched key changes received from etcd (bookkeeping keys excluded)."),
+		appliedRevision: gauge("applied_revision", "etcd revision fully applied (rendered, checked, installed, reloaded) by every resource."),
+		watchRevision:   gauge("watch_revision", "etcd revision the renderer's store is complete at."),
+		etcdRevision:    gauge("etcd_revision", "etcd's current revision, as last probed."),
+		lastApplySuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_apply_success_timestamp_seconds",
+			Help: "Unix time a resource was last applied successfully (or found up to date)."}, []string{"resource"}),
+		invalidSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "invalid_values_skipped_total",
+			Help: "Registered values the templates' typed functions refused (not written)."}, []string{"resource"}),
+		etcdUp:            gauge("etcd_up", "1 when etcd answers, 0 when unreachable."),
+		lastReloadSuccess: gauge("last_reload_success_timestamp_seconds", "Unix time of the last successful reload_cmd."),
+		loadErrors:        counter("resource_load_errors_total", "conf.d resources or templates that failed to load."),
+		resources:         gauge("resources", "Template resources loaded."),
+		failing:           gauge("resources_failing", "Resources whose last apply failed (retried with backoff)."),
+	}
+	if reg != nil {
+		reg.MustRegister(m.renders, m.checks, m.reloads, m.reloadsCoalesced, m.commandDuration, m.watchEvents,
+			m.appliedRevision, m.watchRevision, m.etcdRevision, m.lastApplySuccess, m.invalidSkipped, m.etcdUp,
+			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing)
+	}
+	return m
+}
+
+// serve starts the HTTP server for /metrics, /healthz and /readyz; stop
+// shuts it down.
+func (r *Renderer) serve(ctx context.Context, reg prometheus.Registerer) (stop func(), err error) {
+	ln, err := net.Listen("tcp", r.cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	if g, ok := reg.(prometheus.Gatherer); ok {
+		mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !r.running.Load() {
+			http.Error(w, "not running", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if msg := r.notReady(); msg != "" {
+			http.Error(w, msg, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { // owned: stop waits for done
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("metrics server", "err", err)
+		}
+	}()
+	r.log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-done
+	}, nil
+}
+
+// notReady says why the renderer is not ready, or "" when etcd answers and
+// every resource is applied up to the store's revision.
+func (r *Renderer) notReady() string {
+	switch {
+	case !r.running.Load():
+		return "not running"
+	case !r.up.Load():
+		return "etcd unreachable"
+	case !r.current.Load() || r.store.pendingChanges():
+		return "changes not applied yet"
+	}
+	return ""
+}

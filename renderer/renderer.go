@@ -1,0 +1,424 @@
+// Package renderer keeps files rendered from etcd with confd-compatible
+// template resources: it lists then watches the resources' keys, renders
+// only what a change touches, stages, checks and installs atomically,
+// reloads once per batch, and acknowledges the applied revision under
+// _renderers/<id> for registrars that drain. See README.md.
+package renderer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/registry"
+	"github.com/rollcall/rollcall/renderer/confd"
+)
+
+// Renderer is the state of one Run: its loop owns everything but the
+// atomics, which the HTTP handlers read.
+type Renderer struct {
+	cfg    Config
+	base   *slog.Logger // for components: base.With("component", ...)
+	log    *slog.Logger
+	m      *Metrics
+	cli    *clientv3.Client
+	store  *store
+	stdout io.Writer
+
+	states  []*resState
+	groups  map[confd.Wait]*quiet
+	pending map[*resState]bool
+	retryAt time.Time // when failed resources are tried again; zero = none
+	changes int       // keys changed since the last apply, for the coalesced metric
+	ack     *acker
+	ackRev  int64
+	loadErr int // resources that failed to load at the last (re)load
+
+	watchPrefixes []string
+	watchCancel   context.CancelFunc
+	watchDone     chan struct{}
+
+	lastTook time.Duration
+
+	up       atomic.Bool
+	current  atomic.Bool // nothing pending, nothing failing, store loaded
+	running  atomic.Bool
+	upLogged atomic.Int32 // 0 unknown, 1 up, 2 down: log transitions once
+}
+
+// ErrFailed is returned by a --onetime run in which a resource failed.
+var ErrFailed = errors.New("some resources failed")
+
+// Run runs the renderer until ctx is done (or, with Onetime, once). Its
+// metrics are registered on reg; if reg is also a prometheus.Gatherer it is
+// what /metrics serves.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	r := &Renderer{
+		cfg: cfg, base: log, log: log.With("component", "renderer"), m: NewMetrics(reg), store: newStore(), stdout: cfg.Stdout,
+		groups: map[confd.Wait]*quiet{}, pending: map[*resState]bool{},
+	}
+	if r.stdout == nil {
+		r.stdout = os.Stdout
+	}
+	endpoints := cfg.Endpoints
+	if cfg.EmbedEtcd != "" {
+		sctx, cancel := context.WithTimeout(ctx, embedetcd.StartTimeout)
+		srv, err := embedetcd.Start(sctx, embedetcd.Config{Dir: cfg.EmbedEtcd, ClientAddr: cfg.EmbedListen})
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		endpoints = []string{srv.Endpoint}
+		log.Info("embedded etcd serving", "dir", cfg.EmbedEtcd, "endpoint", srv.Endpoint)
+	}
+	cli, err := newClient(cfg, endpoints)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	r.cli = cli
+	r.loadResources(time.Now())
+	if cfg.Onetime {
+		return r.once(ctx)
+	}
+	if cfg.MetricsAddr != "" {
+		stop, err := r.serve(ctx, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return r.run(ctx)
+}
+
+func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
+	cc := clientv3.Config{
+		Endpoints:            endpoints,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		Username:             cfg.User,
+		Password:             cfg.Password,
+		Logger:               zap.NewNop(),
+	}
+	if cfg.CACert != "" || cfg.Cert != "" {
+		tls, err := transport.TLSInfo{CertFile: cfg.Cert, KeyFile: cfg.Key, TrustedCAFile: cfg.CACert}.ClientConfig()
+		if err != nil {
+			return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
+		}
+		cc.TLS = tls
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return cli, nil
+}
+
+// run is the loop: the watcher fills the store and flips its dirty flag;
+// the loop decides when to apply.
+func (r *Renderer) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if !r.cfg.Noop {
+		r.ack = newAcker(r.cli, registry.RendererKey(r.cfg.Prefix, r.cfg.ID), r.cfg.AckTTL, r.base.With("component", "ack"))
+		wg.Go(func() { r.ack.Run(ctx) })
+	}
+	cw := &confWatcher{dir: r.cfg.ConfDir, log: r.base.With("component", "confwatch"), changed: make(chan struct{}, 1), hup: r.cfg.Reload}
+	wg.Go(func() { cw.Run(ctx) })
+	r.restartWatch(ctx)
+	defer r.stopWatch()
+	r.running.Store(true)
+	defer r.running.Store(false)
+	var al alarm
+	defer al.Stop()
+	for {
+		r.arm(&al, time.Now())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.store.Dirty():
+			r.collect(time.Now())
+		case <-al.C():
+			r.applyDue(ctx, time.Now())
+		case <-cw.changed:
+			r.log.Info("configuration changed, reloading resources")
+			r.loadResources(time.Now())
+			r.restartWatch(ctx)
+		}
+	}
+}
+
+// once lists, applies every resource and reports whether all succeeded.
+func (r *Renderer) once(ctx context.Context) error {
+	w := r.newWatcher(r.prefixes())
+	if _, err := w.list(ctx); err != nil {
+		return err
+	}
+	r.store.Changes()
+	res := r.apply(ctx, r.store.Snapshot(), r.states)
+	if n := len(res.failed) + r.loadErr; n > 0 {
+		return fmt.Errorf("%w: %d of %d", ErrFailed, n, len(r.states)+r.loadErr)
+	}
+	r.log.Info("applied once", "resources", len(res.ok), "rev", r.store.Rev())
+	return nil
+}
+
+// prefixes is the union of the resources' watch prefixes, collapsed.
+func (r *Renderer) prefixes() []string {
+	var ps []string
+	for _, st := range r.states {
+		ps = append(ps, st.prefixes...)
+	}
+	return collapse(ps)
+}
+
+func (r *Renderer) newWatcher(prefixes []string) *watcher {
+	return &watcher{
+		cli: r.cli, prefixes: prefixes, store: r.store, log: r.base.With("component", "watch"), m: r.m,
+		interval: r.cfg.Interval, up: r.setUp, probeKey: registry.RendererKey(r.cfg.Prefix, r.cfg.ID),
+	}
+}
+
+// restartWatch (re)starts the watcher when the watched prefixes changed.
+func (r *Renderer) restartWatch(ctx context.Context) {
+	ps := r.prefixes()
+	if r.watchDone != nil && slices.Equal(ps, r.watchPrefixes) {
+		return
+	}
+	r.stopWatch()
+	r.watchPrefixes = ps
+	w := r.newWatcher(ps)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	r.watchCancel, r.watchDone = cancel, done
+	go func() { // owned: stopWatch cancels and waits for done
+		defer close(done)
+		w.Run(wctx)
+	}()
+	r.log.Info("watching", "prefixes", ps)
+}
+
+func (r *Renderer) stopWatch() {
+	if r.watchDone == nil {
+		return
+	}
+	r.watchCancel()
+	<-r.watchDone
+	r.watchDone = nil
+}
+
+func (r *Renderer) setUp(up bool) {
+	r.up.Store(up)
+	if up {
+		r.m.etcdUp.Set(1)
+		if r.upLogged.Swap(1) == 2 {
+			r.log.Info("etcd reachable again")
+		}
+		return
+	}
+	r.m.etcdUp.Set(0)
+	if r.upLogged.Swap(2) != 2 {
+		r.log.Warn("etcd unreachable, keeping the last good files")
+	}
+}
+
+// collect maps changed keys to the resources they touch and pokes their
+// quiescence groups.
+func (r *Renderer) collect(now time.Time) {
+	keys, all, ok := r.store.Changes()
+	if !ok || (!all && len(keys) == 0) {
+		return
+	}
+	r.changes += len(keys)
+	for _, st := range r.states {
+		if all || slices.ContainsFunc(keys, st.res.Touches) {
+			r.pending[st] = true
+			st.group.Poke(now)
+		}
+	}
+	r.updateCurrent()
+}
+
+// arm sets the alarm to the earliest due group or retry.
+func (r *Renderer) arm(al *alarm, now time.Time) {
+	var next time.Time
+	ok := false
+	take := func(at time.Time) {
+		if !ok || at.Before(next) {
+			next, ok = at, true
+		}
+	}
+	if r.store.Snapshot() != nil {
+		for _, g := range r.groups {
+			if at, due := g.Due(); due {
+				take(at)
+			}
+		}
+		if !r.retryAt.IsZero() {
+			take(r.retryAt)
+		}
+	}
+	al.Set(now, next, ok)
+}
+
+// applyDue applies the pending resources of every due group, plus failed
+// ones when their retry is due, then publishes the acknowledgement.
+func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
+	snap := r.store.Snapshot()
+	if snap == nil {
+		return
+	}
+	r.collect(now)
+	due := map[*quiet]bool{}
+	for _, g := range r.groups {
+		if at, ok := g.Due(); ok && !at.After(now) {
+			g.Take()
+			due[g] = true
+		}
+	}
+	retry := !r.retryAt.IsZero() && !r.retryAt.After(now)
+	if retry {
+		r.retryAt = time.Time{}
+	}
+	var batch []*resState
+	for _, st := range r.states {
+		if r.pending[st] && (due[st.group] || retry && st.failures > 0) && snap.Has(st.prefixes) {
+			batch = append(batch, st)
+		}
+	}
+	if len(batch) == 0 {
+		return
+	}
+	res := r.apply(ctx, snap, batch)
+	end := time.Now()
+	for g := range due {
+		g.Done(end)
+	}
+	for _, st := range res.ok {
+		delete(r.pending, st)
+	}
+	worst := 0
+	for st := range r.pending {
+		worst = max(worst, st.failures)
+	}
+	if worst > 0 {
+		r.retryAt = end.Add(backoff(worst-1, 500*time.Millisecond, 30*time.Second))
+	}
+	if res.reloads > 0 && r.changes > res.reloads {
+		r.m.reloadsCoalesced.Add(float64(r.changes - res.reloads))
+	}
+	r.changes = 0
+	r.m.failing.Set(float64(len(res.failed)))
+	r.publish(snap.rev)
+	r.updateCurrent()
+	r.log.Info("applied", "rev", snap.rev, "resources", len(batch), "failed", len(res.failed), "reloads", res.reloads, "took", end.Sub(now))
+}
+
+// publish acknowledges the revision every resource has applied: snap's,
+// unless some resource is still pending or failing at an older one.
+func (r *Renderer) publish(rev int64) {
+	ack := rev
+	for _, st := range r.states {
+		if r.pending[st] {
+			ack = min(ack, st.appliedRev)
+		} else {
+			st.appliedRev = rev
+		}
+	}
+	r.ackRev = max(r.ackRev, ack)
+	r.m.appliedRevision.Set(float64(r.ackRev))
+	if r.ack != nil {
+		r.ack.Publish(registry.Ack{Revision: r.ackRev, Prefixes: r.watchPrefixes, Updated: time.Now().UTC()})
+	}
+}
+
+func (r *Renderer) updateCurrent() {
+	r.current.Store(len(r.pending) == 0 && r.store.Snapshot() != nil)
+}
+
+// loadResources (re)loads conf.d. A resource that fails to load keeps its
+// previous version; removed ones stop; every resource is rendered again.
+func (r *Renderer) loadResources(now time.Time) {
+	rs, errs := confd.LoadDir(r.cfg.ConfDir, r.cfg.Prefix)
+	old := map[string]*resState{}
+	for _, st := range r.states {
+		old[st.res.Path] = st
+	}
+	var states []*resState
+	for _, res := range rs {
+		st := &resState{res: res, name: filepath.Base(res.Path), prefixes: res.WatchPrefixes()}
+		if o := old[res.Path]; o != nil {
+			st.appliedRev, st.failures, st.reloadPending = o.appliedRev, o.failures, o.reloadPending
+		}
+		states = append(states, st)
+	}
+	for _, e := range errs {
+		r.m.loadErrors.Inc()
+		if o := old[e.Path]; o != nil {
+			states = append(states, o)
+			r.log.Error("resource failed to load, keeping its previous version", "resource", o.name, "err", e)
+			continue
+		}
+		r.log.Error("resource failed to load", "err", e)
+	}
+	r.loadErr = len(errs)
+	slices.SortFunc(states, func(a, b *resState) int { return strings.Compare(a.res.Path, b.res.Path) })
+	for _, st := range r.states {
+		if !slices.ContainsFunc(states, func(n *resState) bool { return n.res.Path == st.res.Path }) {
+			r.log.Info("resource removed", "resource", st.name)
+			r.m.lastApplySuccess.DeleteLabelValues(st.name)
+		}
+	}
+	r.states = states
+	clear(r.pending)
+	for _, st := range states {
+		st.group = r.group(st.res.Wait)
+		r.pending[st] = true
+		st.group.Poke(now)
+	}
+	r.m.resources.Set(float64(len(states)))
+	r.updateCurrent()
+}
+
+// group is the quiescence group of a resource's wait (its own, else the
+// global --wait, else at once with cooldown).
+func (r *Renderer) group(w *confd.Wait) *quiet {
+	if w == nil {
+		w = r.cfg.Wait
+	}
+	var key confd.Wait
+	if w != nil {
+		key = *w
+	}
+	g := r.groups[key]
+	if g == nil {
+		g = &quiet{cooldown: r.cfg.Cooldown}
+		if key.Max > 0 {
+			g.wait = &key
+		}
+		r.groups[key] = g
+	}
+	return g
+}

@@ -1,0 +1,234 @@
+package renderer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	pkgtestutil "go.etcd.io/etcd/client/pkg/v3/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/waitfor"
+	"github.com/rollcall/rollcall/registry"
+)
+
+func TestMain(m *testing.M) { pkgtestutil.MustTestMainWithLeakDetection(m) }
+
+// listTmpl prints every service and its valid instances, one line each.
+const listTmpl = `{{range services}}{{.Name}}:{{range .Instances}} {{.}}{{end}}
+{{end}}`
+
+// harness is a renderer under test: real etcd, a temp confdir, dest files
+// in a temp dir, and a reload command that appends a line to a log file.
+type harness struct {
+	t       *testing.T
+	etcd    *etcdtest.Server
+	cli     *clientv3.Client
+	dir     string // confdir
+	out     string // where dest files go
+	reloads string // file the reload command appends to
+	reg     *prometheus.Registry
+	logs    *syncBuffer
+	cfg     Config
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	w  io.Writer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Write(p)
+	return s.w.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("etcd test")
+	}
+	h := &harness{t: t, etcd: etcdtest.Start(t), dir: t.TempDir(), out: t.TempDir(), reg: prometheus.NewRegistry()}
+	h.cli = h.etcd.Client(t)
+	h.reloads = filepath.Join(h.out, "reloads.log")
+	h.logs = &syncBuffer{w: t.Output()}
+	for _, d := range []string{"conf.d", "templates"} {
+		if err := os.Mkdir(filepath.Join(h.dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.cfg = Config{
+		ConfDir: h.dir, Endpoints: []string{h.etcd.Endpoint}, ID: "gw1",
+		Cooldown: 300 * time.Millisecond, CommandTimeout: 10 * time.Second, AckTTL: 5 * time.Second,
+	}
+	return h
+}
+
+// resource writes conf.d/<name>.toml for template tmpl (written to
+// templates/<name>.tmpl) with dest <out>/<name>.conf; extra is appended
+// to the [template] table.
+func (h *harness) resource(name, keys, tmpl, extra string) string {
+	h.t.Helper()
+	dest := filepath.Join(h.out, name+".conf")
+	h.write("templates/"+name+".tmpl", tmpl)
+	h.write("conf.d/"+name+".toml", fmt.Sprintf("[template]\nsrc = %q\ndest = %q\nkeys = [%s]\nreload_cmd = \"echo %s >> %s\"\n%s",
+		name+".tmpl", dest, keys, name, h.reloads, extra))
+	return dest
+}
+
+func (h *harness) write(rel, content string) {
+	h.t.Helper()
+	p := filepath.Join(h.dir, rel)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil { // as editors do
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() { h.done <- Run(ctx, h.cfg, log, h.reg) }()
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		h.t.Error("Run did not return after cancel")
+	}
+}
+
+func (h *harness) put(key, value string) int64 {
+	h.t.Helper()
+	resp, err := h.cli.Put(context.Background(), key, value)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
+func (h *harness) del(key string) int64 {
+	h.t.Helper()
+	resp, err := h.cli.Delete(context.Background(), key)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
+// inst registers ip:port under /<svc>/.
+func (h *harness) inst(svc, addr string) int64 {
+	h.t.Helper()
+	return h.put("/"+svc+"/"+strings.Replace(strings.Trim(addr, "[]"), "]:", "-", 1)[0:]+"", addr)
+}
+
+func (h *harness) waitFile(path, want string) {
+	h.t.Helper()
+	waitfor.Cond(h.t, 10*time.Second, path+" rendered", func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if string(b) != want {
+			return fmt.Errorf("got %q, want %q", b, want)
+		}
+		return nil
+	})
+}
+
+func (h *harness) reloadCount() int {
+	b, _ := os.ReadFile(h.reloads)
+	return strings.Count(string(b), "\n")
+}
+
+func (h *harness) counter(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
+
+func (h *harness) ack() (registry.Ack, error) {
+	var a registry.Ack
+	resp, err := h.cli.Get(context.Background(), registry.RendererKey("", "gw1"))
+	if err != nil {
+		return a, err
+	}
+	if len(resp.Kvs) == 0 {
+		return a, fmt.Errorf("no ack")
+	}
+	return a, json.Unmarshal(resp.Kvs[0].Value, &a)
+}
+
+func key(svc, ip string, port int) string { return fmt.Sprintf("/%s/%s-%d", svc, ip, port) }
+
+func TestRunRendersAndReloads(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dest := h.resource("up", `"/"`, listTmpl, "")
+	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
+	h.start()
+	h.waitFile(dest, "web_prod: 10.0.0.1:80\n")
+
+	rev := h.put(key("web_prod", "10.0.0.2", 80), "10.0.0.2:80")
+	h.waitFile(dest, "web_prod: 10.0.0.1:80 10.0.0.2:80\n")
+	waitfor.Cond(t, 10*time.Second, "ack of the put", func() error {
+		a, err := h.ack()
+		if err == nil && a.Revision < rev {
+			err = fmt.Errorf("ack at %d, want >= %d", a.Revision, rev)
+		}
+		return err
+	})
+	rev = h.del(key("web_prod", "10.0.0.1", 80))
+	h.waitFile(dest, "web_prod: 10.0.0.2:80\n")
+	waitfor.Cond(t, 10*time.Second, "ack of the delete", func() error {
+		a, err := h.ack()
+		if err == nil && (a.Revision < rev || len(a.Prefixes) != 1 || a.Prefixes[0] != "/") {
+			err = fmt.Errorf("ack %+v, want rev >= %d, prefixes [/]", a, rev)
+		}
+		return err
+	})
+	if n := h.reloadCount(); n != 3 {
+		t.Errorf("reloads = %d, want 3 (one per isolated change)", n)
+	}
+	h.stop()
+	if _, err := h.ack(); err == nil {
+		t.Error("ack key still there after stop: lease not revoked")
+	}
+	_ = net.JoinHostPort
+	_ = http.StatusOK
+}

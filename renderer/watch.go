@@ -1,0 +1,267 @@
+package renderer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/registry"
+)
+
+// probeEvery is how often the watcher checks that etcd answers.
+const probeEvery = 2 * time.Second
+
+// watcher keeps a store equal to etcd under its prefixes: one consistent
+// list at one revision, then one watch from the next revision.
+type watcher struct {
+	cli      *clientv3.Client
+	prefixes []string // collapsed: none covers another; sorted
+	store    *store
+	log      *slog.Logger
+	m        *Metrics
+	interval time.Duration   // safety re-list; 0 = never
+	up       func(bool)      // etcd reachable or not
+	probeKey string          // a key to Get (count only) when probing
+	onList   func(rev int64) // optional: called after each complete list
+	sleep    func(context.Context, time.Duration) error
+}
+
+var errCompacted = errors.New("watch revision compacted")
+
+// collapse drops prefixes covered by another and sorts the rest.
+func collapse(prefixes []string) []string {
+	ps := slices.Clone(prefixes)
+	slices.Sort(ps)
+	ps = slices.Compact(ps)
+	var out []string
+	for _, p := range ps {
+		if !slices.ContainsFunc(ps, func(q string) bool { return q != p && registry.Covers(q, p) }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Run lists and watches until ctx is done, re-listing after compaction and
+// backing off while etcd is unreachable. The store is only ever replaced
+// with a complete list.
+func (w *watcher) Run(ctx context.Context) {
+	if w.sleep == nil {
+		w.sleep = sleepCtx
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { w.probe(ctx) })
+	for attempt := 0; ; attempt++ {
+		rev, err := w.list(ctx)
+		if err == nil {
+			attempt = 0
+			w.up(true)
+			err = w.watch(ctx, rev)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case errors.Is(err, errCompacted):
+			w.log.Info("watch compacted, listing again", "rev", rev)
+			attempt = -1
+			continue
+		case err != nil:
+			w.up(false)
+			w.log.Warn("etcd unreachable, keeping the last good files", "err", err)
+		}
+		if w.sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) != nil {
+			return
+		}
+	}
+}
+
+// list reads every prefix at one revision and replaces the store.
+func (w *watcher) list(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	kvs := map[string]string{}
+	var rev int64
+	for _, p := range w.prefixes {
+		opts := []clientv3.OpOption{clientv3.WithPrefix()}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := w.cli.Get(ctx, p, opts...)
+		if err != nil {
+			return 0, fmt.Errorf("list %q: %w", p, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			if k := string(kv.Key); registry.Covers(p, k) && !ignored(k) {
+				kvs[k] = string(kv.Value)
+			}
+		}
+	}
+	if rev == 0 { // nothing watched: learn the revision anyway
+		resp, err := w.cli.Get(ctx, w.probeKey, clientv3.WithCountOnly())
+		if err != nil {
+			return 0, fmt.Errorf("list: %w", err)
+		}
+		rev = resp.Header.Revision
+	}
+	w.store.Replace(kvs, rev, w.prefixes)
+	w.m.watchRevision.Set(float64(rev))
+	w.log.Debug("listed", "rev", rev, "keys", len(kvs), "prefixes", len(w.prefixes))
+	if w.onList != nil {
+		w.onList(rev)
+	}
+	return rev, nil
+}
+
+// span is the one key range covering every prefix: [start, end).
+func (w *watcher) span() (start, end string) {
+	for i, p := range w.prefixes {
+		if p == "" {
+			return "\x00", "\x00"
+		}
+		e := clientv3.GetPrefixRangeEnd(p)
+		if i == 0 || p < start {
+			start = p
+		}
+		if i == 0 || e > end {
+			end = e
+		}
+	}
+	return start, end
+}
+
+// watch follows changes from rev+1. It returns errCompacted when rev is gone,
+// nil when ctx is done or a safety re-list is due, or the error that broke it.
+func (w *watcher) watch(ctx context.Context, rev int64) error {
+	if len(w.prefixes) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	var relist <-chan time.Time
+	if w.interval > 0 {
+		t := time.NewTimer(w.interval)
+		defer t.Stop()
+		relist = t.C
+	}
+	start, end := w.span()
+	for attempt := 0; ; attempt++ {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := w.cli.Watch(wctx, start, clientv3.WithRange(end), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+		err := w.follow(ctx, wch, &rev, relist)
+		cancel()
+		if ctx.Err() != nil || err == nil || errors.Is(err, errCompacted) {
+			return err
+		}
+		w.up(false)
+		w.log.Warn("watch broken, resuming", "rev", rev+1, "err", err)
+		if w.sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) != nil {
+			return nil
+		}
+	}
+}
+
+// follow applies watch responses to the store until the channel closes.
+func (w *watcher) follow(ctx context.Context, wch clientv3.WatchChan, rev *int64, relist <-chan time.Time) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-relist:
+			return nil
+		case resp, ok := <-wch:
+			if !ok {
+				return errors.New("watch channel closed")
+			}
+			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+				return errCompacted
+			}
+			if err := resp.Err(); err != nil {
+				return err
+			}
+			chs := make([]change, 0, len(resp.Events))
+			for _, ev := range resp.Events {
+				k := string(ev.Kv.Key)
+				if ignored(k) || !w.covered(k) {
+					continue
+				}
+				chs = append(chs, change{key: k, value: string(ev.Kv.Value), del: ev.Type == clientv3.EventTypeDelete})
+			}
+			w.m.watchEvents.Add(float64(len(chs)))
+			w.store.Apply(chs, resp.Header.Revision)
+			if resp.Header.Revision > *rev {
+				*rev = resp.Header.Revision
+			}
+			w.m.watchRevision.Set(float64(*rev))
+			w.up(true)
+		}
+	}
+}
+
+func (w *watcher) covered(key string) bool {
+	for _, p := range w.prefixes {
+		if registry.Covers(p, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// probe asks etcd every probeEvery whether it answers, for etcd_up and
+// readiness: the client's own reconnects are otherwise invisible.
+func (w *watcher) probe(ctx context.Context) {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeEvery)
+		resp, err := w.cli.Get(pctx, w.probeKey, clientv3.WithCountOnly())
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			w.up(false)
+			continue
+		}
+		w.up(true)
+		w.m.etcdRevision.Set(float64(resp.Header.Revision))
+	}
+}
+
+// backoff is exponential from base, capped, with ±25% jitter.
+func backoff(attempt int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 0; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d - d/4 + rand.N(d/2+1)
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
