@@ -35,6 +35,9 @@ func (r *Resource) Render(kvs []KV) (Rendered, error) {
 
 // RenderContext is Render with a context bounding the lookup* functions.
 func (r *Resource) RenderContext(ctx context.Context, kvs []KV) (Rendered, error) {
+	if r.tmpl == nil {
+		return Rendered{}, fmt.Errorf("render %s: resource not loaded (use Load)", r.Path)
+	}
 	st := newState(ctx, r, kvs)
 	t, err := r.tmpl.Clone()
 	if err != nil {

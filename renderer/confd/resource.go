@@ -245,6 +245,8 @@ func parseMode(s string) (os.FileMode, error) {
 		return 0, fmt.Errorf("mode %q: want octal with a leading 0, e.g. \"0644\"", s)
 	case m&^0o7777 != 0:
 		return 0, fmt.Errorf("mode %q: not a permission mode (over 07777)", s)
+	case m == 0:
+		return 0, fmt.Errorf("mode %q: no permissions at all", s)
 	}
 	// setuid/setgid/sticky map to os.FileMode's own bits.
 	fm := os.FileMode(m & 0o777)

@@ -83,6 +83,7 @@ func TestLoadErrors(t *testing.T) {
 		{"mode not a number", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"rw-r--r--\"\n", "x", `mode "rw-r--r--": not a number`},
 		{"mode decimal trap", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"644\"\n", "x", `want octal with a leading 0`},
 		{"mode too big", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"017777\"\n", "x", "over 07777"},
+		{"mode zero", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"0000\"\n", "x", "no permissions at all"},
 		{"mode bad octal", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"0999\"\n", "x", "not a number"},
 		{"unknown owner", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nowner = \"no-such-user-rollcall\"\n", "x", `owner "no-such-user-rollcall"`},
 		{"unknown group", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ngroup = \"no-such-group-rollcall\"\n", "x", `group "no-such-group-rollcall"`},

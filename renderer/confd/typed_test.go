@@ -125,3 +125,10 @@ func TestRenderConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestRenderUnloaded(t *testing.T) {
+	t.Parallel()
+	if _, err := (&Resource{Path: "x.toml"}).Render(nil); err == nil {
+		t.Error("Render of a Resource not made by Load succeeded")
+	}
+}
