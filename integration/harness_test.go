@@ -178,11 +178,21 @@ func (r *rig) startShipped() {
 	px := r.resource("proxy", "proxy.toml", "proxy.conf", "")
 	writeFile(r.t, up, placeholder, 0o644)
 	writeFile(r.t, px, placeholder, 0o644)
-	r.nginx.Start(r.t, nginxtest.Config{
-		HTTP:   "include " + up + ";",
-		Server: "include " + px + ";",
-	})
+	r.nginx.Start(r.t, r.shippedConf())
 	r.onetime()
+}
+
+// shippedConf is the nginx config for startShipped, including more files
+// in http.
+func (r *rig) shippedConf(more ...string) nginxtest.Config {
+	c := nginxtest.Config{
+		HTTP:   "include " + filepath.Join(r.out, "upstreams.conf") + ";\n",
+		Server: "include " + filepath.Join(r.out, "proxy.conf") + ";\n",
+	}
+	for _, f := range more {
+		c.HTTP += "include " + f + ";\n"
+	}
+	return c
 }
 
 // onetime runs `renderer --onetime` as an operator would before starting the

@@ -1,0 +1,183 @@
+package integration_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/waitfor"
+)
+
+// logSince waits until the renderer's log written after offset matches re.
+func (r *rig) logSince(timeout time.Duration, offset int, re *regexp.Regexp) {
+	r.t.Helper()
+	waitfor.Cond(r.t, timeout, fmt.Sprintf("renderer log does not match %q", re), func() error {
+		if log := r.renderer.stderr.String()[offset:]; !re.MatchString(log) {
+			return fmt.Errorf("log since the change:\n%s", log)
+		}
+		return nil
+	})
+}
+
+// TestBrokenTemplateEdit: a template edited into a parse error, then into an
+// execution error, leaves the installed file and nginx alone and the log
+// names the file and line; the fixed template is applied, with the
+// registration made while it was broken.
+func TestBrokenTemplateEdit(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.nginx.Start(t, r.perApp("a_test"))
+	r.onetime()
+	r.startRenderer()
+	r.register("a_test", newBackend(t, "b1"))
+	r.waitServed(5*time.Second, "a_test", "b1")
+	r.waitReady(5 * time.Second)
+
+	tmpl := filepath.Join(r.confdir, "templates", "upstream.tmpl")
+	dest := filepath.Join(r.out, "a_test.conf")
+	orig, installed := read(t, tmpl), read(t, dest)
+	where := regexp.MustCompile(`upstream\.tmpl:\d+`)
+	steps := []struct {
+		name     string
+		template string
+		metric   string
+		register string // a backend registered while broken
+	}{
+		{"parse error", orig + "{{ if }}\n", "rollcall_renderer_resource_load_errors_total", ""},
+		{"execution error", strings.Replace(orig, "{{with service}}", `{{with service}}{{getv "/no/such/key"}}`, 1),
+			"rollcall_renderer_renders_total", "b2"},
+	}
+	for _, s := range steps {
+		offset := len(r.renderer.stderr.String())
+		m0 := r.metric(s.metric)
+		writeFile(t, tmpl, s.template, 0o644)
+		if s.register != "" {
+			r.register("a_test", newBackend(t, s.register))
+		}
+		r.logSince(10*time.Second, offset, where)
+		waitfor.Cond(t, 5*time.Second, s.name+": "+s.metric+" not counted", func() error {
+			if m := r.metric(s.metric, `result="error"`) + r.metric(s.metric, `result="failure"`); m == 0 && r.metric(s.metric) == m0 {
+				return fmt.Errorf("%s unchanged at %v", s.metric, m0)
+			}
+			return nil
+		})
+		if got := read(t, dest); got != installed {
+			t.Fatalf("%s: installed file changed:\n%s", s.name, got)
+		}
+		if err := r.servedBy("a_test", "b1"); err != nil {
+			t.Fatalf("%s: nginx: %v", s.name, err)
+		}
+	}
+
+	writeFile(t, tmpl, orig+"# fixed\n", 0o644)
+	r.waitServed(10*time.Second, "a_test", "b1", "b2")
+	if got := read(t, dest); !strings.HasSuffix(got, "# fixed\n") {
+		t.Fatalf("fixed template not applied:\n%s", got)
+	}
+	r.waitReady(5 * time.Second)
+}
+
+// TestFailingNginxCheck: a resource whose fragment is valid alone but
+// duplicates an upstream fails `nginx -t` on the whole config: its file is
+// rolled back to its previous bytes, nginx keeps serving, and the valid
+// resource in the same batch still applies.
+func TestFailingNginxCheck(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	cfg := r.perApp("a_test")
+	dup := r.resource("dup", "upstream.toml.example", "dup.conf", "/a_test")
+	writeFile(t, dup, placeholder, 0o644)
+	cfg.HTTP += "include " + dup + ";\n"
+	r.nginx.Start(t, cfg)
+	r.register("a_test", newBackend(t, "b1"))
+	r.startRenderer()
+	r.waitServed(10*time.Second, "a_test", "b1")
+
+	r.register("a_test", newBackend(t, "b2"))
+	r.waitServed(10*time.Second, "a_test", "b1", "b2")
+	waitfor.Cond(t, 5*time.Second, "dup check failure not counted", func() error {
+		if m := r.metric("rollcall_renderer_checks_total", `resource="dup`, `result="failure"`); m < 2 {
+			return fmt.Errorf("checks_total{resource=dup*,result=failure} = %v; want >= 2 (one per batch)", m)
+		}
+		return nil
+	})
+	if got := read(t, dup); got != placeholder {
+		t.Fatalf("dup.conf = %q; want it rolled back to %q", got, placeholder)
+	}
+	entries, err := os.ReadDir(r.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"a_test.conf", "dup.conf"}; !slices.Equal(names, want) {
+		t.Fatalf("files in the dest dir %v; want %v (no staged leftovers)", names, want)
+	}
+	if !strings.Contains(r.renderer.stderr.String(), "duplicate upstream") {
+		t.Fatal(`renderer log does not quote nginx's "duplicate upstream"`)
+	}
+	if _, err := r.get("/readyz"); err == nil {
+		t.Fatal("/readyz is 200 while a resource keeps failing")
+	}
+	for i, x := range r.reloads() {
+		if x.code != 0 {
+			t.Errorf("reload %d exited %d: nginx was asked to reload a config it refused", i, x.code)
+		}
+	}
+}
+
+// TestInjectionNeverWritten: values and service names crafted to inject nginx
+// directives are skipped and counted; nginx serves normally and nothing
+// listens where the injection asked.
+func TestInjectionNeverWritten(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.startShipped()
+	r.startRenderer()
+	port, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject := fmt.Sprintf("server { listen 127.0.0.1:%d; location / { root /etc; } }", port)
+	evil := map[string]string{
+		"/a_test/1.2.3.4-80": "1.2.3.4:80; } " + inject + " upstream x {",
+		"/a_test/5.6.7.8-80": "5.6.7.8:80 backup",
+		"/a_test/9.9.9.9-80": "9.9.9.10:80",
+		"/a_test/bad":        "127.0.0.1:1",
+		// a service name that would close proxy.tmpl's location block
+		fmt.Sprintf("/b_x{}server{listen 127.0.0.1:%d;return 200 pwned;}upstream c_d/127.0.0.1-1", port): "127.0.0.1:1",
+	}
+	for k, v := range evil {
+		r.put(k, v)
+	}
+	r.register("a_test", newBackend(t, "b1"))
+	r.waitServed(10*time.Second, "a_test", "b1")
+	r.waitReady(5 * time.Second)
+	waitfor.Cond(t, 5*time.Second, "invalid values not counted", func() error {
+		if m := r.metric("rollcall_renderer_invalid_values_skipped_total"); m < 3 {
+			return fmt.Errorf("invalid_values_skipped_total = %v; want >= 3", m)
+		}
+		return nil
+	})
+	for _, f := range []string{"upstreams.conf", "proxy.conf"} {
+		conf := read(t, filepath.Join(r.out, f))
+		for _, bad := range []string{"root", "listen", "1.2.3.4", "5.6.7.8", "9.9.9", "backup", "b_x", "pwned"} {
+			if strings.Contains(conf, bad) {
+				t.Errorf("%s contains %q:\n%s", f, bad, conf)
+			}
+		}
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("something listens on the injected port %d", port)
+	}
+}

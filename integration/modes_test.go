@@ -1,0 +1,67 @@
+package integration_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOnetimeAndNoop: --onetime renders, checks, installs and reloads once
+// and exits 0, non-zero when a check fails; --noop prints a unified diff and
+// installs and reloads nothing.
+func TestOnetimeAndNoop(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.startShipped() // runs --onetime with nothing registered
+	up := filepath.Join(r.out, "upstreams.conf")
+	b1 := newBackend(t, "b1")
+	r.register("a_test", b1)
+	n := len(r.reloads())
+	r.onetime()
+	if err := r.servedBy("a_test", "b1"); err != nil {
+		t.Fatalf("after --onetime: %v", err)
+	}
+	if got := len(r.reloads()) - n; got != 1 {
+		t.Fatalf("--onetime ran reload_cmd %d times; want 1", got)
+	}
+
+	b2 := newBackend(t, "b2")
+	r.register("a_test", b2)
+	before, n := read(t, up), len(r.reloads())
+	code, stdout, stderr := run(t, 30*time.Second, bins.renderer, "--noop", "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
+	if code != 0 {
+		t.Fatalf("--noop exited %d:\n%s", code, stderr)
+	}
+	for _, want := range []string{"--- " + up, "+++ ", "+    server " + b2.addr.String() + ";", " server " + b1.addr.String() + ";"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("--noop diff lacks %q:\n%s", want, stdout)
+		}
+	}
+	if got := read(t, up); got != before {
+		t.Fatalf("--noop changed %s:\n%s", up, got)
+	}
+	if got := len(r.reloads()) - n; got != 0 {
+		t.Fatalf("--noop ran reload_cmd %d times", got)
+	}
+	if err := r.servedBy("a_test", "b1"); err != nil {
+		t.Fatalf("after --noop: %v", err)
+	}
+
+	// A resource that fails nginx -t: exit non-zero, its file rolled back.
+	dup := r.resource("dup", "upstream.toml.example", "dup.conf", "/a_test")
+	if err := r.nginx.WriteConf(r.shippedConf(dup)); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dup, placeholder, 0o644)
+	code, _, stderr = run(t, 30*time.Second, bins.renderer, "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
+	if code == 0 {
+		t.Fatalf("--onetime with a failing check exited 0:\n%s", stderr)
+	}
+	if got := read(t, dup); got != placeholder {
+		t.Fatalf("dup.conf = %q after the failed check; want %q", got, placeholder)
+	}
+	if err := r.servedBy("a_test", "b1", "b2"); err != nil {
+		t.Fatalf("the valid resources were not applied by the failing --onetime: %v", err)
+	}
+}
