@@ -3,6 +3,7 @@ package confd
 import (
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,30 @@ func TestShippedRender(t *testing.T) {
 	}
 	if !strings.Contains(string(out.Bytes), "server 172.18.100.31:86;") {
 		t.Errorf("Render = %s; want server 172.18.100.31:86", out.Bytes)
+	}
+}
+
+// TestShippedResources: the repo root is a working confdir; the proxy reads
+// the same keys as the upstreams it refers to, so both change in one batch.
+func TestShippedResources(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	rs, errs := LoadDir(root, "")
+	if len(errs) > 0 {
+		t.Fatalf("LoadDir(repo root): %v", errs)
+	}
+	byName := map[string]*Resource{}
+	for _, r := range rs {
+		byName[filepath.Base(r.Path)] = r
+	}
+	up, proxy := byName["upstreams.toml"], byName["proxy.toml"]
+	if up == nil || proxy == nil || len(rs) != 2 {
+		t.Fatalf("shipped resources = %v; want upstreams.toml and proxy.toml", byName)
+	}
+	if !slices.Equal(up.WatchPrefixes(), proxy.WatchPrefixes()) {
+		t.Errorf("proxy watches %q, upstreams %q; want the same", proxy.WatchPrefixes(), up.WatchPrefixes())
+	}
+	if _, err := Load(root, filepath.Join(root, "conf.d", "upstream.toml.example"), ""); err != nil {
+		t.Errorf("Load(upstream.toml.example): %v", err)
 	}
 }
