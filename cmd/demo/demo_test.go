@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/internal/nginxtest"
+)
+
+// bin holds the programs the demo runs, built once by TestMain.
+var (
+	bin      string
+	buildErr error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Short() {
+		dir, err := os.MkdirTemp("", "rollcall-demo-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		bin = dir
+		cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/",
+			"./cmd/demo", "./cmd/registrar", "./cmd/renderer", "./cmd/demo-backend", "./cmd/nginx-reload")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+func TestUpstreamServers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, conf string
+		want       []string
+	}{
+		{"three", "upstream a_b {\n    server 127.0.0.1:20001;\n    server 127.0.0.1:20002;\n  server [::1]:20003;\n    keepalive 16;\n}\n",
+			[]string{"127.0.0.1:20001", "127.0.0.1:20002", "[::1]:20003"}},
+		{"zero instances", "upstream a_b {\n    # no instances\n    server 127.0.0.1:1 down;\n}\n", nil},
+		{"comment", "# server 1.2.3.4:5;\nupstream a_b {\n    server 127.0.0.1:7;\n}\n", []string{"127.0.0.1:7"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "u.conf")
+			if err := os.WriteFile(path, []byte(tc.conf), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := upstreamServers(path)
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("upstreamServers(%q) = %q, %v; want %q", tc.conf, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseMissingBinaries(t *testing.T) {
+	t.Parallel()
+	_, err := parse([]string{"--bin", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "make build") {
+		t.Errorf("parse with an empty --bin = %v; want an error saying to run make build", err)
+	}
+}
+
+// demoCmd runs the built demo with its temp dirs under tmp, so the test can
+// check that nothing is left behind.
+func demoCmd(t *testing.T, tmp string, args ...string) *exec.Cmd {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs etcd, nginx and processes: skipped in -short mode")
+	}
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	cmd := exec.Command(filepath.Join(bin, "demo"), append([]string{"--bin", bin, "--repo", filepath.Join("..", "..")}, args...)...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	return cmd
+}
+
+// assertClean checks that the demo left no file under tmp and no process
+// whose command line mentions tmp.
+func assertClean(t *testing.T, tmp string) {
+	t.Helper()
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("demo left %d entries in its temp dir, e.g. %s", len(left), left[0].Name())
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(tmp)) {
+			t.Errorf("process left running: %s %q", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
+}
+
+func TestDemo(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"nginx", nil, "demo OK: 3 backends registered, 1 removed under load, 0 failed requests"},
+		{"no-nginx", []string{"--no-nginx"}, "demo OK (without nginx): 3 backends registered, 1 removed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "nginx" {
+				nginxtest.Lookup(t)
+			}
+			tmp := t.TempDir()
+			cmd := demoCmd(t, tmp, tc.args...)
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			took := time.Since(start)
+			if err != nil || !bytes.Contains(out, []byte(tc.want)) {
+				t.Fatalf("demo %v: %v after %v; want exit 0 and %q in:\n%s", tc.args, err, took, tc.want, out)
+			}
+			if took > time.Minute {
+				t.Errorf("demo took %v; want under a minute", took)
+			}
+			assertClean(t, tmp)
+		})
+	}
+}
+
+// TestDemoInterrupt sends Ctrl-C's SIGINT while backends run: exit 130,
+// every process stopped, the work dir removed.
+func TestDemoInterrupt(t *testing.T) {
+	tmp := t.TempDir()
+	cmd := demoCmd(t, tmp, "--no-nginx")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	sc := bufio.NewScanner(stdout)
+	var seen []string
+	for sc.Scan() {
+		seen = append(seen, sc.Text())
+		if strings.Contains(sc.Text(), "started 3 demo backends") {
+			break
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, stdout)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("demo still running 30s after SIGINT; output:\n%s", strings.Join(seen, "\n"))
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("demo after SIGINT: %v; want exit status 130\nstdout:\n%s\nstderr:\n%s", err, strings.Join(seen, "\n"), &stderr)
+	}
+	assertClean(t, tmp)
+}
