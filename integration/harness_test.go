@@ -171,14 +171,15 @@ const placeholder = "# placeholder\n"
 
 // startShipped sets up the shipped pair upstreams.toml + proxy.toml: one file
 // with every app's upstream (in http) and one with a location per app (in
-// the main server), and starts nginx with placeholders for both.
-func (r *rig) startShipped() {
+// the main server), starts nginx with placeholders for both (and more files
+// included in http) and runs --onetime.
+func (r *rig) startShipped(more ...string) {
 	r.t.Helper()
 	up := r.resource("upstreams", "upstreams.toml", "upstreams.conf", "")
 	px := r.resource("proxy", "proxy.toml", "proxy.conf", "")
 	writeFile(r.t, up, placeholder, 0o644)
 	writeFile(r.t, px, placeholder, 0o644)
-	r.nginx.Start(r.t, r.shippedConf())
+	r.nginx.Start(r.t, r.shippedConf(more...))
 	r.onetime()
 }
 
