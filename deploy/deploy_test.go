@@ -1,0 +1,162 @@
+// Package deploy_test keeps the shipped deploy files true: the systemd unit
+// and the supervisor program run the same renderer command line, that
+// command line is accepted by the renderer's own flag and config parsing
+// against the sample /etc/rollcall layout, and every shipped resource loads.
+package deploy_test
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rollcall/rollcall/renderer"
+	"github.com/rollcall/rollcall/renderer/confd"
+)
+
+// ini parses the systemd unit and supervisor formats closely enough for
+// their key=value lines: section -> key -> values (systemd repeats keys).
+func ini(t *testing.T, path, comment string) map[string]map[string][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]map[string][]string{}
+	section := ""
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "" || strings.HasPrefix(line, comment):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			section = line[1 : len(line)-1]
+			out[section] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || section == "" {
+				t.Fatalf("%s:%d: not key=value in a section: %q", path, n, line)
+			}
+			k = strings.TrimSpace(k)
+			out[section][k] = append(out[section][k], strings.TrimSpace(v))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func one(t *testing.T, m map[string]map[string][]string, section, key string) string {
+	t.Helper()
+	v := m[section][key]
+	if len(v) != 1 {
+		t.Fatalf("[%s] %s = %q; want exactly one value", section, key, v)
+	}
+	return v[0]
+}
+
+func TestUnitAndProgramAgree(t *testing.T) {
+	t.Parallel()
+	unit := ini(t, filepath.Join("systemd", "rollcall-renderer.service"), "#")
+	prog := ini(t, filepath.Join("supervisor", "rollcall-renderer.conf"), ";")
+
+	for _, tc := range []struct{ section, key, want string }{
+		{"Service", "Restart", "always"},
+		{"Service", "ExecReload", "/bin/kill -HUP $MAINPID"},
+		{"Service", "KillSignal", "SIGTERM"},
+		{"Install", "WantedBy", "multi-user.target"},
+	} {
+		if got := one(t, unit, tc.section, tc.key); got != tc.want {
+			t.Errorf("unit [%s] %s = %q; want %q", tc.section, tc.key, got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ key, want string }{
+		{"autorestart", "true"},
+		{"stopsignal", "TERM"},
+	} {
+		if got := one(t, prog, "program:rollcall-renderer", tc.key); got != tc.want {
+			t.Errorf("program %s = %q; want %q", tc.key, got, tc.want)
+		}
+	}
+	exec := one(t, unit, "Service", "ExecStart")
+	command := one(t, prog, "program:rollcall-renderer", "command")
+	if exec != command {
+		t.Errorf("unit ExecStart %q != supervisor command %q", exec, command)
+	}
+}
+
+// TestCommandLineParses runs the unit's command line through the renderer's
+// own parsing (flags + renderer.toml) with /etc/rollcall laid out as
+// deploy/rollcall/README.md says, then loads every resource.
+func TestCommandLineParses(t *testing.T) {
+	t.Parallel()
+	unit := ini(t, filepath.Join("systemd", "rollcall-renderer.service"), "#")
+	args := strings.Fields(one(t, unit, "Service", "ExecStart"))
+	if args[0] != "/usr/local/bin/renderer" {
+		t.Fatalf("ExecStart runs %q; want /usr/local/bin/renderer", args[0])
+	}
+
+	etc := t.TempDir()
+	copyFile(t, filepath.Join("rollcall", "renderer.toml"), filepath.Join(etc, "renderer.toml"))
+	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
+		copyFile(t, filepath.Join("..", "conf.d", name), filepath.Join(etc, "conf.d", name))
+	}
+	if err := os.CopyFS(filepath.Join(etc, "templates"), os.DirFS(filepath.Join("..", "templates"))); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range args {
+		args[i] = strings.ReplaceAll(a, "/etc/rollcall", etc)
+	}
+
+	cfg, err := renderer.ParseArgs(args[1:], func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("renderer %v: %v", args[1:], err)
+	}
+	if cfg.ConfDir != etc {
+		t.Errorf("confdir = %q; want %q", cfg.ConfDir, etc)
+	}
+	if want := []string{"10.0.0.11:2379", "10.0.0.12:2379", "10.0.0.13:2379"}; !slices.Equal(cfg.Endpoints, want) {
+		t.Errorf("endpoints from renderer.toml = %q; want %q", cfg.Endpoints, want)
+	}
+	if cfg.MetricsAddr != "127.0.0.1:9180" {
+		t.Errorf("metrics addr from renderer.toml = %q; want 127.0.0.1:9180", cfg.MetricsAddr)
+	}
+
+	res, errs := confd.LoadDir(cfg.ConfDir, cfg.Prefix)
+	for _, e := range errs {
+		t.Error(e)
+	}
+	var dests []string
+	for _, r := range res {
+		dests = append(dests, r.Dest)
+	}
+	slices.Sort(dests)
+	if want := []string{"/etc/nginx/conf.d/rollcall-upstreams.conf", "/etc/nginx/snippets/rollcall-proxy.conf"}; !slices.Equal(dests, want) {
+		t.Errorf("dests = %q; want %q", dests, want)
+	}
+	site, err := os.ReadFile(filepath.Join("nginx", "rollcall.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(site), "include /etc/nginx/snippets/rollcall-proxy.conf;") {
+		t.Errorf("nginx/rollcall.conf does not include the proxy resource's dest")
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,85 @@
+package rolling_test
+
+import (
+	"fmt"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/internal/waitfor"
+)
+
+// TestCrash kills one registrar and its app with SIGKILL under load: the
+// shipped proxy template's proxy_next_upstream retries the dead instance's
+// requests on another, so every GET succeeds, and the key goes within the TTL.
+func TestCrash(t *testing.T) {
+	needBinaries(t)
+	g := startGateway(t, gatewayConfig{
+		server:    "        include @PREFIX@/rendered-server-*.conf;\n",
+		resources: shippedResources,
+	})
+	url := g.nginx.URL("/" + app + "_" + env + "/")
+	bs := make([]*backend, 3)
+	for i := range bs {
+		bs[i] = g.startBackend(t, 5*time.Second)
+	}
+	waitServed(t, url, addrs(bs), 20*time.Second)
+
+	l := &load{url: url, clients: 32, pace: 5 * time.Millisecond, maxRequests: 5_000_000, maxTime: time.Minute}
+	l.start(t.Context())
+	defer l.stop()
+	victim := bs[0]
+	waitfor.Cond(t, 10*time.Second, "load reaches the victim", func() error {
+		if l.served(victim.addr) < 50 {
+			return fmt.Errorf("spread%s", l.spread())
+		}
+		return nil
+	})
+
+	apps := descendants(victim.reg.cmd.Process.Pid)
+	if len(apps) == 0 {
+		t.Fatalf("no app process below registrar %d", victim.reg.cmd.Process.Pid)
+	}
+	killed := time.Now()
+	victim.reg.signal(t, syscall.SIGKILL) // the registrar first: it must not deregister
+	for _, pid := range apps {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 app %d: %v", pid, err)
+		}
+	}
+	_, okAtKill, _, _, _ := l.summary()
+
+	waitfor.Cond(t, ttl+2*time.Second, "key "+victim.key+" expires", func() error {
+		keys, err := g.instances(t)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(keys, victim.key) {
+			return fmt.Errorf("still registered after %v", time.Since(killed).Round(time.Millisecond))
+		}
+		return nil
+	})
+	gone := time.Since(killed)
+	t.Logf("CRASH: key gone %v after kill -9 (TTL %v)", gone.Round(time.Millisecond), ttl)
+	// etcd's lessor checks expiry every 500ms; a keep-alive is sent every TTL/3.
+	if gone > ttl+time.Second {
+		t.Errorf("key gone %v after the kill; want within the TTL %v (+1s of etcd's expiry granularity)", gone, ttl)
+	}
+	waitServed(t, url, addrs(bs[1:]), 10*time.Second)
+	waitfor.Cond(t, 10*time.Second, "load continues after the crash", func() error {
+		if _, ok, _, _, _ := l.summary(); ok < okAtKill+500 {
+			return fmt.Errorf("%d requests since the kill", ok-okAtKill)
+		}
+		return nil
+	})
+	l.stop()
+	sent, ok, failed, retried, failures := l.summary()
+	t.Logf("load: %d sent, %d ok, %d failed, %d retried on a reused connection; spread%s", sent, ok, failed, retried, l.spread())
+	for _, f := range failures {
+		t.Logf("failure: %s", f)
+	}
+	if failed > 0 {
+		t.Errorf("%d GETs failed while an instance crashed; want 0 (proxy_next_upstream)", failed)
+	}
+}

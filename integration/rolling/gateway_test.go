@@ -1,0 +1,273 @@
+package rolling_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/waitfor"
+	"github.com/rollcall/rollcall/registry"
+)
+
+const (
+	app = "rolling"
+	env = "test"
+	ttl = 2 * time.Second // etcd's floor: the fastest crash detection
+)
+
+// gateway is one etcd, one nginx and one renderer process rendering the
+// shipped upstream template for app_env into nginx.
+type gateway struct {
+	etcd     *etcdtest.Server
+	cli      *clientv3.Client
+	nginx    *nginxtest.Server
+	renderer *proc
+	confdir  string
+	known    map[string]bool // instance keys seen so far
+}
+
+// gatewayConfig says what the renderer renders and nginx serves.
+type gatewayConfig struct {
+	// server is spliced into nginx's main server block; @PREFIX@ stands
+	// for the nginx prefix.
+	server string
+	// resources returns the renderer's conf.d files (name -> content) for
+	// an nginx prefix and its check and reload commands. Rendered files go
+	// to <prefix>/rendered-http-*.conf (included in http { }) or
+	// <prefix>/rendered-server-*.conf (for server to include).
+	resources func(t *testing.T, prefix, check, reload string) map[string]string
+}
+
+// startGateway starts etcd, nginx and the renderer, and waits until the
+// renderer has acknowledged its first apply.
+func startGateway(t *testing.T, c gatewayConfig) *gateway {
+	t.Helper()
+	g := &gateway{etcd: etcdtest.Start(t), confdir: t.TempDir(), known: map[string]bool{}}
+	g.cli = g.etcd.Client(t)
+	g.nginx = nginxtest.New(t)
+	// A glob include may match nothing, so nginx starts before the first render.
+	g.nginx.Start(t, nginxtest.Config{
+		HTTP:   fmt.Sprintf("    include %s/rendered-http-*.conf;\n", g.nginx.Prefix),
+		Server: strings.ReplaceAll(c.server, "@PREFIX@", g.nginx.Prefix),
+	})
+
+	if err := os.CopyFS(filepath.Join(g.confdir, "templates"), os.DirFS(filepath.Join(repoRoot, "templates"))); err != nil {
+		t.Fatal(err)
+	}
+	check := g.nginx.CommandLine("-t", "-q")
+	reload := g.nginx.CommandLine("-s", "reload")
+	if _, err := os.Stat(binPath("nginx-reload")); err == nil {
+		reload = fmt.Sprintf("%s --nginx %s --pid %s --timeout 10s -- %s", binPath("nginx-reload"),
+			g.nginx.Bin, filepath.Join(g.nginx.Prefix, "nginx.pid"), strings.Join(g.nginx.Args(), " "))
+	}
+	for name, r := range c.resources(t, g.nginx.Prefix, check, reload) {
+		writeFile(t, filepath.Join(g.confdir, "conf.d", name), r)
+	}
+
+	metrics, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.renderer = startProc(t, "renderer", nil, 15*time.Second, binPath("renderer"),
+		"--confdir", g.confdir,
+		"--endpoints", g.etcd.Endpoint,
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
+		"--id", "gw1",
+		"--log-level", "debug")
+	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
+		if !g.renderer.running() {
+			return fmt.Errorf("renderer exited: %v", g.renderer.cmd.ProcessState)
+		}
+		_, err := g.ack(t)
+		return err
+	})
+	return g
+}
+
+// upstreamResource renders the shipped per-app upstream template for
+// app_env into nginx's http { }.
+func upstreamResource(_ *testing.T, prefix, check, reload string) map[string]string {
+	return map[string]string{"upstream.toml": fmt.Sprintf(`[template]
+src = "upstream.tmpl"
+dest = "%s/rendered-http-upstream.conf"
+prefix = "/%s"
+keys = ["/"]
+mode = "0644"
+check_cmd = %q
+reload_cmd = %q
+`, prefix, app+"_"+env, check, reload)}
+}
+
+// shippedResources are the shipped conf.d/upstreams.toml and proxy.toml
+// as an operator installs them, their /etc/nginx paths and nginx commands
+// pointed at the test's nginx.
+func shippedResources(t *testing.T, prefix, check, reload string) map[string]string {
+	r := strings.NewReplacer(
+		"/etc/nginx/conf.d/rollcall-upstreams.conf", prefix+"/rendered-http-upstreams.conf",
+		"/etc/nginx/snippets/rollcall-proxy.conf", prefix+"/rendered-server-proxy.conf",
+		"/usr/sbin/nginx -t -q", check,
+		"/usr/sbin/nginx -s reload", reload)
+	out := map[string]string{}
+	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, "conf.d", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = r.Replace(string(b))
+	}
+	return out
+}
+
+// ack reads the renderer's acknowledgement.
+func (g *gateway) ack(t *testing.T) (registry.Ack, error) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	resp, err := g.cli.Get(ctx, registry.RendererKey("", "gw1"))
+	if err != nil {
+		return registry.Ack{}, err
+	}
+	if len(resp.Kvs) == 0 {
+		return registry.Ack{}, fmt.Errorf("no %s", registry.RendererKey("", "gw1"))
+	}
+	var a registry.Ack
+	if err := json.Unmarshal(resp.Kvs[0].Value, &a); err != nil {
+		return registry.Ack{}, fmt.Errorf("ack %q: %w", resp.Kvs[0].Value, err)
+	}
+	return a, nil
+}
+
+// instances lists the registered instance keys of app_env.
+func (g *gateway) instances(t *testing.T) ([]string, error) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	resp, err := g.cli.Get(ctx, registry.ServiceDir("", app, env), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, string(kv.Key))
+	}
+	return keys, nil
+}
+
+// backend is one `registrar -- demo-backend` process pair.
+type backend struct {
+	addr   string // ip:port, as registered
+	key    string
+	reg    *proc
+	report string // demo-backend's JSON report, written when it exits
+}
+
+// startBackend starts a registrar wrapping demo-backend and waits for its key.
+func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
+	t.Helper()
+	b := &backend{report: filepath.Join(t.TempDir(), "report.json")}
+	name := fmt.Sprintf("registrar-%d", len(g.known)+1)
+	b.reg = startProc(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, binPath("registrar"),
+		"--app", app, "--env", env,
+		"--endpoints", g.etcd.Endpoint,
+		"--ip", "127.0.0.1",
+		"--ttl", ttl.String(),
+		"--drain-timeout", drain.String(),
+		"--stop-timeout", "5s",
+		"--", binPath("demo-backend"))
+	waitfor.Cond(t, 15*time.Second, name+" registers", func() error {
+		if !b.reg.running() {
+			return fmt.Errorf("registrar exited: %v", b.reg.cmd.ProcessState)
+		}
+		keys, err := g.instances(t)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if !g.known[k] {
+				b.key = k
+				return nil
+			}
+		}
+		return fmt.Errorf("no new key among %v", keys)
+	})
+	g.known[b.key] = true
+	v, err := g.cli.Get(t.Context(), b.key)
+	if err != nil || len(v.Kvs) == 0 {
+		t.Fatalf("get %s: %v", b.key, err)
+	}
+	b.addr = string(v.Kvs[0].Value)
+	return b
+}
+
+// stop sends SIGTERM to the registrar and returns when it exited.
+func (b *backend) stop(t *testing.T) time.Time {
+	t.Helper()
+	b.reg.signal(t, syscall.SIGTERM)
+	return b.reg.wait(t, 30*time.Second)
+}
+
+// backendReport is demo-backend's --report file.
+type backendReport struct {
+	Addr        string    `json:"addr"`
+	Served      int64     `json:"served"`
+	Last        time.Time `json:"last"`
+	SignalAt    time.Time `json:"signal_at"`
+	AfterSignal int64     `json:"after_signal"`
+}
+
+func (b *backend) readReport(t *testing.T) backendReport {
+	t.Helper()
+	var r backendReport
+	data, err := os.ReadFile(b.report)
+	if err == nil {
+		err = json.Unmarshal(data, &r)
+	}
+	if err != nil {
+		t.Fatalf("report of %s: %v", b.addr, err)
+	}
+	return r
+}
+
+// waitServed waits until GETs through nginx reach exactly want (by address).
+func waitServed(t *testing.T, url string, want []string, timeout time.Duration) {
+	t.Helper()
+	want = slices.Sorted(slices.Values(want))
+	client := &http.Client{Timeout: 2 * time.Second}
+	waitfor.Cond(t, timeout, fmt.Sprintf("nginx serves exactly %v", want), func() error {
+		seen := map[string]bool{}
+		for range 4 * len(want) {
+			addr, _, err := get(t.Context(), client, url)
+			if err != nil {
+				return err
+			}
+			seen[addr] = true
+		}
+		got := slices.Sorted(maps.Keys(seen))
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("got %v", got)
+		}
+		return nil
+	})
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

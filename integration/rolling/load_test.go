@@ -1,0 +1,178 @@
+package rolling_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// load keeps clients concurrent GETs going against url until stopped, its
+// time bound passes, or maxRequests have been sent.
+type load struct {
+	url         string
+	clients     int
+	pace        time.Duration // pause between one client's requests
+	maxRequests int64
+	maxTime     time.Duration
+
+	mu       sync.Mutex
+	sent     int64
+	ok       int64
+	retried  int64
+	byAddr   map[string]int64
+	lastSent map[string]time.Time // per backend: start of the latest request it answered
+	failures []string             // first failures, for the report
+	failed   int64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (l *load) start(ctx context.Context) {
+	l.byAddr = map[string]int64{}
+	l.lastSent = map[string]time.Time{}
+	ctx, l.cancel = context.WithTimeout(ctx, l.maxTime)
+	tr := &http.Transport{MaxIdleConnsPerHost: l.clients, MaxConnsPerHost: l.clients}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for range l.clients {
+		l.wg.Go(func() {
+			defer tr.CloseIdleConnections()
+			for ctx.Err() == nil && l.take() {
+				l.one(ctx, client)
+				select {
+				case <-ctx.Done():
+				case <-time.After(l.pace):
+				}
+			}
+		})
+	}
+}
+
+// take counts one request against maxRequests.
+func (l *load) take() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sent >= l.maxRequests {
+		return false
+	}
+	l.sent++
+	return true
+}
+
+// one sends a request, retrying once when a reused keep-alive connection
+// failed in transport (nginx closes idle client connections on reload).
+func (l *load) one(ctx context.Context, client *http.Client) {
+	started := time.Now()
+	addr, reused, err := get(ctx, client, l.url)
+	if err != nil && reused && ctx.Err() == nil && !isStatus(err) {
+		l.mu.Lock()
+		l.retried++
+		l.mu.Unlock()
+		addr, _, err = get(ctx, client, l.url)
+	}
+	if ctx.Err() != nil && err != nil {
+		return // stopped mid-request: not a failure of the system under test
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.failed++
+		if len(l.failures) < 20 {
+			l.failures = append(l.failures, fmt.Sprintf("%s: %v", started.Format("15:04:05.000"), err))
+		}
+		return
+	}
+	l.ok++
+	l.byAddr[addr]++
+	if started.After(l.lastSent[addr]) {
+		l.lastSent[addr] = started
+	}
+}
+
+type statusError struct {
+	code int
+	body string
+}
+
+func (e *statusError) Error() string {
+	body := e.body
+	if i := strings.Index(body, "<title>"); i >= 0 {
+		body, _, _ = strings.Cut(body[i+len("<title>"):], "</title>")
+	}
+	return fmt.Sprintf("status %d: %.80q", e.code, body)
+}
+
+func isStatus(err error) bool {
+	var se *statusError
+	return errors.As(err, &se)
+}
+
+// get does one GET and returns the answering backend (X-Backend) and whether
+// the connection was a reused one.
+func get(ctx context.Context, client *http.Client, url string) (addr string, reused bool, err error) {
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, url, nil)
+	if err != nil {
+		return "", false, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", reused, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", reused, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return "", reused, &statusError{resp.StatusCode, strings.TrimSpace(string(b))}
+	}
+	addr = resp.Header.Get("X-Backend")
+	if addr == "" || strings.TrimSpace(string(b)) != addr {
+		return "", reused, fmt.Errorf("answer %q with X-Backend %q: not a demo-backend", b, addr)
+	}
+	return addr, reused, nil
+}
+
+// stop ends the load and waits for every client.
+func (l *load) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// served is how many requests addr answered so far.
+func (l *load) served(addr string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byAddr[addr]
+}
+
+// summary reads the totals.
+func (l *load) summary() (sent, ok, failed, retried int64, failures []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sent, l.ok, l.failed, l.retried, append([]string(nil), l.failures...)
+}
+
+// spread formats the per-backend counts, sorted by address.
+func (l *load) spread() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	addrs := make([]string, 0, len(l.byAddr))
+	for a := range l.byAddr {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	var b strings.Builder
+	for _, a := range addrs {
+		fmt.Fprintf(&b, " %s=%d", a, l.byAddr[a])
+	}
+	return b.String()
+}

@@ -1,0 +1,130 @@
+package rolling_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/internal/waitfor"
+)
+
+// rollingServer proxies to the rendered upstream with retries off, so a
+// request nginx sends to a stopped backend is a failed request, not hidden.
+const rollingServer = `
+        location / {
+            set $up ` + app + "_" + env + `;
+            proxy_pass http://$up;
+            proxy_next_upstream off;
+        }
+`
+
+// TestRollingDeploy replaces each of 4 backends in turn under 32 concurrent
+// clients: with drain acknowledgements no request fails; with
+// --drain-timeout 0 the failures it would cost are reported.
+func TestRollingDeploy(t *testing.T) {
+	needBinaries(t)
+	for _, tc := range []struct {
+		name      string
+		drain     time.Duration
+		wantClean bool
+	}{
+		{"acks", 5 * time.Second, true},
+		{"drain-timeout-0", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			failed := rollingDeploy(t, tc.drain, tc.wantClean)
+			t.Logf("ROLLING %s: %d failed requests", tc.name, failed)
+		})
+	}
+}
+
+func rollingDeploy(t *testing.T, drain time.Duration, wantClean bool) (failed int64) {
+	g := startGateway(t, gatewayConfig{server: rollingServer, resources: upstreamResource})
+	url := g.nginx.URL("/")
+
+	old := make([]*backend, 4)
+	for i := range old {
+		old[i] = g.startBackend(t, drain)
+	}
+	waitServed(t, url, addrs(old), 20*time.Second)
+
+	const maxTime = 3 * time.Minute
+	l := &load{url: url, clients: 32, pace: 5 * time.Millisecond, maxRequests: 5_000_000, maxTime: maxTime}
+	began := time.Now()
+	l.start(t.Context())
+	defer l.stop()
+
+	exited := make([]time.Time, len(old))
+	fresh := make([]*backend, len(old))
+	for i, o := range old {
+		n := g.startBackend(t, drain)
+		fresh[i] = n
+		waitfor.Cond(t, 15*time.Second, "new backend "+n.addr+" serves through nginx", func() error {
+			if c := l.served(n.addr); c == 0 {
+				return fmt.Errorf("no request yet; spread%s", l.spread())
+			}
+			return nil
+		})
+		exited[i] = o.stop(t)
+		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.cmd.ProcessState)
+	}
+	// Keep the load on a moment after the last exit, so a late route to an
+	// old backend would show.
+	_, okAtEnd, _, _, _ := l.summary()
+	waitfor.Cond(t, 10*time.Second, "load continues after the last replacement", func() error {
+		if _, ok, _, _, _ := l.summary(); ok < okAtEnd+500 {
+			return fmt.Errorf("%d requests since", ok-okAtEnd)
+		}
+		return nil
+	})
+	l.stop()
+	sent, ok, failed, retried, failures := l.summary()
+	took := time.Since(began)
+	t.Logf("load: %d sent, %d ok, %d failed, %d retried on a reused connection, %v; spread%s",
+		sent, ok, failed, retried, took.Round(time.Millisecond), l.spread())
+	for _, f := range failures {
+		t.Logf("failure: %s", f)
+	}
+	if took >= maxTime || sent >= l.maxRequests {
+		t.Errorf("the load ended before the deploy did (%v, %d requests)", took, sent)
+	}
+
+	for _, n := range fresh {
+		n.stop(t)
+	}
+	for i, o := range old {
+		r := o.readReport(t)
+		last := l.lastSent[o.addr]
+		reused := false
+		for _, n := range fresh {
+			reused = reused || n.addr == o.addr
+		}
+		if !reused && last.After(exited[i]) {
+			t.Errorf("old backend %s answered a request sent at %v, after its registrar exited at %v",
+				o.addr, last.Format(time.StampMilli), exited[i].Format(time.StampMilli))
+		}
+		msg := fmt.Sprintf("old backend %s: served %d, %d requests arrived after its SIGTERM", o.addr, r.Served, r.AfterSignal)
+		if wantClean && r.AfterSignal > 0 {
+			t.Error(msg)
+		} else {
+			t.Log(msg)
+		}
+	}
+	for _, n := range fresh {
+		if r := n.readReport(t); r.Served == 0 {
+			t.Errorf("new backend %s got no traffic", n.addr)
+		}
+	}
+	if wantClean && failed > 0 {
+		t.Errorf("%d of %d requests failed during the rolling deploy; want 0", failed, sent)
+	}
+	return failed
+}
+
+func addrs(bs []*backend) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.addr
+	}
+	return out
+}
