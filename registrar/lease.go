@@ -72,16 +72,36 @@ func (k *keeper) setWant(v bool) {
 	}
 }
 
-// grantForPick grants the instance lease so the port claim can live on it.
-func (k *keeper) grantForPick(ctx context.Context) (clientv3.KV, error) {
+// errNoLease marks a claim that failed for want of a lease: etcd did not
+// answer a Grant, which is not worth retrying at start.
+var errNoLease = errors.New("no lease")
+
+// claimPort claims key for the pick on the instance lease, granting it
+// first (again, if it expired during a slow pick) so the claim lives on it.
+// The lease is kept alive until ctx ends: the pick may outlast a TTL and
+// the keeper takes over afterwards.
+func (k *keeper) claimPort(ctx context.Context, key, value string) (bool, error) {
 	cli, err := k.conn.get()
 	if err != nil {
-		return nil, err
+		return false, errors.Join(errNoLease, err)
 	}
-	if err := k.grant(ctx, cli); err != nil {
-		return nil, err
+	if k.lease == 0 {
+		if err := k.grant(ctx, cli); err != nil {
+			return false, errors.Join(errNoLease, err)
+		}
+		// Responses are not read: the client keeps sending keep-alives anyway.
+		if _, err := cli.KeepAlive(ctx, k.lease); err != nil {
+			k.lease = 0
+			return false, fmt.Errorf("keep lease alive: %w", err)
+		}
 	}
-	return cli, nil
+	tctx, cancel := context.WithTimeout(ctx, k.opTimeout)
+	defer cancel()
+	ok, err := claimTxn(cli, k.lease)(tctx, key, value)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		k.lease = 0
+	}
+	return ok, err
 }
 
 func (k *keeper) grant(ctx context.Context, cli *clientv3.Client) error {
@@ -131,7 +151,7 @@ func (k *keeper) run(ctx context.Context) {
 
 func (k *keeper) setDown(err error) {
 	if !k.down {
-		k.log.Warn("etcd unreachable, app keeps running, retrying", "key", k.key, "err", err)
+		k.log.Warn("cannot register, app keeps running, retrying", "key", k.key, "err", err)
 		k.down = true
 		return
 	}
@@ -140,7 +160,7 @@ func (k *keeper) setDown(err error) {
 
 func (k *keeper) setUp() {
 	if k.down {
-		k.log.Info("etcd reachable again", "key", k.key)
+		k.log.Info("etcd answers again", "key", k.key)
 		k.down = false
 	}
 }

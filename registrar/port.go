@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -47,7 +48,7 @@ func pickPort(ctx context.Context, p portPick, log *slog.Logger) (uint16, error)
 		if p.Claim == nil {
 			return port, nil
 		}
-		ok, err := p.Claim(ctx, p.ClaimDir+strconv.Itoa(int(port)), p.Service)
+		ok, err := p.claim(ctx, port)
 		if err != nil {
 			log.Warn("etcd unreachable: port picked by local checks only, claim follows when etcd answers",
 				"port", port, "err", err)
@@ -61,17 +62,48 @@ func pickPort(ctx context.Context, p portPick, log *slog.Logger) (uint16, error)
 	return 0, fmt.Errorf("no free port in %s on %s", p.Range, p.IP)
 }
 
-// claimTxn creates key with value on lease only if key does not exist.
+// claimTries is how often a claim that errs is tried before etcd counts as
+// unreachable: a slow etcd is not a missing one. An etcd that grants no
+// lease (errNoLease) counts as unreachable at once.
+const claimTries = 3
+
+// claim tries to claim port, retrying errors with backoff.
+func (p portPick) claim(ctx context.Context, port uint16) (bool, error) {
+	key := p.ClaimDir + strconv.Itoa(int(port))
+	var err error
+	for attempt := range claimTries {
+		var ok bool
+		if ok, err = p.Claim(ctx, key, p.Service); err == nil {
+			return ok, nil
+		}
+		if errors.Is(err, errNoLease) {
+			return false, err
+		}
+		if attempt < claimTries-1 && sleepCtx(ctx, backoff(attempt, time.Second)) != nil {
+			return false, ctx.Err()
+		}
+	}
+	return false, err
+}
+
+// claimTxn creates key with value on lease only if key does not exist. A
+// key already on lease is ours too: a retried Txn whose first try timed out
+// after it had committed.
 func claimTxn(kv clientv3.KV, lease clientv3.LeaseID) func(ctx context.Context, key, value string) (bool, error) {
 	return func(ctx context.Context, key, value string) (bool, error) {
 		resp, err := kv.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, value, clientv3.WithLease(lease))).
+			Else(clientv3.OpGet(key)).
 			Commit()
 		if err != nil {
 			return false, fmt.Errorf("claim %s: %w", key, err)
 		}
-		return resp.Succeeded, nil
+		if resp.Succeeded {
+			return true, nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().GetKvs()
+		return len(kvs) == 1 && kvs[0].Lease == int64(lease), nil
 	}
 }
 

@@ -111,12 +111,13 @@ func TestPickPortClaims(t *testing.T) {
 		claim   func(ctx context.Context, key, value string) (bool, error)
 		want    uint16
 		wantErr bool
+		tries   int
 	}{
-		{"claimed", func(ctx context.Context, key, value string) (bool, error) { return true, nil }, free, false},
-		{"taken by another", func(ctx context.Context, key, value string) (bool, error) { return false, nil }, 0, true},
-		{"etcd down: local only", func(ctx context.Context, key, value string) (bool, error) {
+		{"claimed", func(ctx context.Context, key, value string) (bool, error) { return true, nil }, free, false, 1},
+		{"taken by another", func(ctx context.Context, key, value string) (bool, error) { return false, nil }, 0, true, 1},
+		{"etcd down: local only after retries", func(ctx context.Context, key, value string) (bool, error) {
 			return false, fmt.Errorf("unavailable")
-		}, free, false},
+		}, free, false, claimTries},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,9 +134,9 @@ func TestPickPortClaims(t *testing.T) {
 			if got != tc.want || (err != nil) != tc.wantErr {
 				t.Fatalf("pickPort() = %d, %v; want %d, err %v", got, err, tc.want, tc.wantErr)
 			}
-			want := fmt.Sprintf("/_ports/127.0.0.1/%d=a_b", free)
-			if !slices.Equal(keys, []string{want}) {
-				t.Fatalf("claims tried = %q; want only %q (the busy port is never claimed)", keys, want)
+			want := slices.Repeat([]string{fmt.Sprintf("/_ports/127.0.0.1/%d=a_b", free)}, tc.tries)
+			if !slices.Equal(keys, want) {
+				t.Fatalf("claims tried = %q; want %q (the busy port is never claimed)", keys, want)
 			}
 		})
 	}

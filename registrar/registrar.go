@@ -146,33 +146,25 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 // choosePort returns --port, or picks one: with a lease granted first so
 // the claim lives on it, or by local checks alone when etcd is unreachable.
 func choosePort(ctx context.Context, cfg Config, k *keeper, log *slog.Logger) (uint16, error) {
-	kv, err := k.grantForPick(ctx)
-	if err != nil {
-		log.Warn("etcd unreachable at start: the app starts anyway, registration follows when etcd answers", "err", err)
-	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the pick's keep-alive
+	claimKey := registry.PortClaimKey(cfg.Prefix, cfg.IP, cfg.Port)
 	if cfg.Port != 0 {
 		if err := bindFree(cfg.IP, cfg.Port); err != nil {
 			log.Warn("fixed port looks busy", "port", cfg.Port, "err", err)
 		}
+		if _, err := k.claimPort(ctx, claimKey, registry.Service(cfg.App, cfg.Env)); err != nil {
+			log.Warn("etcd unreachable at start: the app starts anyway, registration follows when etcd answers", "err", err)
+		}
 		return cfg.Port, nil
 	}
 	p := portPick{IP: cfg.IP, Range: cfg.PortRange, ClaimDir: registry.PortsDir(cfg.Prefix, cfg.IP),
-		Service: registry.Service(cfg.App, cfg.Env)}
-	if kv != nil {
-		claim := claimTxn(kv, k.lease)
-		p.Claim = func(ctx context.Context, key, value string) (bool, error) {
-			ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-			defer cancel()
-			return claim(ctx, key, value)
-		}
-	} else {
-		log.Warn("picking the port by local checks only")
-	}
+		Service: registry.Service(cfg.App, cfg.Env), Claim: k.claimPort}
 	port, err := pickPort(ctx, p, log)
 	if err != nil {
 		return 0, err
 	}
-	log.Info("port picked", "port", port, "range", cfg.PortRange.String(), "claimed", kv != nil)
+	log.Info("port picked", "port", port, "range", cfg.PortRange.String(), "claimed", k.lease != 0)
 	return port, nil
 }
 

@@ -1,0 +1,314 @@
+package registrar
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/internal/waitfor"
+	"github.com/rollcall/rollcall/registry"
+)
+
+// TestRunLifecycle: the key appears with ip:port only once the app is ready,
+// on a lease of --ttl with the port claim; the app gets the port and
+// HOST_IP; signals are forwarded; SIGTERM removes the key before the app
+// gets SIGTERM; the app's exit code is the registrar's.
+func TestRunLifecycle(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp()
+	dir := registry.ServiceDir("", "web", "PRE")
+	cfg := h.config(a, "exit=7", "ready-delay=800ms", "etcd="+h.etcd.Endpoint, "keydir="+dir)
+	cfg.PortEnv = []string{"PORT", "APP_PORT"}
+	cfg.Check = "http://{{.IP}}:{{.Port}}/health"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wch := h.cli.Watch(ctx, dir, clientv3.WithPrefix())
+	r := h.start(cfg)
+
+	var put *mvccpb.KeyValue
+	select {
+	case wr := <-wch:
+		if len(wr.Events) == 0 || wr.Events[0].Type != mvccpb.PUT {
+			t.Fatalf("first event under %s = %v; want a PUT", dir, wr.Events)
+		}
+		put = wr.Events[0].Kv
+	case <-ctx.Done():
+		t.Fatal("no registration within 30s")
+	}
+	if _, ok := a.find("listening"); !ok {
+		t.Fatalf("%s registered before the app listened: events %v", put.Key, a.events())
+	}
+	port := a.env(t, "PORT")
+	if want := dir + "127.0.0.1-" + port; string(put.Key) != want || string(put.Value) != "127.0.0.1:"+port {
+		t.Fatalf("registered %s = %s; want %s = 127.0.0.1:%s", put.Key, put.Value, want, port)
+	}
+	if got, host := a.env(t, "APP_PORT"), a.env(t, "HOST_IP"); got != port || host != "127.0.0.1" {
+		t.Fatalf("app env APP_PORT=%s HOST_IP=%s; want %s, 127.0.0.1", got, host, port)
+	}
+	ttl, err := h.cli.TimeToLive(ctx, clientv3.LeaseID(put.Lease))
+	if err != nil || ttl.GrantedTTL != int64(testTTL/time.Second) {
+		t.Fatalf("lease TTL = %+v, %v; want granted %v", ttl, err, testTTL)
+	}
+	claim := "/_ports/127.0.0.1/" + port
+	resp, err := h.get(claim)
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "web_PRE" || resp.Kvs[0].Lease != put.Lease {
+		t.Fatalf("claim %s = %v, %v; want web_PRE on the instance's lease %x", claim, resp.Kvs, err, put.Lease)
+	}
+
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH} {
+		r.sigs <- sig
+		waitfor.Cond(t, 5*time.Second, "app got "+sig.String(), func() error {
+			for _, ev := range a.events() {
+				if ev.name == "sig" && strings.HasPrefix(ev.detail, signalName(sig)) {
+					return nil
+				}
+			}
+			return fmt.Errorf("events %v", a.events())
+		})
+	}
+
+	r.sigs <- syscall.SIGTERM
+	code, err := r.wait(t, 15*time.Second)
+	if code != 7 || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want the app's 7", code, err)
+	}
+	if ev, _ := a.find("sigterm"); ev.detail != "key=absent" {
+		t.Fatalf("app SIGTERM event %q; want key=absent (the key goes before the app is stopped)", ev.detail)
+	}
+	h.absent(claim, time.Second)
+}
+
+// TestRunStopTimeout: an app that ignores SIGTERM is killed after
+// --stop-timeout and the registrar exits 128+9.
+func TestRunStopTimeout(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp()
+	cfg := h.config(a, "ignore-term=1", "exit=3")
+	cfg.StopTimeout = time.Second
+	r := h.start(cfg)
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+	r.cancel() // the context, like a signal, stops it
+	code, err := r.wait(t, 10*time.Second)
+	returned := time.Now()
+	term, _ := a.find("sigterm")
+	if code != 128+int(syscall.SIGKILL) || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want 137", code, err)
+	}
+	if d := returned.Sub(term.at); d < cfg.StopTimeout-50*time.Millisecond || d > cfg.StopTimeout+2*time.Second {
+		t.Fatalf("killed %v after SIGTERM; want about --stop-timeout %v", d, cfg.StopTimeout)
+	}
+}
+
+// TestRunAppExits: an app that exits by itself is deregistered at once and
+// its status is the registrar's.
+func TestRunAppExits(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"exit code", []string{"exit-after=1s", "exit=3"}, 3},
+		{"exit zero", []string{"exit-after=1s"}, 0},
+		{"killed by signal", []string{"exit-after=1s", "kill-self=1"}, 128 + int(syscall.SIGKILL)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			a := h.newApp()
+			cfg := h.config(a, tc.args...)
+			cfg.Check = "none"
+			r := h.start(cfg)
+			key, value := h.instanceKey(t, a)
+			h.registered(key, value, 10*time.Second)
+			code, err := r.wait(t, 10*time.Second)
+			if code != tc.want || err != nil {
+				t.Fatalf("registrar exit = %d, %v; want %d", code, err, tc.want)
+			}
+			h.absent(key, time.Second)
+		})
+	}
+}
+
+func TestRunCommandNotFound(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(h.newApp())
+	cfg.Command = []string{"/nonexistent/app"}
+	r := h.start(cfg)
+	code, err := r.wait(t, 10*time.Second)
+	if code != 127 || err == nil {
+		t.Fatalf("registrar exit = %d, %v; want 127 and an error", code, err)
+	}
+	resp, err := h.cli.Get(context.Background(), "/_ports/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Fatalf("port claims left = %v, %v; want none", resp.Count, err)
+	}
+}
+
+// TestRunReregisters: whatever removes the registration behind the
+// registrar's back, the key is back within 2×TTL while the app keeps running.
+func TestRunReregisters(t *testing.T) {
+	tests := []struct {
+		name     string
+		act      func(ctx context.Context, cli *clientv3.Client, key string, lease clientv3.LeaseID) error
+		newLease bool
+	}{
+		{"lease revoked", func(ctx context.Context, cli *clientv3.Client, key string, lease clientv3.LeaseID) error {
+			_, err := cli.Revoke(ctx, lease)
+			return err
+		}, true},
+		{"key deleted", func(ctx context.Context, cli *clientv3.Client, key string, lease clientv3.LeaseID) error {
+			_, err := cli.Delete(ctx, key)
+			return err
+		}, false},
+		{"key overwritten", func(ctx context.Context, cli *clientv3.Client, key string, lease clientv3.LeaseID) error {
+			_, err := cli.Put(ctx, key, "10.9.9.9:1")
+			return err
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			a := h.newApp()
+			h.start(h.config(a))
+			key, value := h.instanceKey(t, a)
+			lease := h.registered(key, value, 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tc.act(ctx, h.cli, key, lease); err != nil {
+				t.Fatal(err)
+			}
+			waitfor.Cond(t, 2*testTTL, key+" back", func() error {
+				resp, err := h.get(key)
+				if err != nil {
+					return err
+				}
+				if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != value {
+					return fmt.Errorf("got %v", resp.Kvs)
+				}
+				if l := clientv3.LeaseID(resp.Kvs[0].Lease); l == 0 || (tc.newLease && l == lease) {
+					return fmt.Errorf("lease %x", l)
+				}
+				return nil
+			})
+			a.alive(t)
+		})
+	}
+}
+
+// TestRunEtcdRestart: etcd stopped for longer than the TTL and started
+// again on the same data: the key is back within 2×TTL of etcd answering,
+// and the app kept running throughout.
+func TestRunEtcdRestart(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp()
+	h.start(h.config(a))
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+	h.etcd.Stop()
+	waitfor.Cond(t, 4*testTTL, "registrar noticed the lease is lost", func() error { return h.logs.has("lost") })
+	h.etcd.Restart()
+	h.registered(key, value, 2*testTTL)
+	a.alive(t)
+}
+
+// TestRunEtcdDownAtStart: the app starts while etcd is down (port picked by
+// local checks, and said so) and is registered once etcd answers.
+func TestRunEtcdDownAtStart(t *testing.T) {
+	h := newHarness(t)
+	h.etcd.Stop()
+	a := h.newApp()
+	h.start(h.config(a))
+	a.wait(t, "listening", 15*time.Second)
+	if err := h.logs.has("local checks only"); err != nil {
+		t.Fatal(err)
+	}
+	h.etcd.Restart()
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 2*testTTL)
+	a.alive(t)
+}
+
+// TestRunUnhealthy: three failed health checks in a row deregister the
+// instance (its port claim stays); passing again registers it again.
+func TestRunUnhealthy(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp()
+	sick := t.TempDir() + "/sick"
+	cfg := h.config(a, "health-file="+sick)
+	cfg.Check = "http://{{.Addr}}/health"
+	h.start(cfg)
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+	if err := os.WriteFile(sick, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.absent(key, 5*time.Second)
+	resp, err := h.get("/_ports/127.0.0.1/" + a.env(t, "PORT"))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("port claim while unhealthy = %v, %v; want kept", resp, err)
+	}
+	if err := os.Remove(sick); err != nil {
+		t.Fatal(err)
+	}
+	h.registered(key, value, 5*time.Second)
+	a.alive(t)
+}
+
+// TestRunConcurrent: 50 registrars on one host and one etcd, picking from a
+// range barely larger than 50, get 50 distinct ports. The apps do not
+// listen, so every bind test passes: only the etcd claim keeps them apart.
+func TestRunConcurrent(t *testing.T) {
+	h := newHarness(t)
+	const n = 50
+	lo := uint16(20000 + time.Now().UnixNano()%12000)
+	var runs []*running
+	for range n {
+		cfg := h.config(h.newApp(), "no-listen=1")
+		cfg.Check = "none"
+		cfg.PortRange = PortRange{lo, lo + n + 9}
+		cfg.StopTimeout = 2 * time.Second
+		// 50 clients at once on one race-instrumented etcd: slow, not down.
+		cfg.TTL, cfg.DialTimeout = 5*time.Second, 5*time.Second
+		runs = append(runs, h.start(cfg))
+	}
+	dir := registry.ServiceDir("", "web", "PRE")
+	var resp *clientv3.GetResponse
+	waitfor.Cond(t, 60*time.Second, fmt.Sprintf("%d instances registered", n), func() error {
+		var err error
+		resp, err = h.cli.Get(context.Background(), dir, clientv3.WithPrefix())
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) != n {
+			return fmt.Errorf("%d registered", len(resp.Kvs))
+		}
+		return nil
+	})
+	ports := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		ports[string(kv.Value)] = true
+	}
+	if len(ports) != n {
+		t.Fatalf("%d registrars got %d distinct ports: %v", n, len(ports), ports)
+	}
+	for _, r := range runs {
+		r.cancel()
+	}
+	for _, r := range runs {
+		if code, err := r.wait(t, 30*time.Second); code != 0 || err != nil {
+			t.Fatalf("registrar exit = %d, %v; want 0", code, err)
+		}
+	}
+	resp, err := h.cli.Get(context.Background(), "/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Fatalf("keys left after all stopped = %d, %v; want 0", resp.Count, err)
+	}
+}
