@@ -10,7 +10,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
 // load keeps clients concurrent GETs going against url until stopped, its
@@ -154,11 +157,43 @@ func (l *load) served(addr string) int64 {
 	return l.byAddr[addr]
 }
 
+// stats are the load's totals.
+type stats struct {
+	sent, ok, failed, retried int64
+	failures                  []string // the first few
+}
+
 // summary reads the totals.
-func (l *load) summary() (sent, ok, failed, retried int64, failures []string) {
+func (l *load) summary() stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.sent, l.ok, l.failed, l.retried, append([]string(nil), l.failures...)
+	return stats{l.sent, l.ok, l.failed, l.retried, append([]string(nil), l.failures...)}
+}
+
+// keepOn waits until n more requests have been answered, so that a late
+// route to a gone backend would show up as a failure.
+func (l *load) keepOn(t *testing.T, n int64, what string) {
+	t.Helper()
+	from := l.summary().ok
+	waitfor.Cond(t, 10*time.Second, "load continues "+what, func() error {
+		if ok := l.summary().ok; ok < from+n {
+			return fmt.Errorf("%d requests answered since", ok-from)
+		}
+		return nil
+	})
+}
+
+// finish stops the load and logs its totals and first failures.
+func (l *load) finish(t *testing.T) stats {
+	t.Helper()
+	l.stop()
+	st := l.summary()
+	t.Logf("load: %d sent, %d ok, %d failed, %d retried on a reused connection; spread%s",
+		st.sent, st.ok, st.failed, st.retried, l.spread())
+	for _, f := range st.failures {
+		t.Logf("failure: %s", f)
+	}
+	return st
 }
 
 // spread formats the per-backend counts, sorted by address.

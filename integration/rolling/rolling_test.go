@@ -68,25 +68,12 @@ func rollingDeploy(t *testing.T, drain time.Duration, wantClean bool) (failed in
 		exited[i] = o.stop(t)
 		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.cmd.ProcessState)
 	}
-	// Keep the load on a moment after the last exit, so a late route to an
-	// old backend would show.
-	_, okAtEnd, _, _, _ := l.summary()
-	waitfor.Cond(t, 10*time.Second, "load continues after the last replacement", func() error {
-		if _, ok, _, _, _ := l.summary(); ok < okAtEnd+500 {
-			return fmt.Errorf("%d requests since", ok-okAtEnd)
-		}
-		return nil
-	})
-	l.stop()
-	sent, ok, failed, retried, failures := l.summary()
+	l.keepOn(t, 500, "after the last replacement")
+	st := l.finish(t)
 	took := time.Since(began)
-	t.Logf("load: %d sent, %d ok, %d failed, %d retried on a reused connection, %v; spread%s",
-		sent, ok, failed, retried, took.Round(time.Millisecond), l.spread())
-	for _, f := range failures {
-		t.Logf("failure: %s", f)
-	}
-	if took >= maxTime || sent >= l.maxRequests {
-		t.Errorf("the load ended before the deploy did (%v, %d requests)", took, sent)
+	t.Logf("the deploy took %v under load", took.Round(time.Millisecond))
+	if took >= maxTime || st.sent >= l.maxRequests {
+		t.Errorf("the load ended before the deploy did (%v, %d requests)", took, st.sent)
 	}
 
 	for _, n := range fresh {
@@ -115,10 +102,10 @@ func rollingDeploy(t *testing.T, drain time.Duration, wantClean bool) (failed in
 			t.Errorf("new backend %s got no traffic", n.addr)
 		}
 	}
-	if wantClean && failed > 0 {
-		t.Errorf("%d of %d requests failed during the rolling deploy; want 0", failed, sent)
+	if wantClean && st.failed > 0 {
+		t.Errorf("%d of %d requests failed during the rolling deploy; want 0", st.failed, st.sent)
 	}
-	return failed
+	return st.failed
 }
 
 func addrs(bs []*backend) []string {
