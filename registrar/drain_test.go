@@ -1,0 +1,131 @@
+package registrar
+
+import (
+	"context"
+	"encoding/json"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/registry"
+)
+
+// TestRunDrain: after SIGTERM the app's SIGTERM waits until every live
+// renderer covering the key acknowledged the removal, at most
+// --drain-timeout, and not at all when no renderer covers the key.
+func TestRunDrain(t *testing.T) {
+	const react = 500 * time.Millisecond // how long the fake renderer takes
+	ack := func(rev int64, prefixes ...string) string {
+		b, _ := json.Marshal(registry.Ack{Revision: rev, Prefixes: prefixes, Updated: time.Now()})
+		return string(b)
+	}
+	type renderer struct {
+		id, value string
+		leased    bool
+	}
+	tests := []struct {
+		name      string
+		drain     time.Duration
+		renderers []renderer
+		// act plays the renderer once the key is removed at rev.
+		act func(ctx context.Context, cli *clientv3.Client, rev int64, leases map[string]clientv3.LeaseID) error
+		// the app's SIGTERM comes between min and max after the registrar's
+		min, max time.Duration
+		afterAct bool // and after act ran
+	}{
+		{name: "no renderer", drain: 5 * time.Second, max: time.Second},
+		{name: "renderer not covering the key", drain: 5 * time.Second,
+			renderers: []renderer{{id: "gw1", value: ack(1, "/other")}}, max: time.Second},
+		{name: "renderer already past", drain: 5 * time.Second,
+			renderers: []renderer{{id: "gw1", value: ack(1<<40, "/")}}, max: time.Second},
+		{name: "unparsable ack", drain: 5 * time.Second,
+			renderers: []renderer{{id: "gw1", value: "{"}}, max: time.Second},
+		{name: "renderer acknowledges", drain: 5 * time.Second,
+			renderers: []renderer{{id: "gw1", value: ack(1, "/web_PRE")}, {id: "gw2", value: ack(1, "/other")}},
+			act: func(ctx context.Context, cli *clientv3.Client, rev int64, _ map[string]clientv3.LeaseID) error {
+				_, err := cli.Put(ctx, registry.RendererKey("", "gw1"), ack(rev, "/web_PRE"))
+				return err
+			},
+			min: react, max: 4 * time.Second, afterAct: true},
+		{name: "renderer goes away", drain: 5 * time.Second,
+			renderers: []renderer{{id: "gw1", value: ack(1, ""), leased: true}},
+			act: func(ctx context.Context, cli *clientv3.Client, rev int64, leases map[string]clientv3.LeaseID) error {
+				_, err := cli.Revoke(ctx, leases["gw1"])
+				return err
+			},
+			min: react, max: 4 * time.Second, afterAct: true},
+		{name: "renderer never acknowledges", drain: time.Second,
+			renderers: []renderer{{id: "gw1", value: ack(1, "/")}, {id: "gw2", value: ack(1<<40, "/")}},
+			min: time.Second - 50*time.Millisecond, max: time.Second + 800*time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			leases := map[string]clientv3.LeaseID{}
+			for _, r := range tc.renderers {
+				var opts []clientv3.OpOption
+				if r.leased {
+					l, err := h.cli.Grant(ctx, 30)
+					if err != nil {
+						t.Fatal(err)
+					}
+					leases[r.id] = l.ID
+					opts = append(opts, clientv3.WithLease(l.ID))
+				}
+				if _, err := h.cli.Put(ctx, registry.RendererKey("", r.id), r.value, opts...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a := h.newApp()
+			cfg := h.config(a)
+			cfg.Check, cfg.DrainTimeout = "none", tc.drain
+			r := h.start(cfg)
+			key, value := h.instanceKey(t, a)
+			h.registered(key, value, 10*time.Second)
+			wch := h.cli.Watch(ctx, key, clientv3.WithFilterPut())
+
+			sent := time.Now()
+			r.sigs <- syscall.SIGTERM
+			var rev int64
+			select {
+			case wr := <-wch:
+				if len(wr.Events) != 1 || wr.Events[0].Type != mvccpb.DELETE {
+					t.Fatalf("watch %s = %v, %v; want its deletion", key, wr.Events, wr.Err())
+				}
+				rev = wr.Events[0].Kv.ModRevision
+			case <-ctx.Done():
+				t.Fatalf("%s not removed", key)
+			}
+			var acted time.Time
+			if tc.act != nil {
+				select {
+				case <-time.After(react):
+				case <-r.done:
+					t.Fatal("registrar returned before the renderer acknowledged")
+				}
+				acted = time.Now()
+				if err := tc.act(ctx, h.cli, rev, leases); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if code, err := r.wait(t, 15*time.Second); code != 0 || err != nil {
+				t.Fatalf("registrar exit = %d, %v; want 0", code, err)
+			}
+			term, ok := a.find("sigterm")
+			if !ok {
+				t.Fatalf("app never got SIGTERM: %v", a.events())
+			}
+			if d := term.at.Sub(sent); d < tc.min || d > tc.max {
+				t.Fatalf("app got SIGTERM %v after the registrar; want between %v and %v", d, tc.min, tc.max)
+			}
+			if tc.afterAct && term.at.Before(acted) {
+				t.Fatalf("app got SIGTERM %v before the renderer acted", acted.Sub(term.at))
+			}
+		})
+	}
+}
