@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == childArg {
 		os.Exit(childMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == reaperArg {
+		os.Exit(reaperMain(os.Args[2:]))
+	}
 	os.Exit(m.Run())
 }
 
@@ -48,7 +51,8 @@ func TestMain(m *testing.M) {
 //	kill-self=1      kill itself with SIGKILL after exit-after
 //	health-file=F    /health answers 503 while F exists, else 200
 //	etcd=EP keydir=D on SIGTERM record whether D<HOST_IP>-<PORT> is in etcd
-//	orphan=1         start a grandchild that outlives this process (reaping)
+//	orphan=1         double-fork a grandchild that exits after 300ms, an
+//	                 orphan for the nearest subreaper to reap
 func childMain(args []string) int {
 	opt := map[string]string{}
 	for _, a := range args {
@@ -73,9 +77,13 @@ func childMain(args []string) int {
 	record("pid", strconv.Itoa(os.Getpid()))
 	record("env", fmt.Sprintf("PORT=%s APP_PORT=%s HOST_IP=%s ETCD_PASSWORD=%s",
 		os.Getenv("PORT"), os.Getenv("APP_PORT"), os.Getenv("HOST_IP"), os.Getenv("ETCD_PASSWORD")))
+	if opt["spawn"] == "1" { // the middle of the double fork
+		record("orphan", strconv.Itoa(startOrphan()))
+		return 0
+	}
 	if opt["orphan"] == "1" {
-		orphanPid := startOrphan()
-		record("orphan", strconv.Itoa(orphanPid))
+		os.StartProcess(os.Args[0], []string{os.Args[0], childArg, "out=" + opt["out"], "spawn=1"},
+			&os.ProcAttr{Files: []*os.File{nil, os.Stdout, os.Stderr}})
 	}
 	if opt["no-listen"] != "1" {
 		time.Sleep(dur("ready-delay"))
@@ -140,8 +148,8 @@ func keyState(endpoint, dir string) string {
 	return "absent"
 }
 
-// startOrphan starts a copy of this binary that exits after 300ms, after
-// its parent is gone: a zombie for whoever inherits it.
+// startOrphan starts a copy of this binary that exits after 300ms, when
+// its parent is long gone: a zombie for whoever inherits it.
 func startOrphan() int {
 	p, err := os.StartProcess(os.Args[0], []string{os.Args[0], childArg, "out=/dev/null", "no-listen=1", "exit-after=300ms"},
 		&os.ProcAttr{Files: []*os.File{nil, os.Stdout, os.Stderr}})
