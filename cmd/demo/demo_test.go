@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -177,4 +178,32 @@ func TestDemoInterrupt(t *testing.T) {
 		t.Errorf("demo after SIGINT: %v; want exit status 130\nstdout:\n%s\nstderr:\n%s", err, strings.Join(seen, "\n"), &stderr)
 	}
 	assertClean(t, tmp)
+}
+
+// TestReadmeFlags keeps README.md's flag tables true: every flag the built
+// registrar and renderer accept is in the README as `--name`.
+func TestReadmeFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the built binaries")
+	}
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagRE := regexp.MustCompile(`(?m)^\s+--?([a-z][a-z0-9-]*)\b`)
+	for _, prog := range []string{"registrar", "renderer"} {
+		out, _ := exec.Command(filepath.Join(bin, prog), "--help").CombinedOutput()
+		flags := flagRE.FindAllSubmatch(out, -1)
+		if len(flags) < 10 {
+			t.Fatalf("%s --help lists %d flags; want the usage text:\n%s", prog, len(flags), out)
+		}
+		for _, f := range flags {
+			if name := "`--" + string(f[1]) + "`"; !bytes.Contains(readme, []byte(name)) {
+				t.Errorf("README.md does not document %s's %s", prog, name)
+			}
+		}
+	}
 }
