@@ -59,7 +59,8 @@ func TestRunDrain(t *testing.T) {
 			min: react, max: 4 * time.Second, afterAct: true},
 		{name: "renderer never acknowledges", drain: time.Second,
 			renderers: []renderer{{id: "gw1", value: ack(1, "/")}, {id: "gw2", value: ack(1<<40, "/")}},
-			min: time.Second - 50*time.Millisecond, max: time.Second + 800*time.Millisecond},
+			min:       time.Second - 50*time.Millisecond,
+			max:       time.Second + 800*time.Millisecond},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

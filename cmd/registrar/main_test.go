@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/waitfor"
+)
+
+// The test binary is also the registrar (ROLLCALL_TEST_MAIN=1) and the app
+// it runs (first argument "app").
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "app" {
+		os.Exit(testApp(os.Args[2]))
+	}
+	if os.Getenv("ROLLCALL_TEST_MAIN") == "1" {
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+// testApp listens on $PORT, appends the signals it gets to out and exits 5
+// on SIGTERM.
+func testApp(out string) int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1)
+	l, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("HOST_IP"), os.Getenv("PORT")))
+	if err != nil {
+		return 98
+	}
+	defer l.Close()
+	for sig := range sigs {
+		f, _ := os.OpenFile(out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		fmt.Fprintln(f, sig)
+		f.Close()
+		if sig == syscall.SIGTERM {
+			return 5
+		}
+	}
+	return 0
+}
+
+func registrarCmd(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "ROLLCALL_TEST_MAIN=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	return cmd, &stderr
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+func TestMainUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"bad name", []string{"--app", "a b", "--env", "PRE", "--", "x"}, 2, "registrar: --app: invalid name"},
+		{"bad range", []string{"--app", "a", "--env", "PRE", "--port-range", "5-1", "--", "x"}, 2, "registrar: invalid value"},
+		{"missing command", []string{"--app", "a", "--env", "PRE"}, 2, "registrar: missing command"},
+		{"help", []string{"--help"}, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cmd, stderr := registrarCmd(t, tc.args...)
+			err := cmd.Run()
+			if code := exitCode(err); code != tc.code {
+				t.Fatalf("registrar %q exit = %d (%v); want %d", tc.args, code, err, tc.code)
+			}
+			if tc.want == "" {
+				return
+			}
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.want) {
+				t.Fatalf("registrar %q stderr = %q; want one line starting %q", tc.args, stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+// TestMainProcess runs the registrar as a real process: it catches SIGUSR1
+// and SIGTERM itself, forwards the first, deregisters on the second, and
+// exits with the app's code.
+func TestMainProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and processes")
+	}
+	t.Parallel()
+	s := etcdtest.Start(t)
+	cli := s.Client(t)
+	out := t.TempDir() + "/signals"
+	cmd, _ := registrarCmd(t, "--app", "web", "--env", "PRE", "--endpoints", s.Endpoint, "--ip", "127.0.0.1",
+		"--ttl", "2s", "--drain-timeout", "1s", "--", os.Args[0], "app", out)
+	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var key string
+	waitfor.Cond(t, 15*time.Second, "instance registered", func() error {
+		resp, err := cli.Get(ctx, "/web_PRE/", clientv3.WithPrefix())
+		if err != nil || len(resp.Kvs) != 1 {
+			return fmt.Errorf("got %v, %v", resp, err)
+		}
+		key = string(resp.Kvs[0].Key)
+		return nil
+	})
+	cmd.Process.Signal(syscall.SIGUSR1)
+	waitfor.Cond(t, 5*time.Second, "app got SIGUSR1", func() error {
+		b, _ := os.ReadFile(out)
+		if !strings.Contains(string(b), "user defined signal 1") {
+			return fmt.Errorf("app got %q", b)
+		}
+		return nil
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(cmd.Wait()); code != 5 {
+		t.Fatalf("registrar exit = %d; want the app's 5", code)
+	}
+	resp, err := cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("%s after stop = %v, %v; want gone", key, resp, err)
+	}
+}
