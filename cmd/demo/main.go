@@ -206,6 +206,9 @@ func (d *demo) steps(ctx context.Context) error {
 func (d *demo) withNginx(ctx context.Context, regs []*proc, dest string, renderer *proc, servers []string) error {
 	url := d.nginx.url("/")
 	if err := d.until(ctx, "nginx serves all three", renderer, func() error {
+		if err := d.nginx.settled(); err != nil {
+			return err
+		}
 		tr := newTraffic()
 		c := &http.Client{Timeout: 2 * time.Second}
 		for range 30 {

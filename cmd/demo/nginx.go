@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,6 +18,7 @@ import (
 type nginx struct {
 	bin, prefix, conf string
 	port              int
+	master            int // pid of the master (daemon off: the process started)
 }
 
 func (n *nginx) args(extra ...string) []string {
@@ -30,7 +33,8 @@ func (n *nginx) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%
 
 // startNginx writes nginx.conf and starts nginx. The rendered upstream is
 // included by a glob (nothing matches before the first render) and reached
-// through a variable, so nginx starts before the renderer.
+// through a variable, so nginx starts before the renderer. Retries are off,
+// so "0 failed" is the drain's doing, not nginx's.
 func startNginx(ctx context.Context, d *demo, bin string) (*nginx, error) {
 	n := &nginx{bin: bin, prefix: filepath.Join(d.dir, "nginx"), port: freePort()}
 	n.conf = filepath.Join(n.prefix, "nginx.conf")
@@ -66,6 +70,9 @@ http {
         location / {
             set $up %[4]s;
             proxy_pass http://$up;
+            # no retry on another backend: a request sent to a stopped
+            # backend fails visibly instead of being hidden
+            proxy_next_upstream off;
         }
     }
 }
@@ -77,6 +84,7 @@ http {
 	if err != nil {
 		return nil, err
 	}
+	n.master = p.cmd.Process.Pid
 	c := &http.Client{Timeout: time.Second}
 	if err := d.until(ctx, "nginx answers", p, func() error {
 		resp, err := c.Get(n.url("/_ready"))
@@ -136,4 +144,28 @@ mode = "0644"
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// settled reports an error while nginx is between configurations: after a
+// reload the old worker may still accept connections for a moment and
+// answer them with the old upstream. With worker_processes 1, one child
+// means one configuration.
+func (n *nginx) settled() error {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	workers := 0
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, cut at the last ')'.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(n.master) {
+			workers++
+		}
+	}
+	if workers != 1 {
+		return fmt.Errorf("nginx master %d has %d workers: a reload is under way", n.master, workers)
+	}
+	return nil
 }
