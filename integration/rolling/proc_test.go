@@ -95,6 +95,18 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) time.Time {
 	return p.exited
 }
 
+// assertLogged fails the test unless the process's output holds s.
+func (p *proc) assertLogged(t *testing.T, s string) {
+	t.Helper()
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), s) {
+		t.Errorf("%s did not log %q:\n%s", p.name, s, tail(b, 20))
+	}
+}
+
 // running reports whether the process has not exited yet.
 func (p *proc) running() bool {
 	select {

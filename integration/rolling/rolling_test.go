@@ -66,6 +66,9 @@ func rollingDeploy(t *testing.T, drain time.Duration, wantClean bool) (failed in
 			return nil
 		})
 		exited[i] = o.stop(t)
+		if wantClean {
+			o.reg.assertLogged(t, "drain: renderers acknowledged")
+		}
 		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.cmd.ProcessState)
 	}
 	l.keepOn(t, 500, "after the last replacement")
