@@ -270,7 +270,7 @@ func (r *Renderer) arm(al *alarm, now time.Time) {
 			next, ok = at, true
 		}
 	}
-	if r.store.Snapshot() != nil {
+	if r.store.Loaded() {
 		for _, g := range r.groups {
 			if at, due := g.Due(); due {
 				take(at)
@@ -355,7 +355,7 @@ func (r *Renderer) publish(rev int64) {
 }
 
 func (r *Renderer) updateCurrent() {
-	r.current.Store(len(r.pending) == 0 && r.store.Snapshot() != nil)
+	r.current.Store(len(r.pending) == 0 && r.store.Loaded())
 }
 
 // loadResources (re)loads conf.d. A resource that fails to load keeps its

@@ -11,9 +11,10 @@ import (
 
 // store is the renderer's copy of the watched keys at one revision. The
 // watcher fills it (Replace after a complete list, Apply per watch response,
-// each under one lock) and signals Dirty; the loop takes immutable snapshots
-// with the keys changed since the last one. It is never half-filled: until
-// the first complete list it holds nothing and Take reports it not loaded.
+// each under one lock) and signals Dirty; the loop collects the changed keys
+// (Changes) and takes immutable snapshots to render from (Snapshot). It is
+// never half-filled: until the first complete list it holds nothing and
+// Snapshot returns nil.
 type store struct {
 	mu       sync.Mutex
 	kvs      map[string]string
@@ -135,6 +136,13 @@ func (s *store) Changes() (keys []string, all, ok bool) {
 	clear(s.changed)
 	all, s.all = s.all, false
 	return keys, all, true
+}
+
+// Loaded reports whether a complete list has been applied.
+func (s *store) Loaded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loaded
 }
 
 // pendingChanges reports whether changes wait for Changes.
