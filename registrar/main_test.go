@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +37,36 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == reaperArg {
 		os.Exit(reaperMain(os.Args[2:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 && !testing.Short() {
+		if left := leakedGoroutines(5 * time.Second); left != "" {
+			fmt.Fprintf(os.Stderr, "goroutines left after all tests:\n%s\n", left)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leakedGoroutines waits up to d for every goroutine but this one and the
+// signal package's (started by signal.Notify, never stopped) to end, and
+// returns the stacks of those that did not. etcd's testutil leak check does
+// not know the signal goroutine's current name.
+func leakedGoroutines(d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var left []string
+		for _, g := range strings.Split(string(buf), "\n\n")[1:] {
+			if !strings.Contains(g, "os/signal.loop") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return strings.Join(left, "\n\n")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // childMain is the app the tests run under the registrar. Arguments are
@@ -375,4 +405,16 @@ func (a app) alive(t *testing.T) {
 	if ev, ok := a.find("sigterm"); ok {
 		t.Fatalf("app got SIGTERM at %v; it should have kept running", ev.at)
 	}
+}
+
+// authClient is a test client logged in as user.
+func authClient(t *testing.T, endpoint, user, password string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, Username: user, Password: password,
+		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }

@@ -226,7 +226,7 @@ func TestRunEtcdDownAtStart(t *testing.T) {
 	h.etcd.Stop()
 	a := h.newApp()
 	h.start(h.config(a))
-	a.wait(t, "listening", 15*time.Second)
+	a.wait(t, "listening", 30*time.Second)
 	if err := h.logs.has("local checks only"); err != nil {
 		t.Fatal(err)
 	}

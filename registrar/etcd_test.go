@@ -1,0 +1,125 @@
+package registrar
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeCert writes a self-signed certificate and its key as PEM files.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+func TestClientConfigTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name           string
+		ca, cert, key  string
+		want           string // usage error substring; "" = ok
+		wantTLS, wantC bool
+	}{
+		{"plain", "", "", "", "", false, false},
+		{"ca only", cert, "", "", "", true, false},
+		{"client cert", cert, cert, key, "", true, true},
+		{"client cert, system roots", "", cert, key, "", true, true},
+		{"missing ca", filepath.Join(dir, "nope.pem"), "", "", "--cacert", false, false},
+		{"ca not pem", notPEM, "", "", "no PEM certificate", false, false},
+		{"key mismatch", "", cert, notPEM, "--cert/--key", false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			c.CACert, c.Cert, c.Key, c.User, c.Password = tc.ca, tc.cert, tc.key, "u", "p"
+			cc, err := clientConfig(c, time.Second)
+			if tc.want != "" {
+				var ue *UsageError
+				if !errors.As(err, &ue) || !strings.Contains(ue.Msg, tc.want) {
+					t.Fatalf("clientConfig() = %v; want *UsageError with %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (cc.TLS != nil) != tc.wantTLS || (tc.wantTLS && (len(cc.TLS.Certificates) == 1) != tc.wantC) {
+				t.Fatalf("clientConfig() TLS = %+v; want TLS %v, client cert %v", cc.TLS, tc.wantTLS, tc.wantC)
+			}
+			if cc.Username != "u" || cc.Password != "p" || cc.Logger == nil || cc.DialTimeout != c.DialTimeout {
+				t.Fatalf("clientConfig() = %+v; want auth, logger and dial timeout set", cc)
+			}
+		})
+	}
+}
+
+// TestRunAuth: with etcd auth on, the registrar registers with --user and
+// ETCD_PASSWORD, also when etcd was down at start (clientv3.New fails then,
+// so the client is dialled lazily).
+func TestRunAuth(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, step := range []func() error{
+		func() error { _, err := h.cli.UserAdd(ctx, "root", "s3cret"); return err },
+		func() error { _, err := h.cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := h.cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.etcd.Stop()
+	a := h.newApp()
+	cfg := h.config(a)
+	cfg.User, cfg.Password = "root", "s3cret"
+	cfg.DialTimeout = 5 * time.Second // bcrypt in a race-instrumented etcd: ~0.7s a login
+	h.start(cfg)
+	a.wait(t, "listening", 30*time.Second)
+	h.etcd.Restart()
+	if err := h.cli.Close(); err != nil {
+		t.Log(err)
+	}
+	h.cli = authClient(t, h.etcd.Endpoint, "root", "s3cret")
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 4*testTTL)
+	a.alive(t)
+}
