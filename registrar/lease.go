@@ -83,11 +83,11 @@ var errNoLease = errors.New("no lease")
 func (k *keeper) claimPort(ctx context.Context, key, value string) (bool, error) {
 	cli, err := k.conn.get()
 	if err != nil {
-		return false, errors.Join(errNoLease, err)
+		return false, fmt.Errorf("%w: %w", errNoLease, err)
 	}
 	if k.lease == 0 {
 		if err := k.grant(ctx, cli); err != nil {
-			return false, errors.Join(errNoLease, err)
+			return false, fmt.Errorf("%w: %w", errNoLease, err)
 		}
 		// Responses are not read: the client keeps sending keep-alives anyway.
 		if _, err := cli.KeepAlive(ctx, k.lease); err != nil {
@@ -275,7 +275,7 @@ func (k *keeper) hold(ctx context.Context) error {
 
 // revoke removes key and claim at once by revoking the lease and returns the
 // revision of the removal (0: nothing was registered). It runs after run has
-// returned, on its own deadline even if ctx is cancelled.
+// returned, on its own deadline (one request's) even if ctx is cancelled.
 func (k *keeper) revoke(ctx context.Context) (int64, error) {
 	if k.lease == 0 && k.stale != 0 {
 		// Lost and not yet replaced: the server may still hold the key on it.
@@ -289,7 +289,7 @@ func (k *keeper) revoke(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(k.ttl, k.opTimeout))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.opTimeout)
 	defer cancel()
 	resp, err := cli.Revoke(ctx, k.lease)
 	lease := k.lease

@@ -116,14 +116,16 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	case <-child.Exited():
 		exitedFirst = true
 	}
+	stopping := time.Now()
 	deregister()
 	regWG.Wait()
 	rev, err := k.revoke(ctx)
 	switch {
 	case exitedFirst:
 	case err != nil:
-		// The key expires with its lease: give gateways that long.
-		wait := min(cfg.TTL, cfg.DrainTimeout)
+		// The key expires with its lease, at most a TTL after the last
+		// keep-alive: give gateways that long, within --drain-timeout.
+		wait := min(cfg.TTL, cfg.DrainTimeout) - time.Since(stopping)
 		log.Warn("deregister failed, waiting for the lease to expire", "err", err, "wait", wait)
 		waitExit(drainCtx, child, wait)
 	case rev > 0:
@@ -153,8 +155,12 @@ func choosePort(ctx context.Context, cfg Config, k *keeper, log *slog.Logger) (u
 		if err := bindFree(cfg.IP, cfg.Port); err != nil {
 			log.Warn("fixed port looks busy", "port", cfg.Port, "err", err)
 		}
-		if _, err := k.claimPort(ctx, claimKey, registry.Service(cfg.App, cfg.Env)); err != nil {
+		ok, err := k.claimPort(ctx, claimKey, registry.Service(cfg.App, cfg.Env))
+		switch {
+		case err != nil:
 			log.Warn("etcd unreachable at start: the app starts anyway, registration follows when etcd answers", "err", err)
+		case !ok:
+			log.Warn("fixed port is claimed by another instance", "key", claimKey)
 		}
 		return cfg.Port, nil
 	}

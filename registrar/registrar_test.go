@@ -312,3 +312,45 @@ func TestRunConcurrent(t *testing.T) {
 		t.Fatalf("keys left after all stopped = %d, %v; want 0", resp.Count, err)
 	}
 }
+
+// TestRunFixedPort: --port is used as given, claimed and registered.
+func TestRunFixedPort(t *testing.T) {
+	h := newHarness(t)
+	_, port := busyRange(t) // a free port
+	a := h.newApp()
+	cfg := h.config(a)
+	cfg.Port = port
+	h.start(cfg)
+	if got := a.env(t, "PORT"); got != fmt.Sprint(port) {
+		t.Fatalf("app PORT = %s; want the fixed %d", got, port)
+	}
+	key, value := h.instanceKey(t, a)
+	lease := h.registered(key, value, 10*time.Second)
+	resp, err := h.get(fmt.Sprintf("/_ports/127.0.0.1/%d", port))
+	if err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) != lease {
+		t.Fatalf("claim = %v, %v; want it on lease %x", resp, err, lease)
+	}
+}
+
+// TestRunStopWithEtcdDown: when the revoke cannot reach etcd, the app is
+// stopped once its key has expired with the lease (a TTL), not before and
+// not after --drain-timeout.
+func TestRunStopWithEtcdDown(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp()
+	cfg := h.config(a)
+	cfg.Check = "none"
+	r := h.start(cfg)
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+	h.etcd.Stop()
+	sent := time.Now()
+	r.sigs <- syscall.SIGTERM
+	if code, err := r.wait(t, 15*time.Second); code != 0 || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want 0", code, err)
+	}
+	term, ok := a.find("sigterm")
+	if d := term.at.Sub(sent); !ok || d < testTTL-100*time.Millisecond || d > testTTL+1500*time.Millisecond {
+		t.Fatalf("app got SIGTERM %v after the registrar (%v); want about the TTL %v", d, ok, testTTL)
+	}
+}

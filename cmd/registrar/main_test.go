@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("ROLLCALL_TEST_MAIN") == "1" {
 		main()
 	}
-	os.Exit(m.Run())
+	testutil.MustTestMainWithLeakDetection(m)
 }
 
 // testApp listens on $PORT, appends the signals it gets to out and exits 5
