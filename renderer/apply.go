@@ -295,7 +295,7 @@ func (r *Renderer) succeed(res *batchResult, st *resState, rev int64) {
 func (r *Renderer) fail(res *batchResult, j *job) {
 	j.st.failures++
 	res.failed = append(res.failed, j.st)
-	r.log.Error("resource not applied, will retry", "resource", j.st.name, "dest", j.st.res.Dest, "err", j.err)
+	r.log.Error("resource not applied", "resource", j.st.name, "dest", j.st.res.Dest, "err", j.err)
 }
 
 func names(group []*job) string {

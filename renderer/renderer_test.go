@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,12 +153,6 @@ func (h *harness) del(key string) int64 {
 	return resp.Header.Revision
 }
 
-// inst registers ip:port under /<svc>/.
-func (h *harness) inst(svc, addr string) int64 {
-	h.t.Helper()
-	return h.put("/"+svc+"/"+strings.Replace(strings.Trim(addr, "[]"), "]:", "-", 1)[0:]+"", addr)
-}
-
 func (h *harness) waitFile(path, want string) {
 	h.t.Helper()
 	waitfor.Cond(h.t, 10*time.Second, path+" rendered", func() error {
@@ -229,6 +221,4 @@ func TestRunRendersAndReloads(t *testing.T) {
 	if _, err := h.ack(); err == nil {
 		t.Error("ack key still there after stop: lease not revoked")
 	}
-	_ = net.JoinHostPort
-	_ = http.StatusOK
 }
