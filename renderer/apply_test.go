@@ -232,6 +232,12 @@ func TestBrokenTemplateEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := h.resource("other", `"/other_prod"`, listTmpl, "")
+	waitfor.Cond(t, 10*time.Second, "removal noticed", func() error {
+		if !strings.Contains(h.logs.String(), "resource removed") {
+			return errors.New("no log of the removal")
+		}
+		return nil
+	})
 	h.put(key("other_prod", "10.0.0.9", 80), "10.0.0.9:80")
 	h.waitFile(other, "other_prod: 10.0.0.9:80\n")
 	h.put(key("web_prod", "10.0.0.3", 80), "10.0.0.3:80")

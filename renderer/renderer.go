@@ -45,6 +45,7 @@ type Renderer struct {
 	pending map[*resState]bool
 	retryAt time.Time // when failed resources are tried again; zero = none
 	changes int       // keys changed since the last apply, for the coalesced metric
+	full    bool      // the next apply is a full pass (first list, conf reload): no cooldown after it
 	ack     *acker
 	ackRev  int64
 	loadErr int // resources that failed to load at the last (re)load
@@ -252,6 +253,7 @@ func (r *Renderer) collect(now time.Time) {
 		return
 	}
 	r.changes += len(keys)
+	r.full = r.full || all
 	for _, st := range r.states {
 		if all || slices.ContainsFunc(keys, st.res.Touches) {
 			r.pending[st] = true
@@ -313,9 +315,14 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	}
 	res := r.apply(ctx, snap, batch)
 	end := time.Now()
-	for g := range due {
-		g.Done(end)
+	// A full pass (startup, conf reload) is no burst of changes: the first
+	// change after it is applied at once, not after a cooldown.
+	if !r.full {
+		for g := range due {
+			g.Done(end)
+		}
 	}
+	r.full = false
 	for _, st := range res.ok {
 		delete(r.pending, st)
 	}
@@ -392,6 +399,7 @@ func (r *Renderer) loadResources(now time.Time) {
 		}
 	}
 	r.states = states
+	r.full = true
 	clear(r.pending)
 	for _, st := range states {
 		st.group = r.group(st.res.Wait)
