@@ -36,13 +36,13 @@ func TestRunDrain(t *testing.T) {
 		min, max time.Duration
 		afterAct bool // and after act ran
 	}{
-		{name: "no renderer", drain: 5 * time.Second, max: time.Second},
+		{name: "no renderer", drain: 5 * time.Second, max: 1500 * time.Millisecond},
 		{name: "renderer not covering the key", drain: 5 * time.Second,
-			renderers: []renderer{{id: "gw1", value: ack(1, "/other")}}, max: time.Second},
+			renderers: []renderer{{id: "gw1", value: ack(1, "/other")}}, max: 1500 * time.Millisecond},
 		{name: "renderer already past", drain: 5 * time.Second,
-			renderers: []renderer{{id: "gw1", value: ack(1<<40, "/")}}, max: time.Second},
+			renderers: []renderer{{id: "gw1", value: ack(1<<40, "/")}}, max: 1500 * time.Millisecond},
 		{name: "unparsable ack", drain: 5 * time.Second,
-			renderers: []renderer{{id: "gw1", value: "{"}}, max: time.Second},
+			renderers: []renderer{{id: "gw1", value: "{"}}, max: 1500 * time.Millisecond},
 		{name: "renderer acknowledges", drain: 5 * time.Second,
 			renderers: []renderer{{id: "gw1", value: ack(1, "/web_PRE")}, {id: "gw2", value: ack(1, "/other")}},
 			act: func(ctx context.Context, cli *clientv3.Client, rev int64, _ map[string]clientv3.LeaseID) error {
@@ -57,10 +57,10 @@ func TestRunDrain(t *testing.T) {
 				return err
 			},
 			min: react, max: 4 * time.Second, afterAct: true},
-		{name: "renderer never acknowledges", drain: time.Second,
+		{name: "renderer never acknowledges", drain: 2 * time.Second,
 			renderers: []renderer{{id: "gw1", value: ack(1, "/")}, {id: "gw2", value: ack(1<<40, "/")}},
-			min:       time.Second - 50*time.Millisecond,
-			max:       time.Second + 800*time.Millisecond},
+			min:       2*time.Second - 50*time.Millisecond,
+			max:       3 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

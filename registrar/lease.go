@@ -155,7 +155,7 @@ func (k *keeper) setDown(err error) {
 		k.down = true
 		return
 	}
-	k.log.Debug("etcd still unreachable", "err", err)
+	k.log.Debug("still cannot register", "err", err)
 }
 
 func (k *keeper) setUp() {

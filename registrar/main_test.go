@@ -293,6 +293,14 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
+// reconnect replaces the test's client after an etcd restart: an old one
+// may sit in gRPC's reconnect backoff (up to 120s) and measure that, not
+// the registrar.
+func (h *harness) reconnect() {
+	h.cli.Close()
+	h.cli = h.etcd.Client(h.t)
+}
+
 const testTTL = 2 * time.Second
 
 var netipLoopback = netip.MustParseAddr("127.0.0.1")

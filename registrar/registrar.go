@@ -121,6 +121,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	regWG.Wait()
 	rev, err := k.revoke(ctx)
 	switch {
+	case exitedFirst && err != nil:
+		log.Warn("deregister failed: the key expires with its lease", "err", err, "ttl", cfg.TTL)
 	case exitedFirst:
 	case err != nil:
 		// The key expires with its lease, at most a TTL after the last

@@ -215,6 +215,7 @@ func TestRunEtcdRestart(t *testing.T) {
 	h.etcd.Stop()
 	waitfor.Cond(t, 4*testTTL, "registrar noticed the lease is lost", func() error { return h.logs.has("lost") })
 	h.etcd.Restart()
+	h.reconnect()
 	h.registered(key, value, 2*testTTL)
 	a.alive(t)
 }
@@ -231,6 +232,7 @@ func TestRunEtcdDownAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.etcd.Restart()
+	h.reconnect()
 	key, value := h.instanceKey(t, a)
 	h.registered(key, value, 2*testTTL)
 	a.alive(t)
