@@ -252,6 +252,9 @@ func (r *Renderer) collect(now time.Time) {
 	if !ok || (!all && len(keys) == 0) {
 		return
 	}
+	if all && len(r.states) == 0 {
+		r.publish(r.store.Rev()) // nothing to render: still say what is watched
+	}
 	r.changes += len(keys)
 	r.full = r.full || all
 	for _, st := range r.states {

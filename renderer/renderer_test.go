@@ -222,3 +222,81 @@ func TestRunRendersAndReloads(t *testing.T) {
 		t.Error("ack key still there after stop: lease not revoked")
 	}
 }
+
+// TestAckWaitsForFailingResource: the acknowledged revision is what every
+// resource applied; a resource that keeps failing holds it back (a drain
+// must not believe a gateway that did not apply the removal), and it moves
+// on once the resource applies.
+func TestAckWaitsForFailingResource(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	flag := filepath.Join(h.out, "ok")
+	good := h.resource("good", `"/good_prod"`, listTmpl, "")
+	bad := h.resource("bad", `"/bad_prod"`, listTmpl, fmt.Sprintf(`check_cmd = "test -e %s"`, flag))
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.put(key("bad_prod", "10.0.0.2", 80), "10.0.0.2:80")
+	h.start()
+	h.waitFile(bad, "bad_prod: 10.0.0.2:80\n")
+	var before registry.Ack
+	waitfor.Cond(t, 10*time.Second, "first ack", func() (err error) {
+		before, err = h.ack()
+		return err
+	})
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	badRev := h.put(key("bad_prod", "10.0.0.3", 80), "10.0.0.3:80")
+	goodRev := h.put(key("good_prod", "10.0.0.1", 80), "10.0.0.1:80")
+	h.waitFile(good, "good_prod: 10.0.0.1:80\n")
+	waitfor.Cond(t, 10*time.Second, "bad resource failing", func() error {
+		if metric(t, h.reg, "rollcall_renderer_checks_total", "resource", "bad.toml", "result", "failure") < 1 {
+			return fmt.Errorf("no failed check yet")
+		}
+		return nil
+	})
+	if a, err := h.ack(); err != nil || a.Revision >= badRev {
+		t.Errorf("ack %+v, %v while bad.toml fails; want revision < %d (was %d)", a, err, badRev, before.Revision)
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Cond(t, 15*time.Second, "ack past both changes", func() error {
+		a, err := h.ack()
+		if err == nil && a.Revision < goodRev {
+			err = fmt.Errorf("ack at %d, want >= %d", a.Revision, goodRev)
+		}
+		return err
+	})
+	h.waitFile(bad, "bad_prod: 10.0.0.2:80 10.0.0.3:80\n")
+}
+
+// TestResourceWait: a resource's own wait applies trailing quiescence to it
+// alone; a resource without one still applies at once.
+func TestResourceWait(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	fast := h.resource("fast", `"/fast_prod"`, listTmpl, "")
+	slow := h.resource("slow", `"/slow_prod"`, listTmpl, `wait = "600ms:2s"`)
+	h.start()
+	h.waitFile(fast, "fast_prod:\n")
+	h.waitFile(slow, "slow_prod:\n")
+	waitfor.Cond(t, 10*time.Second, "startup applied", func() error {
+		if !strings.Contains(h.logs.String(), `msg=applied`) {
+			return fmt.Errorf("nothing applied yet")
+		}
+		return nil
+	})
+	start := time.Now()
+	h.put(key("slow_prod", "10.0.0.2", 80), "10.0.0.2:80")
+	h.put(key("fast_prod", "10.0.0.1", 80), "10.0.0.1:80")
+	h.waitFile(fast, "fast_prod: 10.0.0.1:80\n")
+	if b, _ := os.ReadFile(slow); string(b) != "slow_prod:\n" {
+		t.Errorf("slow resource applied after %v; want its 600ms wait first", time.Since(start))
+	}
+	h.waitFile(slow, "slow_prod: 10.0.0.2:80\n")
+	if d := time.Since(start); d < 550*time.Millisecond {
+		t.Errorf("slow resource applied after %v; want >= 600ms", d)
+	}
+}

@@ -1,0 +1,50 @@
+package renderer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/internal/etcdtest"
+)
+
+// TestWatchCompactedRelists: a watch from a compacted revision reports
+// errCompacted (Run then lists again) instead of missing changes; a list
+// reads every prefix at one revision and leaves out other keys.
+func TestWatchCompactedRelists(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("etcd test")
+	}
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	ctx := t.Context()
+	var rev int64
+	for _, k := range []string{"/a/1", "/a/2", "/ab/1", "/b/1", "/_renderers/x", "/a/_ports/x"} {
+		resp, err := cli.Put(ctx, k, "v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = resp.Header.Revision
+	}
+	if _, err := cli.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore()
+	w := &watcher{cli: cli, prefixes: []string{"/a", "/b"}, store: s, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		m: NewMetrics(nil), up: func(bool) {}, probeKey: "/_renderers/test"}
+	got, err := w.list(ctx)
+	if err != nil || got != rev {
+		t.Fatalf("list = %d, %v; want %d", got, err, rev)
+	}
+	if kvs := s.Snapshot().kvs; len(kvs) != 3 || kvs[0].Key != "/a/1" || kvs[1].Key != "/a/2" || kvs[2].Key != "/b/1" {
+		t.Errorf("listed %v; want /a/1 /a/2 /b/1", kvs)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := w.watch(wctx, 1); !errors.Is(err, errCompacted) {
+		t.Errorf("watch from a compacted revision = %v; want errCompacted", err)
+	}
+}
