@@ -15,17 +15,6 @@ import (
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
-// logSince waits until the renderer's log written after offset matches re.
-func (r *rig) logSince(timeout time.Duration, offset int, re *regexp.Regexp) {
-	r.t.Helper()
-	waitfor.Cond(r.t, timeout, fmt.Sprintf("renderer log does not match %q", re), func() error {
-		if log := r.renderer.stderr.String()[offset:]; !re.MatchString(log) {
-			return fmt.Errorf("log since the change:\n%s", log)
-		}
-		return nil
-	})
-}
-
 // TestBrokenTemplateEdit: a template edited into a parse error, then into an
 // execution error, leaves the installed file and nginx alone and the log
 // names the file and line; the fixed template is applied, with the
