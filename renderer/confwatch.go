@@ -5,9 +5,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/rollcall/rollcall/renderer/confd"
 )
 
 // confDebounce lets an editor's write-rename-chmod sequence settle.
@@ -87,4 +91,70 @@ func (c *confWatcher) signal(ctx context.Context) {
 	case <-ctx.Done():
 	default:
 	}
+}
+
+// loadResources (re)loads conf.d. A resource that fails to load keeps its
+// previous version; removed ones stop; every resource is rendered again.
+func (r *Renderer) loadResources(now time.Time) {
+	rs, errs := confd.LoadDir(r.cfg.ConfDir, r.cfg.Prefix)
+	old := map[string]*resState{}
+	for _, st := range r.states {
+		old[st.res.Path] = st
+	}
+	var states []*resState
+	for _, res := range rs {
+		st := &resState{res: res, name: filepath.Base(res.Path), prefixes: res.WatchPrefixes()}
+		if o := old[res.Path]; o != nil {
+			st.appliedRev, st.failures, st.reloadPending = o.appliedRev, o.failures, o.reloadPending
+		}
+		states = append(states, st)
+	}
+	for _, e := range errs {
+		r.m.loadErrors.Inc()
+		if o := old[e.Path]; o != nil {
+			states = append(states, o)
+			r.log.Error("resource failed to load, keeping its previous version", "resource", o.name, "err", e)
+			continue
+		}
+		r.log.Error("resource failed to load", "err", e)
+	}
+	r.loadErr = len(errs)
+	slices.SortFunc(states, func(a, b *resState) int { return strings.Compare(a.res.Path, b.res.Path) })
+	for _, st := range r.states {
+		if !slices.ContainsFunc(states, func(n *resState) bool { return n.res.Path == st.res.Path }) {
+			r.log.Info("resource removed", "resource", st.name)
+			r.m.lastApplySuccess.DeleteLabelValues(st.name)
+		}
+	}
+	r.states = states
+	r.full = true
+	clear(r.pending)
+	for _, st := range states {
+		st.group = r.group(st.res.Wait)
+		r.pending[st] = true
+		st.group.Poke(now)
+	}
+	r.m.resources.Set(float64(len(states)))
+	r.updateCurrent()
+}
+
+// group is the quiescence group of a resource's wait (its own, else the
+// global --wait, else at once with cooldown).
+func (r *Renderer) group(w *confd.Wait) *quiet {
+	if w == nil {
+		w = r.cfg.Wait
+	}
+	var key confd.Wait
+	if w != nil {
+		key = *w
+	}
+	g := r.groups[key]
+	if g == nil {
+		g = &quiet{cooldown: r.cfg.Cooldown}
+		if key.Max > 0 {
+			g.wait = &key
+		}
+		r.groups[key] = g
+	}
+	return g
 }

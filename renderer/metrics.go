@@ -64,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lastReloadSuccess: gauge("last_reload_success_timestamp_seconds", "Unix time of the last successful reload_cmd."),
 		loadErrors:        counter("resource_load_errors_total", "conf.d resources or templates that failed to load."),
 		resources:         gauge("resources", "Template resources loaded."),
-		failing:           gauge("resources_failing", "Resources whose last apply failed (retried with backoff)."),
+		failing:           gauge("resources_failing", "Resources whose last apply failed and that wait for a retry with backoff."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.renders, m.checks, m.reloads, m.reloadsCoalesced, m.commandDuration, m.watchEvents,

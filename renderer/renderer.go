@@ -12,9 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,9 +137,9 @@ func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
 // the loop decides when to apply.
 func (r *Renderer) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer wg.Wait() // after cancel: the acker revokes its lease, confwatch stops
+	defer cancel()
 	if !r.cfg.Noop {
 		r.ack = newAcker(r.cli, registry.RendererKey(r.cfg.Prefix, r.cfg.ID), r.cfg.AckTTL, r.base.With("component", "ack"))
 		wg.Go(func() { r.ack.Run(ctx) })
@@ -329,9 +327,12 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	for _, st := range res.ok {
 		delete(r.pending, st)
 	}
-	worst := 0
+	worst, failing := 0, 0
 	for st := range r.pending {
 		worst = max(worst, st.failures)
+		if st.failures > 0 {
+			failing++
+		}
 	}
 	if worst > 0 {
 		r.retryAt = end.Add(backoff(worst-1, 500*time.Millisecond, 30*time.Second))
@@ -340,7 +341,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 		r.m.reloadsCoalesced.Add(float64(r.changes - res.reloads))
 	}
 	r.changes = 0
-	r.m.failing.Set(float64(len(res.failed)))
+	r.m.failing.Set(float64(failing))
 	r.publish(snap.rev)
 	r.updateCurrent()
 	r.log.Info("applied", "rev", snap.rev, "resources", len(batch), "failed", len(res.failed), "reloads", res.reloads, "took", end.Sub(now))
@@ -368,68 +369,3 @@ func (r *Renderer) updateCurrent() {
 	r.current.Store(len(r.pending) == 0 && r.store.Loaded())
 }
 
-// loadResources (re)loads conf.d. A resource that fails to load keeps its
-// previous version; removed ones stop; every resource is rendered again.
-func (r *Renderer) loadResources(now time.Time) {
-	rs, errs := confd.LoadDir(r.cfg.ConfDir, r.cfg.Prefix)
-	old := map[string]*resState{}
-	for _, st := range r.states {
-		old[st.res.Path] = st
-	}
-	var states []*resState
-	for _, res := range rs {
-		st := &resState{res: res, name: filepath.Base(res.Path), prefixes: res.WatchPrefixes()}
-		if o := old[res.Path]; o != nil {
-			st.appliedRev, st.failures, st.reloadPending = o.appliedRev, o.failures, o.reloadPending
-		}
-		states = append(states, st)
-	}
-	for _, e := range errs {
-		r.m.loadErrors.Inc()
-		if o := old[e.Path]; o != nil {
-			states = append(states, o)
-			r.log.Error("resource failed to load, keeping its previous version", "resource", o.name, "err", e)
-			continue
-		}
-		r.log.Error("resource failed to load", "err", e)
-	}
-	r.loadErr = len(errs)
-	slices.SortFunc(states, func(a, b *resState) int { return strings.Compare(a.res.Path, b.res.Path) })
-	for _, st := range r.states {
-		if !slices.ContainsFunc(states, func(n *resState) bool { return n.res.Path == st.res.Path }) {
-			r.log.Info("resource removed", "resource", st.name)
-			r.m.lastApplySuccess.DeleteLabelValues(st.name)
-		}
-	}
-	r.states = states
-	r.full = true
-	clear(r.pending)
-	for _, st := range states {
-		st.group = r.group(st.res.Wait)
-		r.pending[st] = true
-		st.group.Poke(now)
-	}
-	r.m.resources.Set(float64(len(states)))
-	r.updateCurrent()
-}
-
-// group is the quiescence group of a resource's wait (its own, else the
-// global --wait, else at once with cooldown).
-func (r *Renderer) group(w *confd.Wait) *quiet {
-	if w == nil {
-		w = r.cfg.Wait
-	}
-	var key confd.Wait
-	if w != nil {
-		key = *w
-	}
-	g := r.groups[key]
-	if g == nil {
-		g = &quiet{cooldown: r.cfg.Cooldown}
-		if key.Max > 0 {
-			g.wait = &key
-		}
-		r.groups[key] = g
-	}
-	return g
-}
