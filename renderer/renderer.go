@@ -368,4 +368,3 @@ func (r *Renderer) publish(rev int64) {
 func (r *Renderer) updateCurrent() {
 	r.current.Store(len(r.pending) == 0 && r.store.Loaded())
 }
-
