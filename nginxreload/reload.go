@@ -13,6 +13,10 @@
 // (within the same timeout) until the old workers stopped accepting
 // connections: nginx signals them about 100 ms after starting the new ones, and
 // until then a new connection may still meet the old configuration.
+//
+// A worker that crashes and is respawned by the master during the wait also
+// looks like a new generation; nginx logs such crashes ([alert] ... exited on
+// signal), and they are rare enough not to matter for a reload check.
 package nginxreload
 
 import (
