@@ -91,6 +91,7 @@ func TestBurstCoalesces(t *testing.T) {
 	for app, lines := range want {
 		h.waitFile(dests[app], strings.Join(lines, ""))
 	}
+	t.Logf("burst: %d reloads, %v coalesced", h.reloadCount()-base, metric(t, h.reg, "rollcall_renderer_reloads_coalesced_total"))
 	if n := h.reloadCount() - base; n > 3 || n < 1 {
 		t.Errorf("burst of 200 changes: %d reloads; want 1..3", n)
 	}
@@ -369,5 +370,31 @@ func TestOnetimeAndNoop(t *testing.T) {
 	h.resource("bad", `"/"`, listTmpl, `check_cmd = "false"`)
 	if err := run(once); !errors.Is(err, ErrFailed) {
 		t.Errorf("onetime with a failing check = %v; want ErrFailed", err)
+	}
+}
+
+// TestEmbedEtcdOnetime: --embed-etcd starts etcd in-process with its data in
+// DIR on --embed-listen, and the renderer uses it.
+func TestEmbedEtcdOnetime(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dest := h.resource("up", `"/"`, listTmpl, "")
+	port, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := h.cfg
+	cfg.Endpoints, cfg.Onetime = nil, true
+	cfg.EmbedEtcd, cfg.EmbedListen = t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Run(ctx, cfg, slog.New(slog.NewTextHandler(h.logs, nil)), prometheus.NewRegistry()); err != nil {
+		t.Fatalf("Run with --embed-etcd: %v", err)
+	}
+	if b, err := os.ReadFile(dest); err != nil || len(b) != 0 {
+		t.Errorf("rendered %q, %v; want an empty file (empty embedded etcd)", b, err)
+	}
+	if ents, _ := os.ReadDir(cfg.EmbedEtcd); len(ents) == 0 {
+		t.Error("embedded etcd wrote nothing in its data dir")
 	}
 }
