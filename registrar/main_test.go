@@ -30,6 +30,10 @@ import (
 // childArg as os.Args[1] turns the test binary into the test app.
 const childArg = "rollcall-test-child"
 
+// reaperArg as os.Args[1] runs the registrar as a child subreaper, the
+// stand-in for PID 1: orphans in the app's tree are reparented to it.
+const reaperArg = "rollcall-test-reaper"
+
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == childArg {
 		os.Exit(childMain(os.Args[2:]))

@@ -16,10 +16,6 @@ import (
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
-// reaperArg as os.Args[1] runs the registrar as a child subreaper, the
-// stand-in for PID 1: orphans in the app's tree are reparented to it.
-const reaperArg = "rollcall-test-reaper"
-
 // reaperMain runs run(reapAll) with the test app given by args
 // (etcd endpoint, then the app's arguments) and exits with its code.
 func reaperMain(args []string) int {
