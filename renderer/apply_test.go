@@ -310,6 +310,17 @@ func TestEtcdDownAndBack(t *testing.T) {
 		}
 		return nil
 	})
+	for _, path := range []string{"/healthz", "/metrics"} {
+		resp, err := http.Get("http://" + h.cfg.MetricsAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || path == "/metrics" && !bytes.Contains(b, []byte("rollcall_renderer_reloads_total{result=\"ok\"} 1")) {
+			t.Errorf("GET %s = %d %.200q", path, resp.StatusCode, b)
+		}
+	}
 	h.etcd.Stop()
 	waitfor.Cond(t, 15*time.Second, "not ready while etcd is down", func() error {
 		if c, err := ready(); err != nil || c != 503 {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -299,4 +300,26 @@ func TestResourceWait(t *testing.T) {
 	if d := time.Since(start); d < 550*time.Millisecond {
 		t.Errorf("slow resource applied after %v; want >= 600ms", d)
 	}
+}
+
+// TestSIGHUPReloads: the relayed SIGHUP reloads resources, including a
+// template in a subdirectory fsnotify does not watch.
+func TestSIGHUPReloads(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	hup := make(chan os.Signal, 1)
+	h.cfg.Reload = hup
+	dest := filepath.Join(h.out, "sub.conf")
+	if err := os.Mkdir(filepath.Join(h.dir, "templates/sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.write("templates/sub/x.tmpl", "v1\n")
+	h.write("conf.d/sub.toml", fmt.Sprintf("[template]\nsrc = \"sub/x.tmpl\"\ndest = %q\nkeys = [\"/x\"]\n", dest))
+	h.start()
+	h.waitFile(dest, "v1\n")
+	if err := os.WriteFile(filepath.Join(h.dir, "templates/sub/x.tmpl"), []byte("v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	h.waitFile(dest, "v2\n")
 }
