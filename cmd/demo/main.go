@@ -78,6 +78,8 @@ type demo struct {
 	ps    *procs
 	began time.Time
 	nginx *nginx // nil without nginx
+
+	metricsAddr string // the renderer's --metrics-addr
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -134,6 +136,7 @@ func (d *demo) steps(ctx context.Context) error {
 		return errors.New("no free port on 127.0.0.1")
 	}
 	endpoint := fmt.Sprintf("127.0.0.1:%d", etcdPort)
+	d.metricsAddr = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 
 	// nginx first, when there is one: its glob include matches nothing until
 	// the renderer writes the upstream.
@@ -153,12 +156,12 @@ func (d *demo) steps(ctx context.Context) error {
 		"--confdir", filepath.Join(d.dir, "confdir"),
 		"--embed-etcd", filepath.Join(d.dir, "etcd"),
 		"--embed-listen", endpoint,
-		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort),
+		"--metrics-addr", d.metricsAddr,
 		"--id", "demo")
 	if err != nil {
 		return err
 	}
-	d.say("renderer started: embedded etcd on %s, metrics on http://127.0.0.1:%d/metrics", endpoint, metricsPort)
+	d.say("renderer started: embedded etcd on %s, metrics on http://%s/metrics", endpoint, d.metricsAddr)
 	if err := d.until(ctx, "the renderer writes the upstream", renderer, func() error {
 		_, err := os.Stat(dest)
 		return err
@@ -276,6 +279,7 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc, dest string, rendere
 			return fmt.Errorf("backend %s got no request during the stop: %s", s, tr)
 		}
 	}
+	d.showMetrics(ctx)
 	fmt.Fprintf(d.out, "demo OK: 3 backends registered, 1 removed under load, 0 failed requests\n")
 	return nil
 }
@@ -302,6 +306,7 @@ func (d *demo) withoutNginx(ctx context.Context, regs []*proc, dest string, rend
 		return err
 	}
 	d.showFile("rendered upstream now", dest)
+	d.showMetrics(ctx)
 	fmt.Fprintf(d.out, "demo OK (without nginx): 3 backends registered, 1 removed; install nginx (apt-get install nginx-light) to see traffic\n")
 	return nil
 }
@@ -342,6 +347,30 @@ func (d *demo) until(ctx context.Context, what string, watched *proc, cond func(
 		case <-tick.C:
 		}
 	}
+}
+
+// showMetrics prints a few of the renderer's metrics: what it cost.
+func (d *demo) showMetrics(ctx context.Context) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.metricsAddr+"/metrics", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.say("renderer metrics: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, name := range []string{"reloads_total", "applied_revision ", "renders_total"} {
+			if strings.HasPrefix(l, "rollcall_renderer_"+name) {
+				lines = append(lines, strings.TrimPrefix(l, "rollcall_renderer_"))
+			}
+		}
+	}
+	d.say("renderer metrics (rollcall_renderer_*): %s", strings.Join(lines, ", "))
 }
 
 func (d *demo) showFile(title, path string) {
