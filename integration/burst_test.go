@@ -30,7 +30,8 @@ func servers(conf string) []string {
 }
 
 // TestBurstCoalesced: 200 changes over 10 apps within about a second cost
-// at most 3 reloads, and the files end exactly right.
+// at most 3 reloads, and the files end exactly right. Then one change renders
+// only the resource it touches, and an equal output reloads nothing.
 func TestBurstCoalesced(t *testing.T) {
 	r := newRig(t)
 	var apps []string
@@ -120,6 +121,39 @@ func TestBurstCoalesced(t *testing.T) {
 			t.Errorf("reload %d exited %d", i, x.code)
 		}
 	}
+	// A change renders only the resources it touches; output equal to the
+	// installed file installs and reloads nothing.
+	renders := func(svc string) float64 {
+		return r.metric("rollcall_renderer_renders_total", `resource="`+svc+`.toml"`)
+	}
+	before := map[string]float64{}
+	for _, svc := range apps {
+		before[svc] = renders(svc)
+	}
+	n, conf := len(r.reloads()), read(t, r.out+"/app0_burst.conf")
+	r.put("/app0_burst/not-an-instance", "junk") // a store change the template skips
+	waitfor.Cond(t, 5*time.Second, "app0_burst not rendered again", func() error {
+		if got := renders("app0_burst"); got == before["app0_burst"] {
+			return fmt.Errorf("renders_total{resource=app0_burst.toml} still %v", got)
+		}
+		return nil
+	})
+	r.waitReady(5 * time.Second)
+	for _, svc := range apps[1:] {
+		if got := renders(svc); got != before[svc] {
+			t.Errorf("a change under app0_burst rendered %s: renders_total %v -> %v", svc, before[svc], got)
+		}
+	}
+	if got := len(r.reloads()); got != n {
+		t.Errorf("an unchanged render ran reload_cmd %d times", got-n)
+	}
+	if got := read(t, r.out+"/app0_burst.conf"); got != conf {
+		t.Errorf("app0_burst.conf changed by a skipped value:\n%s", got)
+	}
+	if got := r.metric("rollcall_renderer_renders_total", `resource="app0_burst.toml"`, `result="unchanged"`); got < 1 {
+		t.Errorf(`renders_total{resource="app0_burst.toml",result="unchanged"} = %v; want >= 1`, got)
+	}
+
 	// The daemon's files are exactly what a fresh render of etcd gives.
 	code, stdout, stderr := run(t, 30*time.Second, bins.renderer, "--noop", "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
 	if code != 0 || strings.TrimSpace(stdout) != "" {
