@@ -15,10 +15,11 @@ import (
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
-// TestBrokenTemplateEdit: a template edited into a parse error, then into an
-// execution error, leaves the installed file and nginx alone and the log
-// names the file and line; the fixed template is applied, with the
-// registration made while it was broken.
+// TestBrokenTemplateEdit: a resource edited into an unknown field, a
+// template edited into a parse error, then into an execution error, each
+// leave the installed file and nginx alone while the log names the file (and
+// the template line) and a metric counts it; the fixed template is applied,
+// with the registration made while it was broken.
 func TestBrokenTemplateEdit(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -30,30 +31,34 @@ func TestBrokenTemplateEdit(t *testing.T) {
 	r.waitReady(5 * time.Second)
 
 	tmpl := filepath.Join(r.confdir, "templates", "upstream.tmpl")
+	res := filepath.Join(r.confdir, "conf.d", "a_test.toml")
 	dest := filepath.Join(r.out, "a_test.conf")
-	orig, installed := read(t, tmpl), read(t, dest)
-	where := regexp.MustCompile(`upstream\.tmpl:\d+`)
+	orig, origRes, installed := read(t, tmpl), read(t, res), read(t, dest)
 	steps := []struct {
-		name     string
-		template string
-		metric   string
-		register string // a backend registered while broken
+		name, file, content string
+		restore             string // written back after the checks, if set
+		log                 string // in the renderer's log after the edit
+		metric, label       string // grows after the edit
+		register            string // a backend registered while broken
 	}{
-		{"parse error", orig + "{{ if }}\n", "rollcall_renderer_resource_load_errors_total", ""},
-		{"execution error", strings.Replace(orig, "{{with service}}", `{{with service}}{{getv "/no/such/key"}}`, 1),
-			"rollcall_renderer_renders_total", "b2"},
+		{"unknown resource field", res, origRes + "bogus = 1\n", origRes,
+			`a_test\.toml.*bogus`, "rollcall_renderer_resource_load_errors_total", "", ""},
+		{"template parse error", tmpl, orig + "{{ if }}\n", "",
+			`upstream\.tmpl:\d+`, "rollcall_renderer_resource_load_errors_total", "", ""},
+		{"template execution error", tmpl, strings.Replace(orig, "{{with service}}", `{{with service}}{{getv "/no/such/key"}}`, 1), "",
+			`upstream\.tmpl:\d+`, "rollcall_renderer_renders_total", `result="error"`, "b2"},
 	}
 	for _, s := range steps {
 		offset := len(r.renderer.stderr.String())
-		m0 := r.metric(s.metric)
-		writeFile(t, tmpl, s.template, 0o644)
+		m0 := r.metric(s.metric, s.label)
+		writeFile(t, s.file, s.content, 0o644)
 		if s.register != "" {
 			r.register("a_test", newBackend(t, s.register))
 		}
-		r.logSince(10*time.Second, offset, where)
+		r.logSince(10*time.Second, offset, regexp.MustCompile(s.log))
 		waitfor.Cond(t, 5*time.Second, s.name+": "+s.metric+" not counted", func() error {
-			if m := r.metric(s.metric, `result="error"`) + r.metric(s.metric, `result="failure"`); m == 0 && r.metric(s.metric) == m0 {
-				return fmt.Errorf("%s unchanged at %v", s.metric, m0)
+			if m := r.metric(s.metric, s.label); m == m0 {
+				return fmt.Errorf("%s{%s} still %v", s.metric, s.label, m)
 			}
 			return nil
 		})
@@ -62,6 +67,9 @@ func TestBrokenTemplateEdit(t *testing.T) {
 		}
 		if err := r.servedBy("a_test", "b1"); err != nil {
 			t.Fatalf("%s: nginx: %v", s.name, err)
+		}
+		if s.restore != "" {
+			writeFile(t, s.file, s.restore, 0o644)
 		}
 	}
 
