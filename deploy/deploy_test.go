@@ -6,12 +6,25 @@ package deploy_test
 
 import (
 	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/renderer"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
@@ -100,14 +113,7 @@ func TestCommandLineParses(t *testing.T) {
 		t.Fatalf("ExecStart runs %q; want /usr/local/bin/renderer", args[0])
 	}
 
-	etc := t.TempDir()
-	copyFile(t, filepath.Join("rollcall", "renderer.toml"), filepath.Join(etc, "renderer.toml"))
-	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
-		copyFile(t, filepath.Join("..", "conf.d", name), filepath.Join(etc, "conf.d", name))
-	}
-	if err := os.CopyFS(filepath.Join(etc, "templates"), os.DirFS(filepath.Join("..", "templates"))); err != nil {
-		t.Fatal(err)
-	}
+	etc := installEtc(t, strings.NewReplacer())
 	for i, a := range args {
 		args[i] = strings.ReplaceAll(a, "/etc/rollcall", etc)
 	}
@@ -147,11 +153,30 @@ func TestCommandLineParses(t *testing.T) {
 	}
 }
 
-func copyFile(t *testing.T, from, to string) {
+// installEtc lays out /etc/rollcall in a temp dir as deploy/rollcall/README.md
+// installs it, passing the conf.d files through r; it returns the dir.
+func installEtc(t *testing.T, r *strings.Replacer) string {
+	t.Helper()
+	etc := t.TempDir()
+	copyFile(t, filepath.Join("rollcall", "renderer.toml"), filepath.Join(etc, "renderer.toml"), nil)
+	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
+		copyFile(t, filepath.Join("..", "conf.d", name), filepath.Join(etc, "conf.d", name), r)
+	}
+	if err := os.CopyFS(filepath.Join(etc, "templates"), os.DirFS(filepath.Join("..", "templates"))); err != nil {
+		t.Fatal(err)
+	}
+	return etc
+}
+
+// copyFile copies from to to, through r when not nil.
+func copyFile(t *testing.T, from, to string, r *strings.Replacer) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r != nil {
+		b = []byte(r.Replace(string(b)))
 	}
 	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
 		t.Fatal(err)
@@ -159,4 +184,78 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestInstallOnetime follows deploy/rollcall/README.md's install steps with a
+// real nginx and etcd: the unit's command line plus --onetime renders the
+// shipped resources, then the shipped site is enabled and routes
+// /<app>_<env>/ to the registered instance. /etc/nginx and the nginx
+// commands point at the test's nginx; the etcd endpoint and the metrics
+// address (fixed ports in the sample) are overridden by flags.
+func TestInstallOnetime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real etcd and nginx: skipped in -short mode")
+	}
+	t.Parallel()
+	ngx := nginxtest.New(t)
+	sitePort, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcNginx := filepath.Join(ngx.Prefix, "etc-nginx")
+	r := strings.NewReplacer(
+		"/etc/nginx", etcNginx,
+		"/usr/sbin/nginx -t -q", ngx.CommandLine("-t", "-q"),
+		"/usr/sbin/nginx -s reload", ngx.CommandLine("-s", "reload"),
+		"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", sitePort))
+	etc := installEtc(t, r)
+	for _, d := range []string{"conf.d", "snippets", "sites-enabled"} {
+		if err := os.MkdirAll(filepath.Join(etcNginx, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Debian's nginx.conf includes conf.d/*.conf and sites-enabled/*.
+	ngx.Start(t, nginxtest.Config{HTTP: fmt.Sprintf("    include %[1]s/conf.d/*.conf;\n    include %[1]s/sites-enabled/*;\n", etcNginx)})
+
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "search_PRE got %s", r.URL.Path)
+	}))
+	t.Cleanup(backend.Close)
+	addr := strings.TrimPrefix(backend.URL, "http://")
+	host, port, _ := strings.Cut(addr, ":")
+	etcd := etcdtest.Start(t)
+	if _, err := etcd.Client(t).Put(t.Context(), "/search_PRE/"+host+"-"+port, addr); err != nil {
+		t.Fatal(err)
+	}
+
+	unit := ini(t, filepath.Join("systemd", "rollcall-renderer.service"), "#")
+	args := strings.Fields(strings.ReplaceAll(one(t, unit, "Service", "ExecStart"), "/etc/rollcall", etc))[1:]
+	args = append(args, "--onetime", "--endpoints", etcd.Endpoint, "--metrics-addr=")
+	cfg, err := renderer.ParseArgs(args, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("renderer %v: %v", args, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := renderer.Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), prometheus.NewRegistry()); err != nil {
+		t.Fatalf("renderer %v: %v", args, err)
+	}
+
+	copyFile(t, filepath.Join("nginx", "rollcall.conf"), filepath.Join(etcNginx, "sites-enabled", "rollcall"), r)
+	if err := ngx.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/search_PRE/api", sitePort)
+	waitfor.Cond(t, 10*time.Second, "the site routes /search_PRE/ to the instance", func() error {
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if want := "search_PRE got /api"; resp.StatusCode != http.StatusOK || string(b) != want {
+			return fmt.Errorf("GET %s = %d %q; want 200 %q", url, resp.StatusCode, b, want)
+		}
+		return nil
+	})
 }
