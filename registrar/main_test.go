@@ -34,12 +34,18 @@ const childArg = "rollcall-test-child"
 // stand-in for PID 1: orphans in the app's tree are reparented to it.
 const reaperArg = "rollcall-test-reaper"
 
+// pid1Arg as os.Args[1] runs the exported Run, as unshare's PID 1.
+const pid1Arg = "rollcall-test-pid1"
+
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == childArg {
 		os.Exit(childMain(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == reaperArg {
 		os.Exit(reaperMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == pid1Arg {
+		os.Exit(pid1Main(os.Args[2:]))
 	}
 	code := m.Run()
 	if code == 0 && !testing.Short() {
@@ -86,7 +92,8 @@ func leakedGoroutines(d time.Duration) string {
 //	health-file=F    /health answers 503 while F exists, else 200
 //	etcd=EP keydir=D on SIGTERM record whether D<HOST_IP>-<PORT> is in etcd
 //	orphan=1         double-fork a grandchild that exits after 300ms, an
-//	                 orphan for the nearest subreaper to reap
+//	                 orphan for the nearest subreaper to reap; then record
+//	                 "orphan-reaped" once its /proc entry is gone
 func childMain(args []string) int {
 	opt := map[string]string{}
 	for _, a := range args {
@@ -118,6 +125,17 @@ func childMain(args []string) int {
 	if opt["orphan"] == "1" {
 		os.StartProcess(os.Args[0], []string{os.Args[0], childArg, "out=" + opt["out"], "spawn=1"},
 			&os.ProcAttr{Files: []*os.File{nil, os.Stdout, os.Stderr}})
+		go func() {
+			for range 200 {
+				time.Sleep(50 * time.Millisecond)
+				if ev, ok := (app{out: opt["out"]}).find("orphan"); ok {
+					if _, err := procState(ev.detail); err != nil {
+						record("orphan-reaped", ev.detail)
+						return
+					}
+				}
+			}
+		}()
 	}
 	if opt["no-listen"] != "1" {
 		time.Sleep(dur("ready-delay"))
@@ -191,6 +209,18 @@ func startOrphan() int {
 		return -1
 	}
 	return p.Pid
+}
+
+// procState is the state letter of pid ("Z" zombie), or an error once the
+// process is gone.
+func procState(pid string) (string, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return "", err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return f[0], nil
 }
 
 // app reads the test app's event file.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,16 +34,19 @@ func reaperMain(args []string) int {
 	return code
 }
 
-// procState is the state letter of pid ("Z" zombie), or an error once the
-// process is gone.
-func procState(pid string) (string, error) {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
+// pid1Main is reaperMain with Run itself: real signals, and PID-1 reaping
+// because os.Getpid() is 1 in the new PID namespace.
+func pid1Main(args []string) int {
+	c := DefaultConfig()
+	c.App, c.Env, c.IP = "web", "PRE", netipLoopback
+	c.Endpoints, c.Check, c.TTL = []string{args[0]}, "none", testTTL
+	c.Command = append([]string{os.Args[0], childArg}, args[1:]...)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	code, err := Run(context.Background(), c, log)
 	if err != nil {
-		return "", err
+		fmt.Fprintln(os.Stderr, err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return f[0], nil
+	return code
 }
 
 // TestReapOrphans: as the reaper of the container (PID 1, here a child
@@ -75,4 +77,50 @@ func TestReapOrphans(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 4 {
 		t.Fatalf("registrar exit = %v; want the app's 4", err)
 	}
+}
+
+// TestReapAsPID1 runs Run as PID 1 of a new PID namespace, as in a
+// container: it catches SIGTERM (the kernel drops signals PID 1 has no
+// handler for), reaps an orphan while the app runs, drains and exits with
+// the app's status.
+func TestReapAsPID1(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 || exec.Command(unshare, "--pid", "--fork", "--mount-proc", "true").Run() != nil {
+		t.Skip("needs root and unshare --pid to be PID 1")
+	}
+	h := newHarness(t)
+	a := h.newApp()
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", "--kill-child",
+		os.Args[0], pid1Arg, h.etcd.Endpoint, "out="+a.out, "orphan=1", "exit=6")
+	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	a.wait(t, "orphan-reaped", 10*time.Second)
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+
+	// PID 1 inside is unshare's child outside.
+	var init int
+	waitfor.Cond(t, 5*time.Second, "PID 1's pid outside the namespace", func() error {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Sscan(string(b), &init)
+		return err
+	})
+	if err := unix.Kill(init, unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 6 {
+		t.Fatalf("registrar as PID 1 exit = %v; want the app's 6", err)
+	}
+	if ev, _ := a.find("sigterm"); ev.detail != "key=unchecked" {
+		t.Fatalf("app events %v; want its SIGTERM", a.events())
+	}
+	h.absent(key, time.Second)
 }
