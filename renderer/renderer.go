@@ -60,6 +60,9 @@ type Renderer struct {
 	upLogged atomic.Int32 // 0 unknown, 1 up, 2 down: log transitions once
 }
 
+// onetimeListTimeout bounds --onetime's wait for etcd.
+const onetimeListTimeout = 10 * time.Second
+
 // ErrFailed is returned by a --onetime run in which a resource failed.
 var ErrFailed = errors.New("some resources failed")
 
@@ -172,6 +175,7 @@ func (r *Renderer) run(ctx context.Context) error {
 // once lists, applies every resource and reports whether all succeeded.
 func (r *Renderer) once(ctx context.Context) error {
 	w := r.newWatcher(r.prefixes())
+	w.listTimeout = onetimeListTimeout
 	if _, err := w.list(ctx); err != nil {
 		return err
 	}

@@ -22,16 +22,16 @@ const probeEvery = 2 * time.Second
 // watcher keeps a store equal to etcd under its prefixes: one consistent
 // list at one revision, then one watch from the next revision.
 type watcher struct {
-	cli      *clientv3.Client
-	prefixes []string // collapsed: none covers another; sorted
-	store    *store
-	log      *slog.Logger
-	m        *Metrics
-	interval time.Duration   // safety re-list; 0 = never
-	up       func(bool)      // etcd reachable or not
-	probeKey string          // a key to Get (count only) when probing
-	onList   func(rev int64) // optional: called after each complete list
-	sleep    func(context.Context, time.Duration) error
+	cli         *clientv3.Client
+	prefixes    []string // collapsed: none covers another; sorted
+	store       *store
+	log         *slog.Logger
+	m           *Metrics
+	interval    time.Duration // safety re-list; 0 = never
+	up          func(bool)    // etcd reachable or not
+	probeKey    string        // a key to Get (count only) when probing
+	listTimeout time.Duration // bound of one list; 0 = 30s
+	sleep       func(context.Context, time.Duration) error
 }
 
 var errCompacted = errors.New("watch revision compacted")
@@ -87,7 +87,11 @@ func (w *watcher) Run(ctx context.Context) {
 
 // list reads every prefix at one revision and replaces the store.
 func (w *watcher) list(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	timeout := w.listTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	kvs := map[string]string{}
 	var rev int64
@@ -119,9 +123,6 @@ func (w *watcher) list(ctx context.Context) (int64, error) {
 	w.store.Replace(kvs, rev, w.prefixes)
 	w.m.watchRevision.Set(float64(rev))
 	w.log.Debug("listed", "rev", rev, "keys", len(kvs), "prefixes", len(w.prefixes))
-	if w.onList != nil {
-		w.onList(rev)
-	}
 	return rev, nil
 }
 

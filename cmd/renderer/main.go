@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -19,13 +20,15 @@ import (
 )
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
 
-func run() int {
-	cfg, err := renderer.ParseArgs(os.Args[1:], os.Getenv)
+// run returns the exit status: 0, 1 on a runtime error or a failed
+// --onetime, 2 on a usage error.
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := renderer.ParseArgs(args, getenv)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "renderer:", err)
+		fmt.Fprintln(stderr, "renderer:", err)
 		return 2
 	}
 	var level slog.Level
@@ -37,7 +40,7 @@ func run() int {
 	case "error":
 		level = slog.LevelError
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,7 +58,7 @@ func run() int {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintln(os.Stderr, "renderer:", err)
+		fmt.Fprintln(stderr, "renderer:", err)
 		return 2
 	default:
 		log.Error("renderer stopped", "err", err)
