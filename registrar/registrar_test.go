@@ -272,8 +272,10 @@ func TestRunConcurrent(t *testing.T) {
 	const n = 50
 	lo := uint16(20000 + time.Now().UnixNano()%12000)
 	var runs []*running
+	var apps []app
 	for range n {
-		cfg := h.config(h.newApp(), "no-listen=1")
+		apps = append(apps, h.newApp())
+		cfg := h.config(apps[len(apps)-1], "no-listen=1")
 		cfg.Check = "none"
 		cfg.PortRange = PortRange{lo, lo + n + 9}
 		cfg.StopTimeout = 2 * time.Second
@@ -300,6 +302,9 @@ func TestRunConcurrent(t *testing.T) {
 	}
 	if len(ports) != n {
 		t.Fatalf("%d registrars got %d distinct ports: %v", n, len(ports), ports)
+	}
+	for _, a := range apps { // handling SIGTERM, not just started
+		a.wait(t, "pid", 30*time.Second)
 	}
 	for _, r := range runs {
 		r.cancel()
