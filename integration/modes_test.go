@@ -1,10 +1,15 @@
 package integration_test
 
 import (
+	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
 // TestOnetimeAndNoop: --onetime renders, checks, installs and reloads once
@@ -64,4 +69,38 @@ func TestOnetimeAndNoop(t *testing.T) {
 	if err := r.servedBy("a_test", "b1", "b2"); err != nil {
 		t.Fatalf("the valid resources were not applied by the failing --onetime: %v", err)
 	}
+}
+
+// TestSighup: SIGHUP (systemd's ExecReload, supervisor's signal) makes the
+// renderer reload its resources without exiting; unchanged output reloads
+// nothing, and it keeps following etcd.
+func TestSighup(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.startShipped()
+	p := r.startRenderer()
+	r.register("a_test", newBackend(t, "b1"))
+	r.waitServed(5*time.Second, "a_test", "b1")
+	r.waitReady(5 * time.Second)
+	n, offset := len(r.reloads()), len(p.stderr.String())
+
+	hup := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	r.logSince(5*time.Second, offset, regexp.MustCompile(`SIGHUP`))
+	waitfor.Cond(t, 5*time.Second, "no full pass after SIGHUP", func() error {
+		if last := r.lastApply(); last.Before(hup) {
+			return fmt.Errorf("last apply at %v, before SIGHUP at %v", last, hup)
+		}
+		return nil
+	})
+	if err := p.exited(); err != nil {
+		t.Fatalf("after SIGHUP: %v", err)
+	}
+	if got := len(r.reloads()) - n; got != 0 {
+		t.Fatalf("SIGHUP with nothing changed ran reload_cmd %d times", got)
+	}
+	r.register("a_test", newBackend(t, "b2"))
+	r.waitServed(5*time.Second, "a_test", "b1", "b2")
 }

@@ -120,24 +120,30 @@ func (r *rig) waitApplied(timeout time.Duration, n int) {
 // coalesced into the next apply.
 const cooldown = time.Second
 
-// waitIdle waits until no resource was applied for at least idle, by the
-// renderer's last_apply_success_timestamp_seconds.
+// waitIdle waits until no resource was applied for at least idle.
 func (r *rig) waitIdle(timeout, idle time.Duration) {
 	r.t.Helper()
 	waitfor.Cond(r.t, timeout, "renderer not idle", func() error {
-		body, err := r.get("/metrics")
-		if err != nil {
-			return err
-		}
-		var last float64
-		for _, v := range samples(body, "rollcall_renderer_last_apply_success_timestamp_seconds") {
-			last = max(last, v)
-		}
-		if since := time.Since(time.Unix(0, int64(last*1e9))); since < idle {
+		if since := time.Since(r.lastApply()); since < idle {
 			return fmt.Errorf("last apply %v ago", since)
 		}
 		return nil
 	})
+}
+
+// lastApply is when a resource was last applied or found up to date, by the
+// renderer's last_apply_success_timestamp_seconds.
+func (r *rig) lastApply() time.Time {
+	r.t.Helper()
+	body, err := r.get("/metrics")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var last float64
+	for _, v := range samples(body, "rollcall_renderer_last_apply_success_timestamp_seconds") {
+		last = max(last, v)
+	}
+	return time.Unix(0, int64(last*1e9))
 }
 
 type reload struct {
