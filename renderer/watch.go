@@ -16,6 +16,10 @@ import (
 	"github.com/rollcall/rollcall/registry"
 )
 
+// manyPrefixes is where list switches from a Get per prefix to one Get
+// over their span.
+const manyPrefixes = 16
+
 // probeEvery is how often the watcher checks that etcd answers.
 const probeEvery = 2 * time.Second
 
@@ -95,20 +99,34 @@ func (w *watcher) list(ctx context.Context) (int64, error) {
 	defer cancel()
 	kvs := map[string]string{}
 	var rev int64
-	for _, p := range w.prefixes {
-		opts := []clientv3.OpOption{clientv3.WithPrefix()}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
+	// Few prefixes: one Get each (the first fixes the revision). Many (a
+	// resource per app): one Get over their span beats a round trip each.
+	type get struct {
+		key  string
+		opts []clientv3.OpOption
+	}
+	var gets []get
+	if len(w.prefixes) > manyPrefixes {
+		start, end := w.span()
+		gets = []get{{start, []clientv3.OpOption{clientv3.WithRange(end)}}}
+	} else {
+		for _, p := range w.prefixes {
+			gets = append(gets, get{p, []clientv3.OpOption{clientv3.WithPrefix()}})
 		}
-		resp, err := w.cli.Get(ctx, p, opts...)
+	}
+	for _, g := range gets {
+		if rev > 0 {
+			g.opts = append(g.opts, clientv3.WithRev(rev))
+		}
+		resp, err := w.cli.Get(ctx, g.key, g.opts...)
 		if err != nil {
-			return 0, fmt.Errorf("list %q: %w", p, err)
+			return 0, fmt.Errorf("list %q: %w", g.key, err)
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			if k := string(kv.Key); registry.Covers(p, k) && !ignored(k) {
+			if k := string(kv.Key); w.covered(k) && !ignored(k) {
 				kvs[k] = string(kv.Value)
 			}
 		}

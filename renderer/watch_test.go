@@ -3,7 +3,9 @@ package renderer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"reflect"
 	"testing"
 	"time"
 
@@ -46,5 +48,41 @@ func TestWatchCompactedRelists(t *testing.T) {
 	defer cancel()
 	if err := w.watch(wctx, 1); !errors.Is(err, errCompacted) {
 		t.Errorf("watch from a compacted revision = %v; want errCompacted", err)
+	}
+}
+
+// TestListManyPrefixes: past manyPrefixes the list is one ranged Get, with
+// the same result: only keys the prefixes cover.
+func TestListManyPrefixes(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("etcd test")
+	}
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	var prefixes []string
+	want := map[string]string{}
+	for i := range manyPrefixes + 4 {
+		p := fmt.Sprintf("/app%02d_prod", i)
+		prefixes = append(prefixes, p)
+		for _, k := range []string{p + "/10.0.0.1-80", p + "x/10.0.0.1-80", p + "/_ports/x"} {
+			if _, err := cli.Put(t.Context(), k, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want[p+"/10.0.0.1-80"] = p + "/10.0.0.1-80"
+	}
+	s := newStore()
+	w := &watcher{cli: cli, prefixes: collapse(prefixes), store: s, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		m: NewMetrics(nil), up: func(bool) {}, probeKey: "/_renderers/test"}
+	if _, err := w.list(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range s.Snapshot().kvs {
+		got[kv.Key] = kv.Value
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("listed %d keys %v; want %d %v", len(got), got, len(want), want)
 	}
 }
