@@ -140,11 +140,30 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// TestDemoInterrupt sends Ctrl-C's SIGINT while backends run: exit 130,
-// every process stopped, the work dir removed.
+// TestDemoInterrupt sends Ctrl-C's SIGINT while backends run, and in the
+// middle of a drain under load: exit 130, every process stopped, the work
+// dir removed.
 func TestDemoInterrupt(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		after string // SIGINT once this output line shows
+	}{
+		{"starting", []string{"--no-nginx"}, "started 3 demo backends"},
+		{"draining under load", nil, "SIGTERM to backend 1's registrar"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.args == nil {
+				nginxtest.Lookup(t)
+			}
+			interrupt(t, tc.args, tc.after)
+		})
+	}
+}
+
+func interrupt(t *testing.T, args []string, after string) {
 	tmp := t.TempDir()
-	cmd := demoCmd(t, tmp, "--no-nginx")
+	cmd := demoCmd(t, tmp, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +178,7 @@ func TestDemoInterrupt(t *testing.T) {
 	var seen []string
 	for sc.Scan() {
 		seen = append(seen, sc.Text())
-		if strings.Contains(sc.Text(), "started 3 demo backends") {
+		if strings.Contains(sc.Text(), after) {
 			break
 		}
 	}
