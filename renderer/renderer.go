@@ -365,7 +365,11 @@ func (r *Renderer) publish(rev int64) {
 	r.ackRev = max(r.ackRev, ack)
 	r.m.appliedRevision.Set(float64(r.ackRev))
 	if r.ack != nil {
-		r.ack.Publish(registry.Ack{Revision: r.ackRev, Prefixes: r.watchPrefixes, Updated: time.Now().UTC()})
+		ps := r.watchPrefixes
+		if ps == nil {
+			ps = []string{}
+		}
+		r.ack.Publish(registry.Ack{Revision: r.ackRev, Prefixes: ps, Updated: time.Now().UTC()})
 	}
 }
 
