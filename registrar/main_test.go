@@ -453,7 +453,7 @@ func (a app) alive(t *testing.T) {
 func authClient(t *testing.T, endpoint, user, password string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, Username: user, Password: password,
-		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		DialTimeout: 20 * time.Second, Logger: zap.NewNop()}) // a login is slow bcrypt under -race
 	if err != nil {
 		t.Fatal(err)
 	}

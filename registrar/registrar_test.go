@@ -213,7 +213,7 @@ func TestRunEtcdRestart(t *testing.T) {
 	key, value := h.instanceKey(t, a)
 	h.registered(key, value, 10*time.Second)
 	h.etcd.Stop()
-	waitfor.Cond(t, 4*testTTL, "registrar noticed the lease is lost", func() error { return h.logs.has("lost") })
+	waitfor.Cond(t, 30*time.Second, "registrar noticed the lease is lost", func() error { return h.logs.has("lost") })
 	h.etcd.Restart()
 	h.reconnect()
 	h.registered(key, value, 2*testTTL)
