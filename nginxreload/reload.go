@@ -16,7 +16,9 @@
 //
 // A worker that crashes and is respawned by the master during the wait also
 // looks like a new generation; nginx logs such crashes ([alert] ... exited on
-// signal), and they are rare enough not to matter for a reload check.
+// signal), and they are rare enough not to matter for a reload check. Run one
+// reload at a time: the workers of a reload still being applied when Reload
+// starts would count as the new generation of this one.
 package nginxreload
 
 import (
