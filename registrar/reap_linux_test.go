@@ -15,34 +15,30 @@ import (
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
-// reaperMain runs run(reapAll) with the test app given by args
-// (etcd endpoint, then the app's arguments) and exits with its code.
+// reaperMain runs run(reapAll) as a child subreaper with the test app
+// given by args (etcd endpoint, then the app's arguments).
 func reaperMain(args []string) int {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 99
 	}
-	c := DefaultConfig()
-	c.App, c.Env, c.IP = "web", "PRE", netipLoopback
-	c.Endpoints, c.Check, c.TTL = []string{args[0]}, "none", testTTL
-	c.Command = append([]string{os.Args[0], childArg}, args[1:]...)
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	code, err := run(context.Background(), c, log, make(chan os.Signal), true)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	return code
+	return runMain(args, func(ctx context.Context, c Config, log *slog.Logger) (int, error) {
+		return run(ctx, c, log, make(chan os.Signal), true)
+	})
 }
 
 // pid1Main is reaperMain with Run itself: real signals, and PID-1 reaping
 // because os.Getpid() is 1 in the new PID namespace.
-func pid1Main(args []string) int {
+func pid1Main(args []string) int { return runMain(args, Run) }
+
+// runMain runs the registrar with r as a process of its own and returns
+// its exit code.
+func runMain(args []string, r func(context.Context, Config, *slog.Logger) (int, error)) int {
 	c := DefaultConfig()
 	c.App, c.Env, c.IP = "web", "PRE", netipLoopback
 	c.Endpoints, c.Check, c.TTL = []string{args[0]}, "none", testTTL
 	c.Command = append([]string{os.Args[0], childArg}, args[1:]...)
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	code, err := Run(context.Background(), c, log)
+	code, err := r(context.Background(), c, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
