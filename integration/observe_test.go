@@ -2,6 +2,8 @@ package integration_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rollcall/rollcall/internal/waitfor"
+	"github.com/rollcall/rollcall/registry"
 )
 
 // waitReady waits until /readyz says every resource is applied.
@@ -157,6 +160,32 @@ func (r *rig) logSince(timeout time.Duration, offset int, re *regexp.Regexp) {
 	waitfor.Cond(r.t, timeout, fmt.Sprintf("renderer log does not match %q", re), func() error {
 		if log := r.renderer.stderr.String()[offset:]; !re.MatchString(log) {
 			return fmt.Errorf("log since the change:\n%s", log)
+		}
+		return nil
+	})
+}
+
+// waitAck waits until the renderer's acknowledgement under
+// _renderers/<id> covers revision rev.
+func (r *rig) waitAck(timeout time.Duration, rev int64) {
+	r.t.Helper()
+	key := registry.RendererKey("", r.id)
+	waitfor.Cond(r.t, timeout, fmt.Sprintf("no ack of revision %d", rev), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		resp, err := r.kv.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return fmt.Errorf("no %s", key)
+		}
+		var ack registry.Ack
+		if err := json.Unmarshal(resp.Kvs[0].Value, &ack); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if ack.Revision < rev {
+			return fmt.Errorf("%s = %s", key, resp.Kvs[0].Value)
 		}
 		return nil
 	})

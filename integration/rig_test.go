@@ -38,6 +38,7 @@ type rig struct {
 	checkCmd  string
 	reloadCmd string
 	metrics   string // host:port of --metrics-addr
+	id        string // the renderer's --id
 	renderer  *proc
 	http      *http.Client
 }
@@ -77,6 +78,7 @@ exit $rc
 		t.Fatal(err)
 	}
 	r.metrics = fmt.Sprintf("127.0.0.1:%d", port)
+	r.id = "it-" + strings.ReplaceAll(t.Name(), "/", "-")
 	r.http = &http.Client{Timeout: opTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	t.Cleanup(r.http.CloseIdleConnections)
 	return r
@@ -168,7 +170,7 @@ func (r *rig) perApp(services ...string) nginxtest.Config {
 func (r *rig) startRenderer(extra ...string) *proc {
 	r.t.Helper()
 	args := append([]string{"--confdir", r.confdir, "--endpoints", r.etcd.Endpoint,
-		"--metrics-addr", r.metrics, "--id", "it-" + strings.ReplaceAll(r.t.Name(), "/", "-"),
+		"--metrics-addr", r.metrics, "--id", r.id,
 		"--log-level", "debug"}, extra...)
 	r.renderer = start(r.t, bins.renderer, args...)
 	waitfor.Cond(r.t, 10*time.Second, "renderer /healthz not 200", func() error {
@@ -190,13 +192,16 @@ func (r *rig) put(key, value string) {
 	}
 }
 
-func (r *rig) del(key string) {
+// del deletes key and returns the revision of the delete.
+func (r *rig) del(key string) int64 {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if _, err := r.kv.Delete(ctx, key); err != nil {
+	resp, err := r.kv.Delete(ctx, key)
+	if err != nil {
 		r.t.Fatalf("delete %s: %v", key, err)
 	}
+	return resp.Header.Revision
 }
 
 // register writes backend b's instance key under service svc ("<app>_<env>")
