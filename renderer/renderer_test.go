@@ -279,7 +279,7 @@ func TestResourceWait(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	fast := h.resource("fast", `"/fast_prod"`, listTmpl, "")
-	slow := h.resource("slow", `"/slow_prod"`, listTmpl, `wait = "600ms:2s"`)
+	slow := h.resource("slow", `"/slow_prod"`, listTmpl, `wait = "2s:4s"`)
 	h.start()
 	h.waitFile(fast, "fast_prod:\n")
 	h.waitFile(slow, "slow_prod:\n")
@@ -294,11 +294,11 @@ func TestResourceWait(t *testing.T) {
 	h.put(key("fast_prod", "10.0.0.1", 80), "10.0.0.1:80")
 	h.waitFile(fast, "fast_prod: 10.0.0.1:80\n")
 	if b, _ := os.ReadFile(slow); string(b) != "slow_prod:\n" {
-		t.Errorf("slow resource applied after %v; want its 600ms wait first", time.Since(start))
+		t.Errorf("slow resource applied after %v; want its 2s wait first", time.Since(start))
 	}
 	h.waitFile(slow, "slow_prod: 10.0.0.2:80\n")
-	if d := time.Since(start); d < 550*time.Millisecond {
-		t.Errorf("slow resource applied after %v; want >= 600ms", d)
+	if d := time.Since(start); d < 1900*time.Millisecond {
+		t.Errorf("slow resource applied after %v; want >= 2s", d)
 	}
 }
 
