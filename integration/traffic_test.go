@@ -1,11 +1,14 @@
 package integration_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,4 +125,50 @@ func TestLastInstanceRemoved(t *testing.T) {
 	}
 	r.register("a_test", newBackend(t, "b2"))
 	r.waitServed(5*time.Second, "a_test", "b2")
+}
+
+// TestWaitQuiescence: with --wait min:max a registration is applied only
+// after min of quiet, and a stream of changes that never goes quiet is
+// applied at most max after its first change.
+func TestWaitQuiescence(t *testing.T) {
+	t.Parallel()
+	const minQuiet, maxWait = 500 * time.Millisecond, 1500 * time.Millisecond
+	r := newRig(t)
+	r.startShipped()
+	r.startRenderer("--wait", fmt.Sprintf("%v:%v", minQuiet, maxWait))
+	r.waitReady(10 * time.Second)
+
+	start := time.Now()
+	r.register("a_test", newBackend(t, "b1"))
+	r.waitServed(5*time.Second, "a_test", "b1")
+	if took := time.Since(start); took < minQuiet {
+		t.Fatalf("registration served after %v; want at least the %v of quiet", took, minQuiet)
+	} else {
+		t.Logf("quiet registration served after %v", took.Round(time.Millisecond))
+	}
+
+	// Keep poking a_test with values the template skips, every 100ms for
+	// 3s: never min of quiet, so only max applies b2.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	start = time.Now()
+	r.register("a_test", newBackend(t, "b2"))
+	wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 30; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			pctx, pcancel := context.WithTimeout(ctx, opTimeout)
+			r.kv.Put(pctx, "/a_test/junk", strconv.Itoa(i))
+			pcancel()
+		}
+	})
+	r.waitServed(maxWait+time.Second, "a_test", "b1", "b2")
+	t.Logf("registration amid a stream of changes served after %v", time.Since(start).Round(time.Millisecond))
 }
