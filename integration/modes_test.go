@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -103,4 +107,61 @@ func TestSighup(t *testing.T) {
 	}
 	r.register("a_test", newBackend(t, "b2"))
 	r.waitServed(5*time.Second, "a_test", "b1", "b2")
+}
+
+// TestRendererRestart: changes made while the renderer is stopped are applied
+// when it starts again; nginx serves the last files meanwhile.
+func TestRendererRestart(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.startShipped()
+	first := r.startRenderer()
+	r.register("a_test", newBackend(t, "b1"))
+	r.waitServed(5*time.Second, "a_test", "b1")
+	r.waitReady(5 * time.Second)
+	if err := first.stop(); err != nil {
+		t.Fatalf("renderer on SIGTERM: %v", err)
+	}
+	r.renderer = nil
+
+	r.register("a_test", newBackend(t, "b2"))
+	if err := r.servedBy("a_test", "b1"); err != nil {
+		t.Fatalf("renderer stopped: nginx: %v", err)
+	}
+	r.startRenderer()
+	r.waitServed(5*time.Second, "a_test", "b1", "b2")
+	r.waitReady(5 * time.Second)
+}
+
+// TestEmbeddedEtcd: --embed-etcd runs etcd inside the renderer on
+// --embed-listen; registrations written there are served through nginx, and
+// the data survives a restart of the renderer.
+func TestEmbeddedEtcd(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	port, err := embedetcd.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	data := t.TempDir()
+	args := []string{"--embed-etcd", data, "--embed-listen", listen}
+	r.startShipped()
+	p := r.startRenderer(args...)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{listen}, DialTimeout: opTimeout, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	r.kv = cli // register through the embedded etcd
+	r.register("a_test", newBackend(t, "b1"))
+	r.waitServed(10*time.Second, "a_test", "b1")
+	r.waitReady(5 * time.Second)
+
+	if err := p.stop(); err != nil {
+		t.Fatalf("renderer on SIGTERM: %v", err)
+	}
+	r.startRenderer(args...)
+	r.register("a_test", newBackend(t, "b2"))
+	r.waitServed(10*time.Second, "a_test", "b1", "b2")
 }
