@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	pkgtestutil "go.etcd.io/etcd/client/pkg/v3/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/waitfor"
@@ -322,4 +324,36 @@ func TestSIGHUPReloads(t *testing.T) {
 	}
 	hup <- syscall.SIGHUP
 	h.waitFile(dest, "v2\n")
+}
+
+// TestEtcdAuth: --user and ETCD_PASSWORD reach the etcd client.
+func TestEtcdAuth(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := t.Context()
+	for _, step := range []func() error{
+		func() error { _, err := h.cli.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := h.cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := h.cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dest := h.resource("up", `"/"`, listTmpl, "")
+	h.cfg.User, h.cfg.Password = "root", "rootpw"
+	h.start()
+	h.waitFile(dest, "")
+	waitfor.Cond(t, 10*time.Second, "ack written with auth", func() error {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{h.etcd.Endpoint}, Username: "root", Password: "rootpw", Logger: zap.NewNop()})
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		resp, err := cli.Get(ctx, registry.RendererKey("", "gw1"))
+		if err == nil && len(resp.Kvs) == 0 {
+			err = errors.New("no ack")
+		}
+		return err
+	})
 }

@@ -86,3 +86,25 @@ func TestListManyPrefixes(t *testing.T) {
 		t.Errorf("listed %d keys %v; want %d %v", len(got), got, len(want), want)
 	}
 }
+
+// TestWatchSafetyRelist: with an interval, watch returns (Run lists again)
+// when it is due.
+func TestWatchSafetyRelist(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("etcd test")
+	}
+	e := etcdtest.Start(t)
+	w := &watcher{cli: e.Client(t), prefixes: []string{"/a"}, store: newStore(), log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		m: NewMetrics(nil), up: func(bool) {}, probeKey: "/_renderers/test", interval: 300 * time.Millisecond}
+	rev, err := w.list(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := w.watch(ctx, rev); err != nil || ctx.Err() != nil || time.Since(start) < 250*time.Millisecond {
+		t.Errorf("watch with a 300ms interval = %v after %v (ctx %v); want nil after ~300ms", err, time.Since(start), ctx.Err())
+	}
+}
