@@ -90,10 +90,17 @@ func ParseAddr(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("parse address %q: IPv4-mapped IPv6 not allowed", s)
 	case a.Port() == 0:
 		return netip.AddrPort{}, fmt.Errorf("parse address %q: port 0", s)
-	case a.String() != s:
+	case !canonical(a, s):
 		return netip.AddrPort{}, fmt.Errorf("parse address %q: not canonical (want %q)", s, a.String())
 	}
 	return a, nil
+}
+
+// canonical reports whether s is a's canonical form, without allocating:
+// it runs once per registered instance on every render.
+func canonical(a netip.AddrPort, s string) bool {
+	var buf [64]byte
+	return string(a.AppendTo(buf[:0])) == s
 }
 
 // ParseInstanceName parses the last key segment "<ip>-<port>" strictly.

@@ -122,3 +122,12 @@ func TestCovers(t *testing.T) {
 		t.Error("Ack.CoversKey: want true")
 	}
 }
+
+func BenchmarkParseAddr(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseAddr("172.18.100.31:86"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
