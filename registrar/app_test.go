@@ -30,6 +30,7 @@ import (
 //	no-listen=1      never listen
 //	ignore-term=1    record SIGTERM, keep running
 //	exit-after=D     exit by itself after D
+//	exit-on-usr1=1   exit when SIGUSR1 arrives
 //	kill-self=1      kill itself with SIGKILL after exit-after
 //	health-file=F    /health answers 503 while F exists, else 200
 //	etcd=EP keydir=D on SIGTERM record whether D<HOST_IP>-<PORT> is in etcd
@@ -110,6 +111,9 @@ func childMain(args []string) int {
 			s := sig.(syscall.Signal)
 			if s != syscall.SIGTERM {
 				record("sig", unix.SignalName(s))
+				if s == syscall.SIGUSR1 && opt["exit-on-usr1"] == "1" {
+					return code
+				}
 				continue
 			}
 			record("sigterm", "key="+keyState(opt["etcd"], opt["keydir"]))

@@ -19,10 +19,12 @@ import (
 // acknowledged revision rev or later (or its ack key is gone), at most
 // timeout. Renderer acks live under dir on the renderers' leases, so a dead
 // renderer's key vanishes and is not waited for. It returns the ids still
-// pending when time ran out, and logs what it waited for.
+// pending when time ran out or ctx ended, and logs what it waited for. The
+// caller passes a ctx that outlives the shutdown signal (the drain is part
+// of the shutdown) but ends early on a second signal or when the app exits.
 func waitDrained(ctx context.Context, cli *clientv3.Client, dir, key string, rev int64, timeout time.Duration, log *slog.Logger) []string {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var pending map[string]bool
 	for attempt := 0; ; attempt++ {
@@ -51,7 +53,7 @@ func waitDrained(ctx context.Context, cli *clientv3.Client, dir, key string, rev
 		}
 		if ctx.Err() != nil {
 			left := slices.Sorted(maps.Keys(pending))
-			log.Warn("drain: timeout, stopping the app anyway", "key", key, "rev", rev, "pending", left, "took", time.Since(start))
+			log.Warn("drain: not acknowledged in time, stopping the app anyway", "key", key, "rev", rev, "pending", left, "took", time.Since(start))
 			return left
 		}
 		log.Debug("drain: watch ended, reading acks again", "err", err)

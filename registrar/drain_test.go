@@ -9,7 +9,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 
+	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -128,5 +130,53 @@ func TestRunDrain(t *testing.T) {
 				t.Fatalf("app got SIGTERM %v before the renderer acted", acted.Sub(term.at))
 			}
 		})
+	}
+}
+
+// TestRunDrainCutShort: a second SIGTERM/SIGINT during the drain wait stops
+// the app at once; an app that exits during the wait ends it.
+func TestRunDrainCutShort(t *testing.T) {
+	tests := []struct {
+		name string
+		sig  syscall.Signal // sent during the drain wait
+		code int
+	}{
+		{"second signal", syscall.SIGINT, 9}, // the app exits 9 on SIGTERM too
+		{"app exits", syscall.SIGUSR1, 9},    // forwarded; the app exits 9 on it
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			testDrainCutShort(t, tc.sig, tc.code)
+		})
+	}
+}
+
+func testDrainCutShort(t *testing.T, sig syscall.Signal, want int) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, _ := json.Marshal(registry.Ack{Revision: 1, Prefixes: []string{"/"}})
+	if _, err := h.cli.Put(ctx, registry.RendererKey("", "gw1"), string(b)); err != nil {
+		t.Fatal(err)
+	}
+	a := h.newApp()
+	cfg := h.config(a, "exit-on-usr1=1", "exit=9")
+	cfg.Check, cfg.DrainTimeout = "none", 20*time.Second
+	r := h.start(cfg)
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+	r.sigs <- syscall.SIGTERM
+	h.absent(key, 5*time.Second)
+	waitfor.Cond(t, 5*time.Second, "drain wait logged", func() error { return h.logs.has("drain: waiting for renderers") })
+	if _, ok := a.find("sigterm"); ok {
+		t.Fatal("app stopped before the drain timeout or the second signal")
+	}
+	sent := time.Now()
+	r.sigs <- sig
+	if code, err := r.wait(t, 10*time.Second); code != want || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want %d", code, err, want)
+	}
+	if d := time.Since(sent); d > 3*time.Second {
+		t.Fatalf("registrar returned %v after %v; want at once, not after the 20s drain", d, unix.SignalName(sig))
 	}
 }
