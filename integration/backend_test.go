@@ -68,6 +68,21 @@ func (r *rig) waitServed(timeout time.Duration, svc string, want ...string) {
 	})
 }
 
+// serve registers a new backend per name under svc, then waits until nginx
+// routes to exactly those and the renderer is ready.
+func (r *rig) serve(timeout time.Duration, svc string, names ...string) []*backend {
+	r.t.Helper()
+	var bs []*backend
+	for _, name := range names {
+		b := newBackend(r.t, name)
+		r.register(svc, b)
+		bs = append(bs, b)
+	}
+	r.waitServed(timeout, svc, names...)
+	r.waitReady(timeout)
+	return bs
+}
+
 // servedBy checks once that 10 requests per backend reach exactly want.
 func (r *rig) servedBy(svc string, want ...string) error {
 	if r.renderer != nil {

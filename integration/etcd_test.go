@@ -17,9 +17,7 @@ func TestEtcdRestart(t *testing.T) {
 	r := newRig(t)
 	r.startShipped()
 	r.startRenderer()
-	r.register("a_test", newBackend(t, "b1"))
-	r.waitServed(5*time.Second, "a_test", "b1")
-	r.waitReady(5 * time.Second)
+	r.serve(5*time.Second, "a_test", "b1")
 	up := filepath.Join(r.out, "upstreams.conf")
 	before := read(t, up)
 

@@ -26,9 +26,7 @@ func TestBrokenTemplateEdit(t *testing.T) {
 	r.nginx.Start(t, r.perApp("a_test"))
 	r.onetime()
 	r.startRenderer()
-	r.register("a_test", newBackend(t, "b1"))
-	r.waitServed(5*time.Second, "a_test", "b1")
-	r.waitReady(5 * time.Second)
+	r.serve(5*time.Second, "a_test", "b1")
 
 	tmpl := filepath.Join(r.confdir, "templates", "upstream.tmpl")
 	res := filepath.Join(r.confdir, "conf.d", "a_test.toml")
@@ -156,9 +154,7 @@ func TestInjectionNeverWritten(t *testing.T) {
 	for k, v := range evil {
 		r.put(k, v)
 	}
-	r.register("a_test", newBackend(t, "b1"))
-	r.waitServed(10*time.Second, "a_test", "b1")
-	r.waitReady(5 * time.Second)
+	r.serve(10*time.Second, "a_test", "b1")
 	waitfor.Cond(t, 5*time.Second, "invalid values not counted", func() error {
 		if m := r.metric("rollcall_renderer_invalid_values_skipped_total"); m < 3 {
 			return fmt.Errorf("invalid_values_skipped_total = %v; want >= 3", m)

@@ -83,9 +83,7 @@ func TestSighup(t *testing.T) {
 	r := newRig(t)
 	r.startShipped()
 	p := r.startRenderer()
-	r.register("a_test", newBackend(t, "b1"))
-	r.waitServed(5*time.Second, "a_test", "b1")
-	r.waitReady(5 * time.Second)
+	r.serve(5*time.Second, "a_test", "b1")
 	n, offset := len(r.reloads()), len(p.stderr.String())
 
 	hup := time.Now()
@@ -116,9 +114,7 @@ func TestRendererRestart(t *testing.T) {
 	r := newRig(t)
 	r.startShipped()
 	first := r.startRenderer()
-	r.register("a_test", newBackend(t, "b1"))
-	r.waitServed(5*time.Second, "a_test", "b1")
-	r.waitReady(5 * time.Second)
+	r.serve(5*time.Second, "a_test", "b1")
 	if err := first.stop(); err != nil {
 		t.Fatalf("renderer on SIGTERM: %v", err)
 	}
@@ -154,9 +150,7 @@ func TestEmbeddedEtcd(t *testing.T) {
 	}
 	t.Cleanup(func() { cli.Close() })
 	r.kv = cli // register through the embedded etcd
-	r.register("a_test", newBackend(t, "b1"))
-	r.waitServed(10*time.Second, "a_test", "b1")
-	r.waitReady(5 * time.Second)
+	r.serve(10*time.Second, "a_test", "b1")
 
 	if err := p.stop(); err != nil {
 		t.Fatalf("renderer on SIGTERM: %v", err)

@@ -23,16 +23,12 @@ func TestTrafficFollowsRegistrations(t *testing.T) {
 	r := newRig(t)
 	r.startShipped()
 	r.startRenderer()
-	b1, b2 := newBackend(t, "b1"), newBackend(t, "b2")
-	r.register("a_test", b1)
-	k2 := r.register("a_test", b2)
-	r.waitServed(5*time.Second, "a_test", "b1", "b2")
-	r.waitReady(5 * time.Second)
+	b2 := r.serve(5*time.Second, "a_test", "b1", "b2")[1]
 
 	// The renderer acknowledges a revision only once nginx runs it (what a
 	// registrar's drain relies on): from the moment its ack covers the
 	// delete, b2 must get nothing more.
-	r.waitAck(5*time.Second, r.del(k2))
+	r.waitAck(5*time.Second, r.del(instanceKey(t, "a_test", b2.addr)))
 	before := b2.hits.Load()
 	if err := r.servedBy("a_test", "b1"); err != nil {
 		t.Fatalf("after the ack of the delete: %v", err)
