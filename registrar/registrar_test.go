@@ -3,6 +3,8 @@ package registrar
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -359,5 +361,41 @@ func TestRunStopWithEtcdDown(t *testing.T) {
 	term, ok := a.find("sigterm")
 	if d := term.at.Sub(sent); !ok || d < testTTL-100*time.Millisecond || d > testTTL+1500*time.Millisecond {
 		t.Fatalf("app got SIGTERM %v after the registrar (%v); want about the TTL %v", d, ok, testTTL)
+	}
+}
+
+// TestRunIPv6: an IPv6 advertised address gives key <ip>-<port> and value
+// [ip]:port, and the app gets the bare address in HOST_IP.
+func TestRunIPv6(t *testing.T) {
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	} else {
+		l.Close()
+	}
+	h := newHarness(t)
+	a := h.newApp()
+	cfg := h.config(a)
+	cfg.IP = netip.MustParseAddr("::1")
+	cfg.Check = "http://{{.Addr}}/"
+	h.start(cfg)
+	port := a.env(t, "PORT")
+	if ip := a.env(t, "HOST_IP"); ip != "::1" {
+		t.Fatalf("app HOST_IP = %q; want ::1", ip)
+	}
+	key, value := "/web_PRE/::1-"+port, "[::1]:"+port
+	h.registered(key, value, 10*time.Second)
+	if _, err := registry.ParseInstance(key, value); err != nil {
+		t.Fatalf("registered pair does not parse: %v", err)
+	}
+}
+
+func TestPrimaryIPv4(t *testing.T) {
+	t.Parallel()
+	ip, err := primaryIPv4()
+	if err != nil {
+		t.Skip("no IPv4 route or interface here:", err)
+	}
+	if !ip.Is4() || ip.IsUnspecified() {
+		t.Fatalf("primaryIPv4() = %v; want a usable IPv4 address", ip)
 	}
 }
