@@ -114,7 +114,9 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 	}
 	for _, cmd := range order {
 		group := reloads[cmd]
+		start := time.Now()
 		out, err := r.runCmd(ctx, "reload", cmd)
+		took := time.Since(start)
 		res.reloads++
 		if err != nil {
 			r.m.reloads.WithLabelValues("failure").Inc()
@@ -128,7 +130,7 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 		}
 		r.m.reloads.WithLabelValues("ok").Inc()
 		r.m.lastReloadSuccess.SetToCurrentTime()
-		r.log.Info("reloaded", "resource", names(group), "took", r.lastTook)
+		r.log.Info("reloaded", "resource", names(group), "took", took)
 		for _, j := range group {
 			j.st.reloadPending = false
 			r.succeed(&res, j.st, snap.rev)
@@ -277,9 +279,9 @@ func (r *Renderer) rollback(j *job) {
 func (r *Renderer) runCmd(ctx context.Context, kind, cmd string) (string, error) {
 	start := time.Now()
 	out, err := runCommand(ctx, cmd, r.cfg.CommandTimeout)
-	r.lastTook = time.Since(start)
-	r.m.commandDuration.WithLabelValues(kind).Observe(r.lastTook.Seconds())
-	r.log.Debug("command ran", "kind", kind, "cmd", cmd, "took", r.lastTook, "output", out, "err", err)
+	took := time.Since(start)
+	r.m.commandDuration.WithLabelValues(kind).Observe(took.Seconds())
+	r.log.Debug("command ran", "kind", kind, "cmd", cmd, "took", took, "output", out, "err", err)
 	return out, err
 }
 

@@ -52,8 +52,6 @@ type Renderer struct {
 	watchCancel   context.CancelFunc
 	watchDone     chan struct{}
 
-	lastTook time.Duration
-
 	up       atomic.Bool
 	current  atomic.Bool // nothing pending, nothing failing, store loaded
 	running  atomic.Bool
