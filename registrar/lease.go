@@ -19,7 +19,7 @@ import (
 // again whenever the lease is lost or the key changes behind its back.
 //
 // Fields below "owned by run" are touched only by the goroutine in run, and
-// by grantForPick before and revoke after it.
+// by claimPort before and revoke after it.
 type keeper struct {
 	conn       *conn
 	log        *slog.Logger
