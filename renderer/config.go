@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/rollcall/rollcall/registry"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
 
@@ -306,12 +307,7 @@ func (c *Config) Validate() error {
 		}
 		c.ID = h
 	}
-	if c.Prefix != "" {
-		c.Prefix = "/" + strings.Trim(c.Prefix, "/")
-		if c.Prefix == "/" {
-			c.Prefix = ""
-		}
-	}
+	c.Prefix = registry.CleanPrefix(c.Prefix)
 	switch {
 	case len(c.Endpoints) == 0 && c.EmbedEtcd == "":
 		return usagef("no etcd endpoints")
