@@ -58,8 +58,12 @@ func newRig(t *testing.T) *rig {
 	r.kv = r.etcd.Client(t)
 	r.out = filepath.Join(r.nginx.Prefix, "rendered")
 	mkdir(t, r.out, filepath.Join(r.confdir, "conf.d"), filepath.Join(r.confdir, "templates"))
-	for _, name := range []string{"upstream.tmpl", "upstreams.tmpl", "proxy.tmpl"} {
-		copyFile(t, filepath.Join("..", "templates", name), filepath.Join(r.confdir, "templates", name))
+	shipped, err := filepath.Glob(filepath.Join("..", "templates", "*.tmpl"))
+	if err != nil || len(shipped) == 0 {
+		t.Fatalf("no shipped templates in ../templates: %v", err)
+	}
+	for _, path := range shipped {
+		copyFile(t, path, filepath.Join(r.confdir, "templates", filepath.Base(path)))
 	}
 	r.checkCmd = r.nginx.CommandLine("-t", "-q")
 	r.reloadLog = filepath.Join(r.confdir, "reloads.log")
