@@ -89,6 +89,7 @@ func (s *Server) WriteConf(c Config) error {
 	conf := fmt.Sprintf(`%s
 daemon off;
 worker_processes 1;
+worker_shutdown_timeout 5s;
 pid %[2]s/nginx.pid;
 error_log stderr notice;
 error_log %[2]s/error.log notice;
