@@ -38,7 +38,7 @@ func TestBurstCoalesced(t *testing.T) {
 	for a := range 10 {
 		apps = append(apps, fmt.Sprintf("app%d_burst", a))
 	}
-	r.nginx.Start(t, r.perApp(apps...))
+	r.startNginx(r.perApp(apps...))
 	r.onetime()
 	r.startRenderer()
 	r.waitReady(10 * time.Second)

@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/waitfor"
@@ -23,7 +26,7 @@ import (
 func TestBrokenTemplateEdit(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.nginx.Start(t, r.perApp("a_test"))
+	r.startNginx(r.perApp("a_test"))
 	r.onetime()
 	r.startRenderer()
 	r.serve(5*time.Second, "a_test", "b1")
@@ -79,32 +82,63 @@ func TestBrokenTemplateEdit(t *testing.T) {
 	r.waitReady(5 * time.Second)
 }
 
-// TestFailingNginxCheck: a resource whose fragment is valid alone but
-// duplicates an upstream fails `nginx -t` on the whole config: its file is
-// rolled back to its previous bytes, nginx keeps serving, and the valid
-// resource in the same batch still applies.
+// TestFailingNginxCheck: fragments that are valid alone but duplicate an
+// upstream fail `nginx -t` on the whole config. A new resource (dup.conf,
+// from the start) and a changed one (c_test.conf, when /c_test/flag appears)
+// are rolled back to their previous bytes, nginx keeps serving c_test's old
+// upstream, and the valid resource changed in the same revision (a_test)
+// still applies.
 func TestFailingNginxCheck(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	cfg := r.perApp("a_test")
+	cfg := r.perApp("a_test", "c_test")
+	writeFile(t, filepath.Join(r.confdir, "templates", "c.tmpl"), read(t, filepath.Join(r.confdir, "templates", "upstream.tmpl"))+
+		"{{if exists \"/flag\"}}upstream a_test { server 127.0.0.1:1; }\n{{end}}", 0o644)
+	ctoml := filepath.Join(r.confdir, "conf.d", "c_test.toml")
+	writeFile(t, ctoml, strings.Replace(read(t, ctoml), `"upstream.tmpl"`, `"c.tmpl"`, 1), 0o644)
 	dup := r.resource("dup", "upstream.toml.example", "dup.conf", "/a_test")
 	writeFile(t, dup, placeholder, 0o644)
 	cfg.HTTP += "include " + dup + ";\n"
-	r.nginx.Start(t, cfg)
-	r.register("a_test", newBackend(t, "b1"))
+	r.startNginx(cfg)
+	b1 := newBackend(t, "b1")
+	r.register("a_test", b1)
+	r.register("c_test", newBackend(t, "c1"))
 	r.startRenderer()
 	r.waitServed(10*time.Second, "a_test", "b1")
+	r.waitServed(10*time.Second, "c_test", "c1")
+	cconf := read(t, filepath.Join(r.out, "c_test.conf"))
 
-	r.register("a_test", newBackend(t, "b2"))
+	cfail := func() float64 {
+		return r.metric("rollcall_renderer_checks_total", `resource="c_test.toml"`, `result="failure"`)
+	}
+	cfail0 := cfail()
+	b2 := newBackend(t, "b2")
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := r.kv.Txn(ctx).Then(
+		clientv3.OpPut("/c_test/flag", "1"),
+		clientv3.OpPut(instanceKey(t, "a_test", b2.addr), b2.addr.String()),
+	).Commit(); err != nil {
+		t.Fatal(err)
+	}
 	r.waitServed(10*time.Second, "a_test", "b1", "b2")
-	waitfor.Cond(t, 5*time.Second, "dup check failure not counted", func() error {
-		if m := r.metric("rollcall_renderer_checks_total", `resource="dup`, `result="failure"`); m < 2 {
-			return fmt.Errorf("checks_total{resource=dup*,result=failure} = %v; want >= 2 (one per batch)", m)
+	waitfor.Cond(t, 5*time.Second, "check failures not counted", func() error {
+		if m := r.metric("rollcall_renderer_checks_total", `resource="dup.toml"`, `result="failure"`); m < 1 {
+			return fmt.Errorf("checks_total{resource=dup.toml,result=failure} = %v", m)
+		}
+		if m := cfail(); m <= cfail0 {
+			return fmt.Errorf("checks_total{resource=c_test.toml,result=failure} still %v after the flag", m)
 		}
 		return nil
 	})
+	if err := r.servedBy("c_test", "c1"); err != nil {
+		t.Fatalf("c_test's old upstream: %v", err)
+	}
 	if got := read(t, dup); got != placeholder {
 		t.Fatalf("dup.conf = %q; want it rolled back to %q", got, placeholder)
+	}
+	if got := read(t, filepath.Join(r.out, "c_test.conf")); got != cconf {
+		t.Fatalf("c_test.conf = %q; want it rolled back to %q", got, cconf)
 	}
 	entries, err := os.ReadDir(r.out)
 	if err != nil {
@@ -114,14 +148,14 @@ func TestFailingNginxCheck(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{"a_test.conf", "dup.conf"}; !slices.Equal(names, want) {
+	if want := []string{"a_test.conf", "c_test.conf", "dup.conf"}; !slices.Equal(names, want) {
 		t.Fatalf("files in the dest dir %v; want %v (no staged leftovers)", names, want)
 	}
 	if !strings.Contains(r.renderer.stderr.String(), "duplicate upstream") {
 		t.Fatal(`renderer log does not quote nginx's "duplicate upstream"`)
 	}
 	if _, err := r.get("/readyz"); err == nil {
-		t.Fatal("/readyz is 200 while a resource keeps failing")
+		t.Fatal("/readyz is 200 while resources keep failing")
 	}
 	for i, x := range r.reloads() {
 		if x.code != 0 {

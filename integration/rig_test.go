@@ -127,8 +127,33 @@ func (r *rig) startShipped(more ...string) {
 	px := r.resource("proxy", "proxy.toml", "proxy.conf", "")
 	writeFile(r.t, up, placeholder, 0o644)
 	writeFile(r.t, px, placeholder, 0o644)
-	r.nginx.Start(r.t, r.shippedConf(more...))
+	r.startNginx(r.shippedConf(more...))
 	r.onetime()
+}
+
+// startNginx starts nginx with c. nginxtest's readiness probe cannot tell
+// this nginx from another one that got the same free port (every test nginx
+// answers /_ready): nginx writes its pid file only after binding its sockets,
+// so wait for that, with the master still running.
+func (r *rig) startNginx(c nginxtest.Config) {
+	r.t.Helper()
+	r.nginx.Start(r.t, c)
+	waitfor.Cond(r.t, 5*time.Second, fmt.Sprintf("nginx on port %d did not take its port (another process has it?)", r.nginx.Port), func() error {
+		if r.nginx.Exited() {
+			return fmt.Errorf("nginx exited; its log:\n%s", tail(filepath.Join(r.nginx.Prefix, "error.log")))
+		}
+		_, err := r.nginx.MasterPID()
+		return err
+	})
+}
+
+// tail returns the end of a file, or why it cannot.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b[max(0, len(b)-2000):])
 }
 
 // shippedConf is the nginx config for startShipped, including more files

@@ -97,7 +97,7 @@ func TestSingleRegistrationLatency(t *testing.T) {
 func TestLastInstanceRemoved(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.nginx.Start(t, r.perApp("a_test"))
+	r.startNginx(r.perApp("a_test"))
 	r.onetime()
 	r.startRenderer()
 	k := r.register("a_test", newBackend(t, "b1"))
