@@ -53,6 +53,7 @@ func TestOnetimeAndNoop(t *testing.T) {
 	if got := len(r.reloads()) - n; got != 0 {
 		t.Fatalf("--noop ran reload_cmd %d times", got)
 	}
+	r.onlyFiles("proxy.conf", "upstreams.conf")
 	if err := r.servedBy("a_test", "b1"); err != nil {
 		t.Fatalf("after --noop: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,23 @@ func (r *rig) startNginx(c nginxtest.Config) {
 		_, err := r.nginx.MasterPID()
 		return err
 	})
+}
+
+// onlyFiles fails unless the rendered files' directory holds exactly names
+// (sorted): no staged leftovers.
+func (r *rig) onlyFiles(names ...string) {
+	r.t.Helper()
+	entries, err := os.ReadDir(r.out)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if !slices.Equal(got, names) {
+		r.t.Fatalf("files in %s: %v; want %v (no staged leftovers)", r.out, got, names)
+	}
 }
 
 // tail returns the end of a file, or why it cannot.
