@@ -36,7 +36,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	if err := cfg.Validate(); err != nil {
 		return 2, err
 	}
-	log = log.With("component", "registrar")
+	base := log // sub-components get their own "component", not a second one
+	log = base.With("component", "registrar")
 	if !cfg.IP.IsValid() {
 		ip, err := primaryIPv4()
 		if err != nil {
@@ -50,7 +51,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	}
 	etcd := &conn{cfg: cc}
 	defer etcd.close()
-	k := newKeeper(etcd, log.With("component", "lease"), cfg.TTL, cfg.DialTimeout)
+	k := newKeeper(etcd, base.With("component", "lease"), cfg.TTL, cfg.DialTimeout)
 
 	port, err := choosePort(ctx, cfg, k, log)
 	if err != nil {
@@ -71,7 +72,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	defer signal.Stop(sigchld)
 	env := childEnv(os.Environ(), cfg.PortEnv, cfg.IP.String(), port)
-	child, err := startChild(cfg.Command, env, log.With("component", "child"))
+	child, err := startChild(cfg.Command, env, base.With("component", "child"))
 	if err != nil {
 		k.revoke(ctx)
 		return startCode(err), err
@@ -140,7 +141,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 			case <-dctx.Done():
 			}
 		})
-		waitDrained(dctx, cli, registry.RenderersDir(cfg.Prefix), k.key, rev, cfg.DrainTimeout, log.With("component", "drain"))
+		waitDrained(dctx, cli, registry.RenderersDir(cfg.Prefix), k.key, rev, cfg.DrainTimeout, base.With("component", "drain"))
 		cancel()
 	}
 	st := child.Stop(cfg.StopTimeout)
