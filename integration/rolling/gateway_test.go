@@ -120,7 +120,7 @@ func shippedResources(t *testing.T, prefix, check, reload string) map[string]str
 		"/etc/nginx/conf.d/rollcall-upstreams.conf", prefix+"/rendered-http-upstreams.conf",
 		"/etc/nginx/snippets/rollcall-proxy.conf", prefix+"/rendered-server-proxy.conf",
 		"/usr/sbin/nginx -t -q", check,
-		"/usr/sbin/nginx -s reload", reload)
+		"/usr/local/bin/nginx-reload --pid /run/nginx.pid --error-log /var/log/nginx/error.log", reload)
 	out := map[string]string{}
 	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
 		b, err := os.ReadFile(filepath.Join(repoRoot, "conf.d", name))
