@@ -132,20 +132,11 @@ func (r *rig) startShipped(more ...string) {
 	r.onetime()
 }
 
-// startNginx starts nginx with c. nginxtest's readiness probe cannot tell
-// this nginx from another one that got the same free port (every test nginx
-// answers /_ready): nginx writes its pid file only after binding its sockets,
-// so wait for that, with the master still running.
+// startNginx starts nginx with c; nginxtest waits until this nginx, not
+// another that got the same free port, answers on it.
 func (r *rig) startNginx(c nginxtest.Config) {
 	r.t.Helper()
 	r.nginx.Start(r.t, c)
-	waitfor.Cond(r.t, 5*time.Second, fmt.Sprintf("nginx on port %d did not take its port (another process has it?)", r.nginx.Port), func() error {
-		if r.nginx.Exited() {
-			return fmt.Errorf("nginx exited; its log:\n%s", tail(filepath.Join(r.nginx.Prefix, "error.log")))
-		}
-		_, err := r.nginx.MasterPID()
-		return err
-	})
 }
 
 // onlyFiles fails unless the rendered files' directory holds exactly names

@@ -6,6 +6,7 @@ package nginxtest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -104,15 +105,20 @@ http {
 %[3]s
     server {
         listen 127.0.0.1:%[4]d;
-        location = /_ready { return 204; }
+        location = /_ready { return 200 "%[6]s"; }
 %[5]s
     }
 }
-`, user, p, c.HTTP, s.Port, c.Server)
+`, user, p, c.HTTP, s.Port, c.Server, s.token())
 	return os.WriteFile(s.Conf, []byte(conf), 0o644)
 }
 
-// Start writes the config, starts nginx and waits until /_ready answers.
+// token is what this instance's /_ready answers: a free port found by
+// another test's nginx too would otherwise pass for ours.
+func (s *Server) token() string { return "nginxtest " + s.Prefix }
+
+// Start writes the config, starts nginx and waits until its own /_ready
+// answers (not another nginx that took the same free port).
 // Cleanup sends SIGQUIT, waits with a deadline, then kills.
 func (s *Server) Start(t testing.TB, c Config) {
 	t.Helper()
@@ -133,10 +139,12 @@ func (s *Server) Start(t testing.TB, c Config) {
 	for {
 		resp, err := http.Get(s.URL("/_ready"))
 		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusNoContent {
+			if string(b) == s.token() {
 				return
 			}
+			err = fmt.Errorf("port %d answered by another server: %q", s.Port, b)
 		}
 		select {
 		case <-s.done:
