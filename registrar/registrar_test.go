@@ -208,17 +208,58 @@ func TestRunReregisters(t *testing.T) {
 // TestRunEtcdRestart: etcd stopped for longer than the TTL and started
 // again on the same data: the key is back within 2×TTL of etcd answering,
 // and the app kept running throughout.
+//
+// etcd extends every lease by its TTL when it starts, so the key put before
+// the outage is still there right after the restart: only a key on a new
+// lease shows the registrar registered again, and it must still be there
+// once the old lease has expired.
 func TestRunEtcdRestart(t *testing.T) {
 	h := newHarness(t)
 	a := h.newApp()
 	h.start(h.config(a))
 	key, value := h.instanceKey(t, a)
-	h.registered(key, value, 10*time.Second)
+	old := h.registered(key, value, 10*time.Second)
 	h.etcd.Stop()
+	stopped := time.Now()
 	waitfor.Cond(t, 30*time.Second, "registrar noticed the lease is lost", func() error { return h.logs.has("lost") })
+	waitfor.Cond(t, 2*testTTL, "etcd down for longer than the TTL", func() error {
+		if d := time.Since(stopped); d <= testTTL {
+			return fmt.Errorf("down for %v", d)
+		}
+		return nil
+	})
 	h.etcd.Restart()
+	answering := time.Now()
 	h.reconnect()
-	h.registered(key, value, 2*testTTL)
+	var lease clientv3.LeaseID
+	waitfor.Cond(t, 2*testTTL-time.Since(answering), key+" on a new lease", func() error {
+		resp, err := h.get(key)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != value {
+			return fmt.Errorf("got %v", resp.Kvs)
+		}
+		if lease = clientv3.LeaseID(resp.Kvs[0].Lease); lease == 0 || lease == old {
+			return fmt.Errorf("still on the lease %x from before the outage", old)
+		}
+		return nil
+	})
+	waitfor.Cond(t, 3*testTTL, fmt.Sprintf("old lease %x gone", old), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ttl, err := h.cli.TimeToLive(ctx, old)
+		if err != nil {
+			return err
+		}
+		if ttl.TTL != -1 {
+			return fmt.Errorf("TTL %d left", ttl.TTL)
+		}
+		return nil
+	})
+	if got := h.registered(key, value, time.Second); got != lease {
+		t.Fatalf("%s on lease %x after the old one went; want the new %x", key, got, lease)
+	}
 	a.alive(t)
 }
 
