@@ -291,11 +291,15 @@ func (r *Renderer) arm(al *alarm, now time.Time) {
 // applyDue applies the pending resources of every due group, plus failed
 // ones when their retry is due, then publishes the acknowledgement.
 func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
+	// Collect before the snapshot: a change stored in between is then in
+	// the snapshot and still waiting in the store, so it is applied again
+	// later; the other way round it would be marked applied without being
+	// in the snapshot, and lost.
+	r.collect(now)
 	snap := r.store.Snapshot()
 	if snap == nil {
 		return
 	}
-	r.collect(now)
 	due := map[*quiet]bool{}
 	for _, g := range r.groups {
 		if at, ok := g.Due(); ok && !at.After(now) {

@@ -25,6 +25,8 @@ type store struct {
 	snap     *snapshot           // cached snapshot of kvs, nil when stale
 	prefixes []string            // what the last complete list covered
 	dirty    chan struct{}       // cap 1: a change is waiting for Take
+
+	testHookSnapshot func() // tests: runs after Snapshot, as a racing watcher would
 }
 
 // snapshot is an immutable view of the store: pairs sorted by key.
@@ -154,6 +156,9 @@ func (s *store) pendingChanges() bool {
 
 // Snapshot returns the current contents, or nil before the first list.
 func (s *store) Snapshot() *snapshot {
+	if h := s.testHookSnapshot; h != nil {
+		defer h()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.loaded {
