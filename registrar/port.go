@@ -27,13 +27,19 @@ type portPick struct {
 	Service  string // claim value: "<app>_<env>"
 	// Claim is nil when etcd is unreachable: local checks only.
 	Claim func(ctx context.Context, key, value string) (bool, error)
+	// Listening lists the host's listening ports; nil: listeningPorts.
+	Listening func() (map[uint16]bool, error)
 }
 
 // pickPort returns a random port in p.Range that passes the local checks and,
 // when p.Claim is set, whose claim key it created. An etcd error mid-way
 // falls back to local checks and says so.
 func pickPort(ctx context.Context, p portPick, log *slog.Logger) (uint16, error) {
-	listening, err := listeningPorts()
+	list := p.Listening
+	if list == nil {
+		list = listeningPorts
+	}
+	listening, err := list()
 	if err != nil {
 		log.Warn("cannot read listening sockets, relying on bind tests", "err", err)
 	}

@@ -141,3 +141,28 @@ func TestPickPortClaims(t *testing.T) {
 		})
 	}
 }
+
+// TestPickPortSkipsListening: a port in the host's socket table as
+// listening is never handed out, even when both bind tests pass (a
+// listener the bind tests cannot see: another namespace's view, a race).
+func TestPickPortSkipsListening(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	ip := netip.MustParseAddr("127.0.0.1")
+	r, free := busyRange(t)
+	r.Lo = free // one bind-free port
+	if err := bindFree(ip, free); err != nil {
+		t.Fatal(err)
+	}
+	claimed := false
+	p := portPick{IP: ip, Range: r, ClaimDir: "/_ports/127.0.0.1/", Service: "a_b",
+		Claim:     func(ctx context.Context, key, value string) (bool, error) { claimed = true; return true, nil },
+		Listening: func() (map[uint16]bool, error) { return map[uint16]bool{free: true}, nil }}
+	if got, err := pickPort(context.Background(), p, log); err == nil || claimed {
+		t.Fatalf("pickPort(%v) = %d, %v (claimed %v); want an error: the socket table lists %d as listening", r, got, err, claimed, free)
+	}
+	p.Listening = func() (map[uint16]bool, error) { return nil, nil }
+	if got, err := pickPort(context.Background(), p, log); err != nil || got != free {
+		t.Fatalf("pickPort(%v) with no listener = %d, %v; want %d", r, got, err, free)
+	}
+}
