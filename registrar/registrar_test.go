@@ -87,6 +87,65 @@ func TestRunLifecycle(t *testing.T) {
 	h.absent(claim, time.Second)
 }
 
+// TestRunReadiness: with --check tcp the key appears only once the app
+// listens, with none at once (an app that never listens is registered);
+// then the keep-alive holds it on the same lease for several TTLs.
+func TestRunReadiness(t *testing.T) {
+	tests := []struct {
+		name, check string
+		args        []string
+		listens     bool
+	}{
+		{"tcp waits for the listener", "tcp", []string{"ready-delay=1s"}, true},
+		{"none does not wait", "none", []string{"no-listen=1"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			a := h.newApp()
+			cfg := h.config(a, tc.args...)
+			cfg.Check = tc.check
+			dir := registry.ServiceDir("", "web", "PRE")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			wch := h.cli.Watch(ctx, dir, clientv3.WithPrefix())
+			h.start(cfg)
+			var put *mvccpb.KeyValue
+			select {
+			case wr := <-wch:
+				if len(wr.Events) != 1 || wr.Events[0].Type != mvccpb.PUT {
+					t.Fatalf("first events under %s = %v, %v; want one PUT", dir, wr.Events, wr.Err())
+				}
+				put = wr.Events[0].Kv
+			case <-ctx.Done():
+				t.Fatal("no registration within 30s")
+			}
+			registered := time.Now()
+			if _, ok := a.find("listening"); ok != tc.listens {
+				t.Fatalf("registered with the app listening %v; want %v (events %v)", ok, tc.listens, a.events())
+			}
+			key, value := h.instanceKey(t, a)
+			if string(put.Key) != key || string(put.Value) != value {
+				t.Fatalf("registered %s = %s; want %s = %s", put.Key, put.Value, key, value)
+			}
+			waitfor.Cond(t, 3*testTTL+5*time.Second, "key held for 3 TTLs", func() error {
+				select {
+				case wr := <-wch:
+					t.Fatalf("%s changed while the app was healthy: %v, %v", key, wr.Events, wr.Err())
+				default:
+				}
+				if d := time.Since(registered); d < 3*testTTL {
+					return fmt.Errorf("held for %v", d)
+				}
+				return nil
+			})
+			if lease := h.registered(key, value, time.Second); lease != clientv3.LeaseID(put.Lease) {
+				t.Fatalf("%s on lease %x; want the first lease %x, kept alive", key, lease, put.Lease)
+			}
+		})
+	}
+}
+
 // TestRunStopTimeout: an app that ignores SIGTERM is killed after
 // --stop-timeout and the registrar exits 128+9.
 func TestRunStopTimeout(t *testing.T) {
