@@ -34,6 +34,8 @@ import (
 //	kill-self=1      kill itself with SIGKILL after exit-after
 //	health-file=F    /health answers 503 while F exists, else 200
 //	etcd=EP keydir=D on SIGTERM record whether D<HOST_IP>-<PORT> is in etcd
+//	group=FILE       start a copy of this app in its process group (no-listen,
+//	                 events to FILE) and record "member <pid>"
 //	orphan=1         double-fork a grandchild that exits after 300ms, an
 //	                 orphan for the nearest subreaper to reap; then record
 //	                 "orphan-reaped" once its /proc entry is gone
@@ -64,6 +66,16 @@ func childMain(args []string) int {
 	if opt["spawn"] == "1" { // the middle of the double fork
 		record("orphan", strconv.Itoa(startOrphan()))
 		return 0
+	}
+	if opt["group"] != "" {
+		p, err := os.StartProcess(os.Args[0], []string{os.Args[0], childArg, "out=" + opt["group"], "no-listen=1"},
+			&os.ProcAttr{Files: []*os.File{nil, os.Stdout, os.Stderr}})
+		if err != nil {
+			record("error", err.Error())
+			return 97
+		}
+		record("member", strconv.Itoa(p.Pid))
+		go p.Wait()
 	}
 	if opt["orphan"] == "1" {
 		os.StartProcess(os.Args[0], []string{os.Args[0], childArg, "out=" + opt["out"], "spawn=1"},

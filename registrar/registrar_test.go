@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,6 +167,25 @@ func TestRunStopTimeout(t *testing.T) {
 	if d := returned.Sub(term.at); d < cfg.StopTimeout-50*time.Millisecond || d > cfg.StopTimeout+2*time.Second {
 		t.Fatalf("killed %v after SIGTERM; want about --stop-timeout %v", d, cfg.StopTimeout)
 	}
+}
+
+// TestRunStopsProcessGroup: the stop signal goes to the app's whole
+// process group, so what the app started in it stops too.
+func TestRunStopsProcessGroup(t *testing.T) {
+	h := newHarness(t)
+	a, member := h.newApp(), h.newApp()
+	cfg := h.config(a, "group="+member.out)
+	r := h.start(cfg)
+	pid, _ := strconv.Atoi(a.wait(t, "member", 10*time.Second).detail)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	member.wait(t, "pid", 10*time.Second) // its handler is installed
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+	r.sigs <- syscall.SIGTERM
+	if code, err := r.wait(t, 10*time.Second); code != 0 || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want 0", code, err)
+	}
+	member.wait(t, "sigterm", 5*time.Second)
 }
 
 // TestRunAppExits: an app that exits by itself is deregistered at once and
