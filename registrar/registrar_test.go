@@ -169,8 +169,8 @@ func TestRunStopTimeout(t *testing.T) {
 	}
 }
 
-// TestRunStopsProcessGroup: the stop signal goes to the app's whole
-// process group, so what the app started in it stops too.
+// TestRunStopsProcessGroup: SIGINT stops like SIGTERM, and the app's
+// SIGTERM goes to its whole process group, so what it started stops too.
 func TestRunStopsProcessGroup(t *testing.T) {
 	h := newHarness(t)
 	a, member := h.newApp(), h.newApp()
@@ -181,7 +181,7 @@ func TestRunStopsProcessGroup(t *testing.T) {
 	member.wait(t, "pid", 10*time.Second) // its handler is installed
 	key, value := h.instanceKey(t, a)
 	h.registered(key, value, 10*time.Second)
-	r.sigs <- syscall.SIGTERM
+	r.sigs <- syscall.SIGINT
 	if code, err := r.wait(t, 10*time.Second); code != 0 || err != nil {
 		t.Fatalf("registrar exit = %d, %v; want 0", code, err)
 	}
