@@ -15,12 +15,29 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
 func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	m := series(t, reg, name, labels...)
+	switch {
+	case m == nil:
+		return 0
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	return 0
+}
+
+// series is the first series of metric name having every label pair
+// (name, value, name, value, ...), or nil.
+func series(t *testing.T, reg *prometheus.Registry, name string, labels ...string) *dto.Metric {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -43,15 +60,10 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 					continue next
 				}
 			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
+			return m
 		}
 	}
-	return 0
+	return nil
 }
 
 // TestBurstCoalesces: 200 changes over 10 apps within one second cost at

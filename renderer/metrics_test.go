@@ -7,33 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
-
-// histCount is the sample count of a histogram's series with label name=value.
-func histCount(t *testing.T, reg *prometheus.Registry, metric, name, value string) uint64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != metric {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == name && lp.GetValue() == value {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	return 0
-}
 
 // TestMetricsReported: every metric issue 2 asks for is served and moves
 // with what the renderer does; /readyz is 503 while a seen change waits to
@@ -102,7 +78,7 @@ func TestMetricsReported(t *testing.T) {
 			}
 		}
 		for _, kind := range []string{"check", "reload"} {
-			if n := histCount(t, h.reg, "rollcall_renderer_command_duration_seconds", "kind", kind); n < 2 {
+			if n := series(t, h.reg, "rollcall_renderer_command_duration_seconds", "kind", kind).GetHistogram().GetSampleCount(); n < 2 {
 				return fmt.Errorf("command_duration_seconds{kind=%q} count %d; want >= 2", kind, n)
 			}
 		}
