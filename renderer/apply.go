@@ -281,7 +281,12 @@ func (r *Renderer) runCmd(ctx context.Context, kind, cmd string) (string, error)
 	out, err := runCommand(ctx, cmd, r.cfg.CommandTimeout)
 	took := time.Since(start)
 	r.m.commandDuration.WithLabelValues(kind).Observe(took.Seconds())
-	r.log.Debug("command ran", "kind", kind, "cmd", cmd, "took", took, "output", out, "err", err)
+	if err == nil && strings.TrimSpace(out) != "" {
+		// nginx warns on stderr even when it succeeds: say what it said.
+		r.log.Info("command output", "kind", kind, "cmd", cmd, "took", took, "output", out)
+	} else {
+		r.log.Debug("command ran", "kind", kind, "cmd", cmd, "took", took, "output", out, "err", err)
+	}
 	return out, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +62,27 @@ func TestChangeDuringApplyNotLost(t *testing.T) {
 	}
 	if len(r.pending) != 0 || r.store.pendingChanges() {
 		t.Errorf("loop not idle: %d pending, store changes waiting %v", len(r.pending), r.store.pendingChanges())
+	}
+}
+
+// TestCommandOutputLogged: what a successful command prints reaches the log
+// at the default level (nginx's warnings); a failing one's output is in the
+// error.
+func TestCommandOutputLogged(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	logs.w = io.Discard
+	r := &Renderer{cfg: Config{CommandTimeout: 5 * time.Second}, m: NewMetrics(nil),
+		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	ctx := context.Background()
+	if _, err := r.runCmd(ctx, "reload", "echo 'nginx: [warn] conflicting server name' >&2"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "conflicting server name") {
+		t.Errorf("a successful command's output is not in the log: %q", logs.String())
+	}
+	err := r.check(ctx, "x.toml", "echo 'nginx: [emerg] unknown directive' >&2; exit 1")
+	if err == nil || !strings.Contains(err.Error(), "unknown directive") {
+		t.Errorf("failing check: %v; want its output", err)
 	}
 }
