@@ -356,6 +356,12 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 // publish acknowledges the revision every resource has applied: snap's,
 // unless some resource is still pending or failing at an older one.
 func (r *Renderer) publish(rev int64) {
+	if rev < r.ackRev { // etcd was replaced or restored: a new history
+		r.ackRev = 0
+		for _, st := range r.states {
+			st.appliedRev = min(st.appliedRev, rev)
+		}
+	}
 	ack := rev
 	for _, st := range r.states {
 		if r.pending[st] {

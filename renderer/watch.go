@@ -36,9 +36,17 @@ type watcher struct {
 	probeKey    string        // a key to Get (count only) when probing
 	listTimeout time.Duration // bound of one list; 0 = 30s
 	sleep       func(context.Context, time.Duration) error
+	relist      chan struct{} // cap 1: the probe saw etcd's revision go back
 }
 
-var errCompacted = errors.New("watch revision compacted")
+var (
+	errCompacted = errors.New("watch revision compacted")
+	// errRewound: etcd's revision is behind the store's, so etcd was
+	// replaced or restored from a backup. A watch from the store's revision
+	// would wait for revisions the new history reaches only much later and
+	// miss every change until then: list again.
+	errRewound = errors.New("etcd revision went back")
+)
 
 // collapse drops prefixes covered by another and sorts the rest.
 func collapse(prefixes []string) []string {
@@ -61,6 +69,7 @@ func (w *watcher) Run(ctx context.Context) {
 	if w.sleep == nil {
 		w.sleep = sleepCtx
 	}
+	w.relist = make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { w.probe(ctx) })
@@ -75,8 +84,8 @@ func (w *watcher) Run(ctx context.Context) {
 			return
 		}
 		switch {
-		case errors.Is(err, errCompacted):
-			w.log.Info("watch compacted, listing again", "rev", rev)
+		case errors.Is(err, errCompacted), errors.Is(err, errRewound):
+			w.log.Info("listing again", "rev", rev, "reason", err)
 			attempt = -1
 			continue
 		case err != nil:
@@ -180,7 +189,7 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 		wch := w.cli.Watch(wctx, start, clientv3.WithRange(end), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 		err := w.follow(ctx, wch, &rev, relist)
 		cancel()
-		if ctx.Err() != nil || err == nil || errors.Is(err, errCompacted) {
+		if ctx.Err() != nil || err == nil || errors.Is(err, errCompacted) || errors.Is(err, errRewound) {
 			return err
 		}
 		w.up(false)
@@ -199,6 +208,8 @@ func (w *watcher) follow(ctx context.Context, wch clientv3.WatchChan, rev *int64
 			return nil
 		case <-relist:
 			return nil
+		case <-w.relist:
+			return errRewound
 		case resp, ok := <-wch:
 			if !ok {
 				return errors.New("watch channel closed")
@@ -260,6 +271,13 @@ func (w *watcher) probe(ctx context.Context) {
 		}
 		w.up(true)
 		w.m.etcdRevision.Set(float64(resp.Header.Revision))
+		if rev, have := resp.Header.Revision, w.store.Rev(); rev < have {
+			w.log.Warn("etcd's revision is behind what was seen: etcd was replaced or restored", "etcd_rev", rev, "seen_rev", have)
+			select {
+			case w.relist <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

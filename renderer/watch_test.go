@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
 // TestWatchCompactedRelists: a watch from a compacted revision reports
@@ -107,4 +112,53 @@ func TestWatchSafetyRelist(t *testing.T) {
 	if err := w.watch(ctx, rev); err != nil || ctx.Err() != nil || time.Since(start) < 250*time.Millisecond {
 		t.Errorf("watch with a 300ms interval = %v after %v (ctx %v); want nil after ~300ms", err, time.Since(start), ctx.Err())
 	}
+}
+
+// TestEtcdRewound: etcd replaced by one with a shorter history (a new
+// cluster, or one restored from a backup) on the same endpoint. The renderer
+// lists again instead of waiting for revisions the new history reaches only
+// much later, and its ack follows the new history.
+func TestEtcdRewound(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dest := h.resource("up", `"/"`, listTmpl, "")
+	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
+	for i := range 30 { // a long history
+		h.put("/web_prod/junk", strconv.Itoa(i))
+	}
+	h.start()
+	h.waitFile(dest, "web_prod: 10.0.0.1:80\n")
+	waitfor.Cond(t, 10*time.Second, "ack", func() error {
+		a, err := h.ack()
+		if err == nil && a.Revision < 31 {
+			err = fmt.Errorf("ack at %d", a.Revision)
+		}
+		return err
+	})
+
+	h.etcd.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{Dir: t.TempDir(), ClientAddr: h.etcd.Endpoint, NoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	h.put(key("web_prod", "10.0.0.2", 80), "10.0.0.2:80")
+	h.waitFile(dest, "web_prod: 10.0.0.2:80\n")
+	waitfor.Cond(t, 10*time.Second, "ack in the new history", func() error {
+		a, err := h.ack()
+		if err != nil {
+			return err
+		}
+		resp, err := h.cli.Get(context.Background(), "/", clientv3.WithCountOnly())
+		if err != nil {
+			return err
+		}
+		if a.Revision > resp.Header.Revision || a.Revision < 2 {
+			return fmt.Errorf("ack at %d, etcd at %d", a.Revision, resp.Header.Revision)
+		}
+		return nil
+	})
+	h.stop()
 }
