@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,7 +18,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
 // bin holds the programs the demo runs, built once by TestMain.
@@ -200,11 +205,12 @@ func interrupt(t *testing.T, args []string, after string) {
 	assertClean(t, tmp)
 }
 
-// TestReadmeFlags keeps README.md's flag tables true: every flag the built
-// registrar and renderer accept is in the README as `--name`.
-func TestReadmeFlags(t *testing.T) {
+// readmeAndBinaries is README.md, for tests that also run the built
+// binaries (skipped in -short mode).
+func readmeAndBinaries(t *testing.T) []byte {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("needs the built binaries")
+		t.Skip("runs the built binaries: skipped in -short mode")
 	}
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -213,6 +219,13 @@ func TestReadmeFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return readme
+}
+
+// TestReadmeFlags keeps README.md's flag tables true: every flag the built
+// registrar and renderer accept is in the README as `--name`.
+func TestReadmeFlags(t *testing.T) {
+	readme := readmeAndBinaries(t)
 	flagRE := regexp.MustCompile(`(?m)^\s+--?([a-z][a-z0-9-]*)\b`)
 	for _, prog := range []string{"registrar", "renderer"} {
 		out, _ := exec.Command(filepath.Join(bin, prog), "--help").CombinedOutput()
@@ -225,5 +238,103 @@ func TestReadmeFlags(t *testing.T) {
 				t.Errorf("README.md does not document %s's %s", prog, name)
 			}
 		}
+	}
+}
+
+// TestReadmeDockerfile keeps README.md's Dockerfile and `docker run` line
+// true: the ENTRYPOINT's registrar command line, with the image's ENV and the
+// run's -e variables, registers the app in a real etcd, and a SIGTERM (docker
+// stop) deregisters it and exits 0 within the run's --stop-timeout. Only the
+// app after "--" (java) becomes demo-backend, ETCD_ENDPOINTS the test's etcd,
+// and REGISTRAR_IP 127.0.0.1 (a test host may have no primary IPv4).
+func TestReadmeDockerfile(t *testing.T) {
+	readme := readmeAndBinaries(t)
+	_, dockerfile, ok := strings.Cut(string(readme), "```dockerfile\n")
+	dockerfile, _, _ = strings.Cut(dockerfile, "```")
+	if !ok {
+		t.Fatal("README.md has no ```dockerfile block")
+	}
+	var entrypoint []string
+	env := map[string]string{}
+	for _, l := range strings.Split(dockerfile, "\n") {
+		if j, ok := strings.CutPrefix(l, "ENTRYPOINT "); ok {
+			if err := json.Unmarshal([]byte(j), &entrypoint); err != nil {
+				t.Fatalf("ENTRYPOINT %s: %v", j, err)
+			}
+		}
+		if kv, ok := strings.CutPrefix(l, "ENV "); ok {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+	}
+	run := regexp.MustCompile("(?m)^docker run .*$").FindString(string(readme))
+	for _, m := range regexp.MustCompile(`-e (\w+)=(\S+)`).FindAllStringSubmatch(run, -1) {
+		env[m[1]] = m[2]
+	}
+	stopTimeout := regexp.MustCompile(`--stop-timeout (\d+)`).FindStringSubmatch(run)
+	dash := slices.Index(entrypoint, "--")
+	if len(entrypoint) < 2 || entrypoint[0] != "registrar" || dash < 0 || stopTimeout == nil {
+		t.Fatalf("README: want ENTRYPOINT [\"registrar\", ..., \"--\", app...] and docker run --stop-timeout N -e ...; got %q and %q", entrypoint, run)
+	}
+	if env["ETCD_ENDPOINTS"] == "" || env["REGISTRAR_ENV"] == "" || env["REGISTRAR_APP"] == "" {
+		t.Fatalf("README: the image and run set %v; want REGISTRAR_APP, REGISTRAR_ENV and ETCD_ENDPOINTS", env)
+	}
+
+	etcd := etcdtest.Start(t)
+	cli := etcd.Client(t)
+	env["ETCD_ENDPOINTS"] = etcd.Endpoint
+	env["REGISTRAR_IP"] = "127.0.0.1"
+	args := append(slices.Clone(entrypoint[1:dash+1]), filepath.Join(bin, "demo-backend"))
+	cmd := exec.Command(filepath.Join(bin, "registrar"), args...)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(os.Environ(), cmd.Env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second // the app, in a process group of its own, may hold the output open
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	dir := "/" + env["REGISTRAR_APP"] + "_" + env["REGISTRAR_ENV"] + "/"
+	waitfor.Cond(t, 20*time.Second, "the ENTRYPOINT registers under "+dir, func() error {
+		select {
+		case <-exited:
+			t.Fatalf("registrar %q exited: %v\n%s", args, waitErr, &out)
+		default:
+		}
+		resp, err := cli.Get(t.Context(), dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil && resp.Count != 1 {
+			err = fmt.Errorf("%d keys under %s", resp.Count, dir)
+		}
+		return err
+	})
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	limit, _ := time.ParseDuration(stopTimeout[1] + "s")
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("registrar after SIGTERM: %v; want exit 0\n%s", waitErr, &out)
+		}
+	case <-time.After(limit):
+		t.Fatalf("registrar still running %v after SIGTERM (docker run --stop-timeout %s)\n%s", limit, stopTimeout[1], &out)
+	}
+	resp, err := cli.Get(t.Context(), dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Errorf("after docker stop: %v keys under %s (%v); want 0", resp, dir, err)
 	}
 }
