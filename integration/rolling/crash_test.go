@@ -2,6 +2,9 @@ package rolling_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"syscall"
 	"testing"
@@ -70,5 +73,16 @@ func TestCrash(t *testing.T) {
 	st := l.finish(t)
 	if st.failed > 0 {
 		t.Errorf("%d GETs failed while an instance crashed; want 0 (proxy_next_upstream)", st.failed)
+	}
+	// Zero failures must be the retry's doing: nginx did send requests to
+	// the dead instance, and each one was answered by another.
+	errorLog, err := os.ReadFile(filepath.Join(g.nginx.Prefix, "error.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tried := regexp.MustCompile(`(?m)^.*\[error\].*upstream: "http://`+regexp.QuoteMeta(victim.addr)+`/`).FindAll(errorLog, -1)
+	t.Logf("CRASH: nginx sent %d requests to the dead instance; the shipped template retried each on another", len(tried))
+	if len(tried) == 0 {
+		t.Errorf("nginx's error.log shows no request to the dead instance %s: the retry was never exercised", victim.addr)
 	}
 }
