@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,12 +73,12 @@ func (l *load) take() bool {
 	return true
 }
 
-// one sends a request, retrying once when a reused keep-alive connection
-// failed in transport (nginx closes idle client connections on reload).
+// one sends a request, retrying once when nginx closed a reused keep-alive
+// connection under it (it closes idle client connections on reload).
 func (l *load) one(ctx context.Context, client *http.Client) {
 	started := time.Now()
 	addr, reused, err := get(ctx, client, l.url)
-	if err != nil && reused && ctx.Err() == nil && !isStatus(err) {
+	if err != nil && reused && ctx.Err() == nil && closedByPeer(err) {
 		l.mu.Lock()
 		l.retried++
 		l.mu.Unlock()
@@ -115,6 +119,20 @@ func (e *statusError) Error() string {
 func isStatus(err error) bool {
 	var se *statusError
 	return errors.As(err, &se)
+}
+
+// closedByPeer reports whether err is the peer closing the connection (EOF,
+// reset, broken pipe, or net/http's "server closed idle connection"): what a
+// client sees on a kept-alive connection that nginx closed on reload. A
+// status, a timeout or anything else is not retried.
+func closedByPeer(err error) bool {
+	var ne net.Error
+	if isStatus(err) || errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(err.Error(), "server closed idle connection")
 }
 
 // get does one GET and returns the answering backend (X-Backend) and whether
@@ -211,3 +229,32 @@ func (l *load) spread() string {
 	}
 	return b.String()
 }
+
+func TestClosedByPeer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"eof", &url.Error{Op: "Get", URL: "http://x/", Err: io.EOF}, true},
+		{"unexpected eof", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
+		{"reset", &url.Error{Op: "Get", URL: "http://x/", Err: &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}, true},
+		{"broken pipe", &net.OpError{Op: "write", Err: os.NewSyscallError("write", syscall.EPIPE)}, true},
+		{"idle closed", errors.New("http: server closed idle connection"), true},
+		{"status", &statusError{502, "Bad Gateway"}, false},
+		{"timeout", &url.Error{Op: "Get", URL: "http://x/", Err: timeoutError{}}, false},
+		{"refused", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, false},
+		{"not a backend", errors.New(`answer "x" with X-Backend "": not a demo-backend`), false},
+	} {
+		if got := closedByPeer(tc.err); got != tc.want {
+			t.Errorf("%s: closedByPeer(%v) = %v; want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
