@@ -198,71 +198,57 @@ func TestSrcCheckAndRetry(t *testing.T) {
 	}
 }
 
-// TestReloadFailureRetried: a failed reload keeps the resource pending and
-// the reload is retried even though the file is already in place.
-func TestReloadFailureRetried(t *testing.T) {
+// TestReloadRetried: a reload_cmd that fails, or hangs (nginx stuck) and is
+// killed at --command-timeout, is counted as failed and retried although
+// the file is already in place; the loop goes on meanwhile (a new change
+// renders), and once the command works the reload applies.
+func TestReloadRetried(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	flag := filepath.Join(h.out, "nginx-up")
-	dest := h.resource("up", `"/"`, listTmpl, "")
-	h.write("conf.d/up.toml", fmt.Sprintf("[template]\nsrc = \"up.tmpl\"\ndest = %q\nkeys = [\"/\"]\nreload_cmd = \"test -e %s && echo reload >> %s\"\n", dest, flag, h.reloads))
-	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
-	h.start()
-	h.waitFile(dest, "web_prod: 10.0.0.1:80\n")
-	waitfor.Cond(t, 10*time.Second, "failed reloads", func() error {
-		if n := metric(t, h.reg, "rollcall_renderer_reloads_total", "result", "failure"); n < 2 {
-			return fmt.Errorf("%v failed reloads", n)
-		}
-		return nil
-	})
-	if err := os.WriteFile(flag, nil, 0o644); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name    string
+		cmd     string // %[1]s: the flag file that makes it work, %[2]s: the reload log
+		timeout time.Duration
+		log     string
+	}{
+		{"failing", "test -e %[1]s && echo reload >> %[2]s", 10 * time.Second, "exit status 1"},
+		{"hung", "test -e %[1]s || sleep 60; echo reload >> %[2]s", 300 * time.Millisecond, "timed out after 300ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.cfg.CommandTimeout = tc.timeout
+			flag := filepath.Join(h.out, "nginx-up")
+			dest := h.resource("up", `"/"`, listTmpl, "")
+			cmd := fmt.Sprintf(tc.cmd, flag, h.reloads)
+			h.write("conf.d/up.toml", fmt.Sprintf("[template]\nsrc = \"up.tmpl\"\ndest = %q\nkeys = [\"/\"]\nreload_cmd = %q\n", dest, cmd))
+			h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
+			h.start()
+			h.waitFile(dest, "web_prod: 10.0.0.1:80\n")
+			waitfor.Cond(t, 10*time.Second, "failed reloads", func() error {
+				if n := metric(t, h.reg, "rollcall_renderer_reloads_total", "result", "failure"); n < 2 {
+					return fmt.Errorf("%v failed reloads", n)
+				}
+				if !strings.Contains(h.logs.String(), tc.log) {
+					return fmt.Errorf("no %q in the log", tc.log)
+				}
+				return nil
+			})
+			h.put(key("web_prod", "10.0.0.2", 80), "10.0.0.2:80")
+			h.waitFile(dest, "web_prod: 10.0.0.1:80 10.0.0.2:80\n")
+			if n := h.reloadCount(); n != 0 {
+				t.Fatalf("%d reloads completed while the command failed", n)
+			}
+			if err := os.WriteFile(flag, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			waitfor.Cond(t, 15*time.Second, "reload retried until it works", func() error {
+				if h.reloadCount() != 1 {
+					return fmt.Errorf("%d reloads", h.reloadCount())
+				}
+				return nil
+			})
+		})
 	}
-	waitfor.Cond(t, 15*time.Second, "reload retried until it works", func() error {
-		if h.reloadCount() != 1 {
-			return fmt.Errorf("%d reloads", h.reloadCount())
-		}
-		return nil
-	})
-}
-
-// TestHungReloadTimesOut: a reload_cmd that hangs (nginx stuck, say) is
-// killed at --command-timeout, counted as failed and retried; the loop goes
-// on, and once the command works the reload applies.
-func TestHungReloadTimesOut(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	h.cfg.CommandTimeout = 300 * time.Millisecond
-	fixed := filepath.Join(h.out, "fixed")
-	dest := h.resource("up", `"/"`, listTmpl, "")
-	h.write("conf.d/up.toml", fmt.Sprintf("[template]\nsrc = \"up.tmpl\"\ndest = %q\nkeys = [\"/\"]\nreload_cmd = \"test -e %s || sleep 60; echo reload >> %s\"\n", dest, fixed, h.reloads))
-	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
-	h.start()
-	h.waitFile(dest, "web_prod: 10.0.0.1:80\n")
-	waitfor.Cond(t, 10*time.Second, "hung reloads timed out", func() error {
-		if n := metric(t, h.reg, "rollcall_renderer_reloads_total", "result", "failure"); n < 2 {
-			return fmt.Errorf("%v failed reloads", n)
-		}
-		if !strings.Contains(h.logs.String(), "timed out after 300ms") {
-			return errors.New("no log of the timeout")
-		}
-		return nil
-	})
-	// The loop is not stuck behind the hung command: a new change renders.
-	h.put(key("web_prod", "10.0.0.2", 80), "10.0.0.2:80")
-	h.waitFile(dest, "web_prod: 10.0.0.1:80 10.0.0.2:80\n")
-	if n := h.reloadCount(); n != 0 {
-		t.Fatalf("%d reloads completed while the command hung", n)
-	}
-	if err := os.WriteFile(fixed, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	waitfor.Cond(t, 15*time.Second, "reload retried until it works", func() error {
-		if h.reloadCount() != 1 {
-			return fmt.Errorf("%d reloads", h.reloadCount())
-		}
-		return nil
-	})
 }
 
 // TestBrokenTemplateEdit: a template edited into a parse error leaves the
