@@ -32,11 +32,11 @@ func TestMain(m *testing.M) {
 	testutil.MustTestMainWithLeakDetection(m)
 }
 
-// testApp listens on $PORT, appends the signals it gets to out and exits 5
-// on SIGTERM.
+// testApp listens on $PORT, appends the signals it gets to out (one name
+// a line) and exits 5 on SIGTERM.
 func testApp(out string) int {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH)
 	l, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("HOST_IP"), os.Getenv("PORT")))
 	if err != nil {
 		return 98
@@ -104,9 +104,9 @@ func TestMainUsage(t *testing.T) {
 	}
 }
 
-// TestMainProcess runs the registrar as a real process: it catches SIGUSR1
-// and SIGTERM itself, forwards the first, deregisters on the second, and
-// exits with the app's code.
+// TestMainProcess runs the registrar as a real process: it catches
+// SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH and SIGTERM itself, forwards
+// the first five, deregisters on the last, and exits with the app's code.
 func TestMainProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and processes")
@@ -133,14 +133,16 @@ func TestMainProcess(t *testing.T) {
 		key = string(resp.Kvs[0].Key)
 		return nil
 	})
-	cmd.Process.Signal(syscall.SIGUSR1)
-	waitfor.Cond(t, 5*time.Second, "app got SIGUSR1", func() error {
-		b, _ := os.ReadFile(out)
-		if !strings.Contains(string(b), "user defined signal 1") {
-			return fmt.Errorf("app got %q", b)
-		}
-		return nil
-	})
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH} {
+		cmd.Process.Signal(sig)
+		waitfor.Cond(t, 5*time.Second, "app got "+sig.String(), func() error {
+			b, _ := os.ReadFile(out)
+			if !strings.Contains(string(b), sig.String()+"\n") {
+				return fmt.Errorf("app got %q", b)
+			}
+			return nil
+		})
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := exitCode(cmd.Wait()); code != 5 {
 		t.Fatalf("registrar exit = %d; want the app's 5", code)
