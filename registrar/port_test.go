@@ -166,3 +166,28 @@ func TestPickPortSkipsListening(t *testing.T) {
 		t.Fatalf("pickPort(%v) with no listener = %d, %v; want %d", r, got, err, free)
 	}
 }
+
+// TestPickPortWildcardBind: a port listened on at another local address
+// (127.0.0.2 here, advertising 127.0.0.1) fails the wildcard bind test and
+// is never handed out, even without the socket table.
+func TestPickPortWildcardBind(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skip("no 127.0.0.2:", err)
+	}
+	defer l.Close()
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	ip := netip.MustParseAddr("127.0.0.1")
+	if pl, err := net.Listen("tcp", net.JoinHostPort(ip.String(), fmt.Sprint(port))); err != nil {
+		t.Skipf("127.0.0.1:%d does not bind here, the test would show nothing: %v", port, err)
+	} else {
+		pl.Close()
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	p := portPick{IP: ip, Range: PortRange{port, port},
+		Listening: func() (map[uint16]bool, error) { return nil, nil }}
+	if got, err := pickPort(context.Background(), p, log); err == nil {
+		t.Fatalf("pickPort(%d-%d) = %d; want an error: 127.0.0.2:%d is listened on", port, port, got, port)
+	}
+}
