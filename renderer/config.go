@@ -111,7 +111,7 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.ConfDir, "confdir", DefaultConfDir, "directory holding conf.d/ and templates/")
 	fs.StringVar(&c.ConfigFile, "config", "", "config file (default <confdir>/renderer.toml)")
 	fs.StringVar(&endpoints, "endpoints", DefaultEndpoint, "etcd endpoints, comma-separated (env ETCD_ENDPOINTS)")
-	fs.StringVar(&c.Prefix, "prefix", "", "key prefix prepended to every resource's keys")
+	fs.StringVar(&c.Prefix, "prefix", "", "key prefix; when set it replaces every resource's prefix (confd's rule)")
 	fs.BoolVar(&c.Onetime, "onetime", false, "render once and exit; non-zero if any resource failed")
 	fs.BoolVar(&c.Noop, "noop", false, "render and check, print a unified diff, install nothing")
 	fs.StringVar(&wait, "wait", "", "min:max trailing quiescence (off: apply at once, coalesce bursts)")
