@@ -87,6 +87,9 @@ func (e *KeptOldError) Error() string {
 // `nginx -t`) wrote it.
 const emergGrace = 300 * time.Millisecond
 
+// settle bounds the wait for retired old workers to exit.
+const settle = time.Second
+
 // poll is how often the process table and error log are read.
 const poll = 10 * time.Millisecond
 
@@ -118,7 +121,7 @@ func Reload(ctx context.Context, c Config) (Result, error) {
 	deadline := time.Now().Add(c.Timeout)
 	res := Result{Master: master, Old: old}
 	var emerg []string
-	var emergAt time.Time
+	var emergAt, retiredAt time.Time
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
@@ -130,7 +133,17 @@ func Reload(ctx context.Context, c Config) (Result, error) {
 			res.New = fresh
 		}
 		if res.New != nil {
-			if res.Accepting = accepting(c.ProcDir, old); res.Accepting == nil || time.Now().After(deadline) {
+			// A retired worker still serves, with the old config, the
+			// connections it accepted before it retired: wait until the old
+			// workers have exited too, bounded by settle (long-lived
+			// connections may hold one for worker_shutdown_timeout).
+			res.Accepting = accepting(c.ProcDir, old)
+			t := time.Now()
+			if res.Accepting == nil && retiredAt.IsZero() {
+				retiredAt = t
+			}
+			exited := len(intersect(now, old)) == 0
+			if exited || t.After(deadline) || !retiredAt.IsZero() && t.Sub(retiredAt) >= settle {
 				res.Took = time.Since(start)
 				return res, nil
 			}
@@ -208,6 +221,17 @@ func without(a, b []int) []int {
 	var out []int
 	for _, x := range a {
 		if _, found := slices.BinarySearch(b, x); !found {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// intersect returns the elements of a that are also in b (b sorted).
+func intersect(a, b []int) []int {
+	var out []int
+	for _, x := range a {
+		if _, found := slices.BinarySearch(b, x); found {
 			out = append(out, x)
 		}
 	}
