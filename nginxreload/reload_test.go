@@ -205,3 +205,46 @@ func TestReloadNotSent(t *testing.T) {
 		t.Fatalf("GET /hello = %q; want old", got)
 	}
 }
+
+// TestReloadWaitsForOldWorkers: a retired worker still answers, with the old
+// config, a request on a connection it accepted before the reload; Reload
+// does not report success while such a worker lives, up to its settle bound.
+func TestReloadWaitsForOldWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nginx")
+	}
+	t.Parallel()
+	s := nginxtest.Start(t, hello("one"))
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Half a request: the old worker has accepted the connection and reads it.
+	if _, err := io.WriteString(c, "GET /hello HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteConf(hello("two")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := nginxreload.Reload(context.Background(), config(s, false))
+	if err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if res.Took < time.Second {
+		t.Errorf("Reload returned after %v while an old worker still served a connection; want >= 1s", res.Took)
+	}
+	if _, err := io.WriteString(c, "Host: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(b), "one") {
+		t.Errorf("held connection answered %q; want the old config's \"one\" (else the test shows nothing)", b)
+	}
+	if got := get(t, s); got != "two" {
+		t.Errorf("new connection GET /hello = %q; want two", got)
+	}
+}
