@@ -21,6 +21,7 @@ type Metrics struct {
 	reloadsCoalesced  prometheus.Counter
 	commandDuration   *prometheus.HistogramVec // kind: check|reload
 	watchEvents       prometheus.Counter
+	watchSilent       prometheus.Counter
 	appliedRevision   prometheus.Gauge
 	watchRevision     prometheus.Gauge
 	etcdRevision      prometheus.Gauge
@@ -53,6 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "command_duration_seconds",
 			Help: "Duration of check_cmd and reload_cmd runs.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"kind"}),
 		watchEvents:     counter("watch_events_total", "Watched key changes received from etcd (bookkeeping keys excluded)."),
+		watchSilent:     counter("watch_silent_total", "Watches resumed because neither an event nor a requested progress notification came while etcd moved on (a member cut off from the cluster)."),
 		appliedRevision: gauge("applied_revision", "etcd revision fully applied (rendered, checked, installed, reloaded) by every resource."),
 		watchRevision:   gauge("watch_revision", "etcd revision the renderer's store is complete at."),
 		etcdRevision:    gauge("etcd_revision", "etcd's current revision, as last probed."),
@@ -67,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		failing:           gauge("resources_failing", "Resources whose last apply failed and that wait for a retry with backoff."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.renders, m.checks, m.reloads, m.reloadsCoalesced, m.commandDuration, m.watchEvents,
+		reg.MustRegister(m.renders, m.checks, m.reloads, m.reloadsCoalesced, m.commandDuration, m.watchEvents, m.watchSilent,
 			m.appliedRevision, m.watchRevision, m.etcdRevision, m.lastApplySuccess, m.invalidSkipped, m.etcdUp,
 			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing)
 	}

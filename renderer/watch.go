@@ -37,7 +37,14 @@ type watcher struct {
 	listTimeout time.Duration // bound of one list; 0 = 30s
 	sleep       func(context.Context, time.Duration) error
 	relist      chan struct{} // cap 1: the probe saw etcd's revision go back
+	progress    time.Duration // how often to ask for a progress notification; 0 = progressEvery
 }
+
+// progressEvery is how often a quiet watch asks the server for a progress
+// notification. A watch that answers nothing for three of these while etcd
+// has moved on (a member cut off from the cluster that still holds the
+// stream) is broken and resumed, possibly on another member.
+const progressEvery = 5 * time.Second
 
 var (
 	errCompacted = errors.New("watch revision compacted")
@@ -187,7 +194,7 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 	for attempt := 0; ; attempt++ {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		wch := w.cli.Watch(wctx, start, clientv3.WithRange(end), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
-		err := w.follow(ctx, wch, &rev, relist)
+		err := w.follow(wctx, wch, &rev, relist)
 		cancel()
 		if ctx.Err() != nil || err == nil || errors.Is(err, errCompacted) || errors.Is(err, errRewound) {
 			return err
@@ -201,11 +208,27 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 }
 
 // follow applies watch responses to the store until the channel closes.
-func (w *watcher) follow(ctx context.Context, wch clientv3.WatchChan, rev *int64, relist <-chan time.Time) error {
+// wctx is the watch's own context: progress requests must carry its
+// metadata to reach its stream.
+func (w *watcher) follow(wctx context.Context, wch clientv3.WatchChan, rev *int64, relist <-chan time.Time) error {
+	every := w.progress
+	if every <= 0 {
+		every = progressEvery
+	}
+	probe := time.NewTicker(every)
+	defer probe.Stop()
+	var last, behind time.Time // last response; since when etcd is past *rev
+	last = time.Now()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-wctx.Done():
 			return nil
+		case <-probe.C:
+			if err := w.silent(wctx, *rev, every, last, &behind); err != nil {
+				return err
+			}
+			// Errors here are the stream's own: the watch channel reports them.
+			_ = w.cli.RequestProgress(wctx)
 		case <-relist:
 			return nil
 		case <-w.relist:
@@ -214,6 +237,7 @@ func (w *watcher) follow(ctx context.Context, wch clientv3.WatchChan, rev *int64
 			if !ok {
 				return errors.New("watch channel closed")
 			}
+			last, behind = time.Now(), time.Time{}
 			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
 				return errCompacted
 			}
@@ -237,6 +261,33 @@ func (w *watcher) follow(ctx context.Context, wch clientv3.WatchChan, rev *int64
 			w.up(true)
 		}
 	}
+}
+
+// silent reports a watch that has answered nothing, neither events nor
+// progress notifications, for three periods while etcd's revision was past
+// rev. etcd answers a progress request only once its revision reached the
+// watch's start, so a quiet etcd is no silent watch.
+func (w *watcher) silent(wctx context.Context, rev int64, every time.Duration, last time.Time, behind *time.Time) error {
+	if time.Since(last) < 3*every {
+		return nil
+	}
+	gctx, cancel := context.WithTimeout(wctx, every)
+	resp, err := w.cli.Get(gctx, w.probeKey, clientv3.WithCountOnly())
+	cancel()
+	switch {
+	case err != nil:
+		return fmt.Errorf("watch silent and etcd unreachable: %w", err)
+	case resp.Header.Revision <= rev:
+		*behind = time.Time{}
+		return nil
+	case behind.IsZero():
+		*behind = time.Now()
+		return nil
+	case time.Since(*behind) < 3*every:
+		return nil
+	}
+	w.m.watchSilent.Inc()
+	return fmt.Errorf("watch silent for %v while etcd moved from %d to %d", time.Since(last).Round(time.Millisecond), rev, resp.Header.Revision)
 }
 
 func (w *watcher) covered(key string) bool {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/embedetcd"
@@ -161,4 +162,43 @@ func TestEtcdRewound(t *testing.T) {
 		return nil
 	})
 	h.stop()
+}
+
+// TestWatchProgressKeepsQuietWatch: a watch that sees no event while etcd
+// moves on (writes outside its prefix) stays up, because its progress
+// requests are answered on its own stream; the silence check would resume
+// a watch whose member stopped answering.
+func TestWatchProgressKeepsQuietWatch(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("etcd test")
+	}
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	m := NewMetrics(nil)
+	w := &watcher{cli: cli, prefixes: []string{"/a"}, store: newStore(), log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		m: m, up: func(bool) {}, probeKey: "/_renderers/test", progress: 100 * time.Millisecond, sleep: sleepCtx}
+	rev, err := w.list(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second) // 30 progress periods
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.watch(ctx, rev) }()
+	for i := 0; ctx.Err() == nil; i++ {
+		if _, err := cli.Put(ctx, "/zz", strconv.Itoa(i)); err != nil && ctx.Err() == nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond): // pace the writes; nothing is asserted on time
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("quiet watch ended with %v", err)
+	}
+	if n := testutil.ToFloat64(m.watchSilent); n != 0 {
+		t.Errorf("watch_silent_total = %v; want 0: progress requests not answered", n)
+	}
 }
