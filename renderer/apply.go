@@ -19,10 +19,7 @@ type resState struct {
 	res           *confd.Resource
 	name          string // metrics label and log key: the .toml file name
 	prefixes      []string
-	group         *quiet
-	appliedRev    int64 // every change up to here is live for this resource
-	failures      int   // consecutive failed applies
-	reloadPending bool  // installed, but its reload has not succeeded yet
+	reloadPending bool // installed, but its reload has not succeeded yet
 }
 
 // job is one resource's way through a batch.
@@ -291,16 +288,11 @@ func (r *Renderer) runCmd(ctx context.Context, kind, cmd string) (string, error)
 }
 
 func (r *Renderer) succeed(res *batchResult, st *resState, rev int64) {
-	st.failures = 0
-	if rev > st.appliedRev {
-		st.appliedRev = rev
-	}
 	r.m.lastApplySuccess.WithLabelValues(st.name).SetToCurrentTime()
 	res.ok = append(res.ok, st)
 }
 
 func (r *Renderer) fail(res *batchResult, j *job) {
-	j.st.failures++
 	res.failed = append(res.failed, j.st)
 	r.log.Error("resource not applied", "resource", j.st.name, "dest", j.st.res.Dest, "err", j.err)
 }

@@ -3,14 +3,10 @@ package renderer
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/rollcall/rollcall/renderer/confd"
 )
 
 // BenchmarkChangeOneOf1000: a gateway with a resource per app (1,000 apps x
@@ -39,12 +35,7 @@ func BenchmarkChangeOneOf1000(b *testing.B) {
 			kvs[fmt.Sprintf("/%s/10.0.%d.%d-80", app, a%250, i+1)] = fmt.Sprintf("10.0.%d.%d:80", a%250, i+1)
 		}
 	}
-	r := &Renderer{
-		cfg: Config{ConfDir: dir, Cooldown: 0, CommandTimeout: time.Second}, base: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		m: NewMetrics(nil), store: newStore(), groups: map[confd.Wait]*quiet{}, pending: map[*resState]bool{}, stdout: io.Discard,
-	}
-	r.log = r.base
-	r.loadResources(time.Now())
+	r := newTestRenderer(dir)
 	if len(r.states) != 1000 {
 		b.Fatalf("%d resources loaded", len(r.states))
 	}
@@ -60,7 +51,7 @@ func BenchmarkChangeOneOf1000(b *testing.B) {
 			r.store.Apply([]change{{key: key, del: true}}, int64(n+2))
 		}
 		r.applyDue(ctx, time.Now())
-		if len(r.pending) != 0 {
+		if !r.sched.Idle() {
 			b.Fatal("change not applied")
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rollcall/rollcall/registry"
 	"github.com/rollcall/rollcall/renderer/confd"
@@ -22,6 +23,7 @@ type store struct {
 	loaded   bool                // a complete list has been applied
 	changed  map[string]struct{} // keys changed since the last Take
 	all      bool                // everything changed (first list)
+	since    time.Time           // when the oldest change waiting for Take arrived
 	snap     *snapshot           // cached snapshot of kvs, nil when stale
 	prefixes []string            // what the last complete list covered
 	dirty    chan struct{}       // cap 1: a change is waiting for Take
@@ -79,6 +81,7 @@ func (s *store) Replace(kvs map[string]string, rev int64, prefixes []string) {
 		}
 	}
 	s.kvs, s.rev, s.loaded, s.snap = kvs, rev, true, nil
+	s.arrived()
 	s.poke()
 }
 
@@ -111,7 +114,15 @@ func (s *store) Apply(chs []change, rev int64) {
 	}
 	if n > 0 {
 		s.snap = nil
+		s.arrived()
 		s.poke()
+	}
+}
+
+// arrived notes when the oldest change waiting for Take came (s.mu held).
+func (s *store) arrived() {
+	if s.since.IsZero() {
+		s.since = time.Now()
 	}
 }
 
@@ -126,18 +137,35 @@ func (s *store) Rev() int64 {
 // the first list or a change of the listed prefixes). ok is false until the
 // first complete list.
 func (s *store) Changes() (keys []string, all, ok bool) {
+	c, ok := s.Take()
+	return c.keys, c.all, ok
+}
+
+// taken is what Take returns.
+type taken struct {
+	keys  []string
+	all   bool
+	rev   int64     // the store's revision: every change up to it is in keys (or all)
+	since time.Time // when the oldest of them arrived
+}
+
+// Take returns the changes since the last Take (or Changes) with the
+// revision they reach, read under one lock. ok is false until the first
+// complete list.
+func (s *store) Take() (c taken, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.loaded {
-		return nil, false, false
+		return taken{}, false
 	}
-	keys = make([]string, 0, len(s.changed))
+	c.keys = make([]string, 0, len(s.changed))
 	for k := range s.changed {
-		keys = append(keys, k)
+		c.keys = append(c.keys, k)
 	}
 	clear(s.changed)
-	all, s.all = s.all, false
-	return keys, all, true
+	c.all, s.all = s.all, false
+	c.rev, c.since, s.since = s.rev, s.since, time.Time{}
+	return c, true
 }
 
 // Loaded reports whether a complete list has been applied.
