@@ -9,50 +9,134 @@ import (
 	"time"
 )
 
-// BenchmarkChangeOneOf1000: a gateway with a resource per app (1,000 apps x
-// 10 instances); one instance changes. Measures the loop's cost of one
-// change: collect (which resources it touches), snapshot, render the one
-// touched resource, compare, stage, install (no commands).
-func BenchmarkChangeOneOf1000(b *testing.B) {
-	dir, out := b.TempDir(), b.TempDir()
+// benchConfdir writes a confdir with the shipped templates and, perApp, one
+// resource per app (conf.d/upstream.toml.example's shape) or else one
+// resource for all apps (conf.d/upstreams.toml's), without commands: what
+// the benchmarks measure is the renderer's own share. It returns the
+// confdir and 1,000 apps x 10 instances as etcd holds them.
+func benchConfdir(tb testing.TB, apps int, perApp bool, check string) (string, map[string]string) {
+	tb.Helper()
+	dir, out := tb.TempDir(), tb.TempDir()
 	for _, d := range []string{"conf.d", "templates"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "templates/up.tmpl"), []byte(`{{range $i := instances "/"}}server {{$i}};
-{{end}}`), 0o644); err != nil {
-		b.Fatal(err)
+	for _, t := range []string{"upstream.tmpl", "upstreams.tmpl"} {
+		b, err := os.ReadFile(filepath.Join("..", "templates", t))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "templates", t), b, 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	res := func(name, src, prefix string) {
+		toml := fmt.Sprintf("[template]\nsrc = %q\ndest = %q\nprefix = %q\nkeys = [\"/\"]\ncheck_cmd = %q\n",
+			src, filepath.Join(out, name+".conf"), prefix, check)
+		if err := os.WriteFile(filepath.Join(dir, "conf.d", name+".toml"), []byte(toml), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if !perApp {
+		res("upstreams", "upstreams.tmpl", "/")
 	}
 	kvs := map[string]string{}
-	for a := range 1000 {
+	for a := range apps {
 		app := fmt.Sprintf("app%04d_prod", a)
-		toml := fmt.Sprintf("[template]\nsrc = \"up.tmpl\"\ndest = %q\nprefix = \"/%s\"\nkeys = [\"/\"]\n", filepath.Join(out, app+".conf"), app)
-		if err := os.WriteFile(filepath.Join(dir, "conf.d", app+".toml"), []byte(toml), 0o644); err != nil {
-			b.Fatal(err)
+		if perApp {
+			res(app, "upstream.tmpl", "/"+app)
 		}
 		for i := range 10 {
-			kvs[fmt.Sprintf("/%s/10.0.%d.%d-80", app, a%250, i+1)] = fmt.Sprintf("10.0.%d.%d:80", a%250, i+1)
+			kvs[fmt.Sprintf("/%s/10.0.%d.%d-%d", app, a%250, i+1, 20000+a)] = fmt.Sprintf("10.0.%d.%d:%d", a%250, i+1, 20000+a)
 		}
 	}
+	return dir, kvs
+}
+
+// benchChange measures the loop's cost of one change at 10,000 instances
+// over 1,000 apps: collect (which resources it touches), snapshot, render
+// the touched resources, compare, stage, install (fsync included; no
+// commands).
+func benchChange(b *testing.B, perApp bool) {
+	dir, kvs := benchConfdir(b, 1000, perApp, "")
 	r := newTestRenderer(dir)
-	if len(r.states) != 1000 {
-		b.Fatalf("%d resources loaded", len(r.states))
+	if want := map[bool]int{true: 1000, false: 1}[perApp]; len(r.states) != want {
+		b.Fatalf("%d resources loaded; want %d", len(r.states), want)
 	}
 	r.store.Replace(kvs, 1, r.prefixes())
 	ctx := context.Background()
 	r.applyDue(ctx, time.Now()) // full pass: every file written
-	b.ResetTimer()
-	for n := range b.N {
-		key := "/app0500_prod/10.0.250.99-80"
-		if n%2 == 0 {
-			r.store.Apply([]change{{key: key, value: "10.0.250.99:80"}}, int64(n+2))
+	if !r.sched.Idle() {
+		b.Fatal("first full render failed")
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		key := "/app0500_prod/10.0.250.99-20500"
+		if n%2 == 1 {
+			r.store.Apply([]change{{key: key, value: "10.0.250.99:20500"}}, int64(n+1))
 		} else {
-			r.store.Apply([]change{{key: key, del: true}}, int64(n+2))
+			r.store.Apply([]change{{key: key, del: true}}, int64(n+1))
 		}
 		r.applyDue(ctx, time.Now())
 		if !r.sched.Idle() {
 			b.Fatal("change not applied")
+		}
+	}
+}
+
+// BenchmarkChangeOneOf1000: a resource per app; one instance changes.
+func BenchmarkChangeOneOf1000(b *testing.B) { benchChange(b, true) }
+
+// BenchmarkChangeOneForAll: one resource for all 1,000 apps; one instance
+// changes.
+func BenchmarkChangeOneForAll(b *testing.B) { benchChange(b, false) }
+
+// BenchmarkStoreChange: the store's part of one change at 10,000 keys: the
+// watcher's Apply, the loop's Take and a fresh snapshot, one app's keys.
+func BenchmarkStoreChange(b *testing.B) {
+	_, kvs := benchConfdir(b, 1000, false, "")
+	s := newStore()
+	s.Replace(kvs, 1, []string{"/"})
+	s.Take()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		key := "/app0500_prod/10.0.250.99-20500"
+		if n%2 == 1 {
+			s.Apply([]change{{key: key, value: "10.0.250.99:20500"}}, int64(n+1))
+		} else {
+			s.Apply([]change{{key: key, del: true}}, int64(n+1))
+		}
+		if c, _ := s.Take(); len(c.keys) != 1 {
+			b.Fatalf("%d keys changed", len(c.keys))
+		}
+		if kvs := s.Snapshot().For([]string{"/app0500_prod"}); len(kvs) < 10 {
+			b.Fatalf("%d keys for app0500_prod", len(kvs))
+		}
+	}
+}
+
+// BenchmarkFirstRender1000: the first full render of 1,000 per-app
+// resources, each with a {{.src}} check_cmd (a process per resource).
+func BenchmarkFirstRender1000(b *testing.B) {
+	dir, kvs := benchConfdir(b, 1000, true, "test -s {{.src}}")
+	for b.Loop() {
+		b.StopTimer()
+		r := newTestRenderer(dir)
+		r.store.Replace(kvs, 1, r.prefixes())
+		for _, st := range r.states {
+			if err := os.Remove(st.res.Dest); err != nil && !os.IsNotExist(err) {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		r.applyDue(context.Background(), time.Now())
+		if !r.sched.Idle() {
+			b.Fatal("first full render failed")
 		}
 	}
 }

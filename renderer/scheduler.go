@@ -36,6 +36,7 @@ type scheduler struct {
 	budget budget
 	wait   *confd.Wait // the global --wait; nil = the budget
 	items  map[string]*item
+	pend   map[string]*item // the pending items: what a change costs is O(pending), not O(resources)
 	groups map[confd.Wait]*quiet
 
 	seen       int64     // every change up to this revision was passed to Changed
@@ -68,6 +69,7 @@ func newScheduler(c schedConfig) *scheduler {
 		budget: budget{burst: c.burst, every: c.every},
 		wait:   c.wait,
 		items:  map[string]*item{},
+		pend:   map[string]*item{},
 		groups: map[confd.Wait]*quiet{},
 	}
 }
@@ -86,6 +88,7 @@ func (s *scheduler) Load(now time.Time, waits map[string]*confd.Wait) {
 		items[id] = it
 	}
 	s.items = items
+	clear(s.pend)
 	s.markAll(now)
 }
 
@@ -137,7 +140,7 @@ func (s *scheduler) Changed(now time.Time, c changeSet) {
 	}
 	for _, id := range c.ids {
 		if it := s.items[id]; it != nil {
-			s.mark(it, since)
+			s.mark(id, it, since)
 		}
 	}
 	s.seen = c.rev
@@ -146,19 +149,20 @@ func (s *scheduler) Changed(now time.Time, c changeSet) {
 
 func (s *scheduler) markAll(since time.Time) {
 	s.full = true
-	for _, it := range s.items {
-		s.mark(it, since)
+	for id, it := range s.items {
+		s.mark(id, it, since)
 	}
 }
 
 // mark makes it pending. A resource that was up to date is so up to the
 // revision of the previous change set: its new change comes after that.
-func (s *scheduler) mark(it *item, since time.Time) {
+func (s *scheduler) mark(id string, it *item, since time.Time) {
 	if !it.pending {
 		it.appliedRev = max(it.appliedRev, s.seen)
 		it.since = since
 	}
 	it.pending, it.fresh = true, true
+	s.pend[id] = it
 	if it.group != nil {
 		it.group.Poke(since)
 	}
@@ -172,8 +176,8 @@ func (s *scheduler) Next() (at time.Time, ok bool) {
 		}
 	}
 	budgeted := false
-	for _, it := range s.items {
-		if it.pending && it.fresh && it.group == nil {
+	for _, it := range s.pend {
+		if it.fresh && it.group == nil {
 			budgeted = true
 			break
 		}
@@ -208,10 +212,7 @@ func (s *scheduler) Due(now time.Time) []string {
 	retry := !s.retryAt.IsZero() && !s.retryAt.After(now)
 	var ids []string
 	spend := false
-	for id, it := range s.items {
-		if !it.pending {
-			continue
-		}
+	for id, it := range s.pend {
 		switch {
 		case it.fresh && it.group == nil && budgetOK:
 			spend = true
@@ -266,6 +267,7 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 			it.appliedRev = max(it.appliedRev, b.rev)
 			if !it.fresh {
 				it.pending, it.since = false, time.Time{}
+				delete(s.pend, id)
 			}
 		}
 	}
@@ -275,10 +277,8 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 			it.failures++
 		}
 	}
-	for _, it := range s.items {
-		if it.pending {
-			worst = max(worst, it.failures)
-		}
+	for _, it := range s.pend {
+		worst = max(worst, it.failures)
 	}
 	s.retryAt = time.Time{}
 	if worst > 0 {
@@ -298,10 +298,8 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 // that was not in the batch, so the ack must not cover it.
 func (s *scheduler) updateAck() {
 	ack := s.seen
-	for _, it := range s.items {
-		if it.pending {
-			ack = min(ack, it.appliedRev)
-		}
+	for _, it := range s.pend {
+		ack = min(ack, it.appliedRev)
 	}
 	s.ackRev = max(s.ackRev, ack)
 }
@@ -311,20 +309,13 @@ func (s *scheduler) updateAck() {
 func (s *scheduler) Ack() int64 { return s.ackRev }
 
 // Idle reports whether nothing is pending or failing.
-func (s *scheduler) Idle() bool {
-	for _, it := range s.items {
-		if it.pending {
-			return false
-		}
-	}
-	return true
-}
+func (s *scheduler) Idle() bool { return len(s.pend) == 0 }
 
 // Failing counts resources whose last apply failed.
 func (s *scheduler) Failing() int {
 	n := 0
-	for _, it := range s.items {
-		if it.pending && it.failures > 0 {
+	for _, it := range s.pend {
+		if it.failures > 0 {
 			n++
 		}
 	}

@@ -24,7 +24,8 @@ type store struct {
 	changed  map[string]struct{} // keys changed since the last Take
 	all      bool                // everything changed (first list)
 	since    time.Time           // when the oldest change waiting for Take arrived
-	snap     *snapshot           // cached snapshot of kvs, nil when stale
+	snap     *snapshot           // the last snapshot built; nil after a Replace
+	mods     map[string]struct{} // keys changed since snap was built
 	prefixes []string            // what the last complete list covered
 	dirty    chan struct{}       // cap 1: a change is waiting for Take
 
@@ -39,7 +40,7 @@ type snapshot struct {
 }
 
 func newStore() *store {
-	return &store{kvs: map[string]string{}, changed: map[string]struct{}{}, dirty: make(chan struct{}, 1)}
+	return &store{kvs: map[string]string{}, changed: map[string]struct{}{}, mods: map[string]struct{}{}, dirty: make(chan struct{}, 1)}
 }
 
 // ignored reports keys that never feed templates nor trigger renders: the
@@ -81,6 +82,7 @@ func (s *store) Replace(kvs map[string]string, rev int64, prefixes []string) {
 		}
 	}
 	s.kvs, s.rev, s.loaded, s.snap = kvs, rev, true, nil
+	clear(s.mods)
 	s.arrived()
 	s.poke()
 }
@@ -110,10 +112,10 @@ func (s *store) Apply(chs []change, rev int64) {
 			continue
 		}
 		s.changed[c.key] = struct{}{}
+		s.mods[c.key] = struct{}{}
 		n++
 	}
 	if n > 0 {
-		s.snap = nil
 		s.arrived()
 		s.poke()
 	}
@@ -192,15 +194,41 @@ func (s *store) Snapshot() *snapshot {
 	if !s.loaded {
 		return nil
 	}
-	if s.snap == nil {
-		kvs := make([]confd.KV, 0, len(s.kvs))
-		for k, v := range s.kvs {
-			kvs = append(kvs, confd.KV{Key: k, Value: v})
-		}
-		slices.SortFunc(kvs, func(a, b confd.KV) int { return strings.Compare(a.Key, b.Key) })
-		s.snap = &snapshot{kvs: kvs, prefixes: s.prefixes}
+	if s.snap == nil || len(s.mods) > 0 {
+		s.snap = &snapshot{kvs: s.sorted(), prefixes: s.prefixes}
+		clear(s.mods)
 	}
 	return &snapshot{rev: s.rev, kvs: s.snap.kvs, prefixes: s.snap.prefixes}
+}
+
+// sorted returns the pairs sorted by key (s.mu held). After a few changes
+// it patches a copy of the last snapshot's pairs (O(keys) copy per change,
+// no sort): at 10,000 keys a full sort is most of what a change costs.
+func (s *store) sorted() []confd.KV {
+	byKey := func(kv confd.KV, k string) int { return strings.Compare(kv.Key, k) }
+	if s.snap != nil && len(s.mods) <= 64 {
+		kvs := make([]confd.KV, len(s.snap.kvs), len(s.snap.kvs)+len(s.mods))
+		copy(kvs, s.snap.kvs) // snapshots are immutable: patch a copy
+		for k := range s.mods {
+			i, found := slices.BinarySearchFunc(kvs, k, byKey)
+			v, ok := s.kvs[k]
+			switch {
+			case ok && found:
+				kvs[i].Value = v
+			case ok:
+				kvs = slices.Insert(kvs, i, confd.KV{Key: k, Value: v})
+			case found:
+				kvs = slices.Delete(kvs, i, i+1)
+			}
+		}
+		return kvs
+	}
+	kvs := make([]confd.KV, 0, len(s.kvs))
+	for k, v := range s.kvs {
+		kvs = append(kvs, confd.KV{Key: k, Value: v})
+	}
+	slices.SortFunc(kvs, func(a, b confd.KV) int { return strings.Compare(a.Key, b.Key) })
+	return kvs
 }
 
 // Has reports whether the snapshot was listed for every one of prefixes: a
