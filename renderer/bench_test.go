@@ -12,9 +12,9 @@ import (
 // benchConfdir writes a confdir with the shipped templates and, perApp, one
 // resource per app (conf.d/upstream.toml.example's shape) or else one
 // resource for all apps (conf.d/upstreams.toml's), without commands: what
-// the benchmarks measure is the renderer's own share. It returns the
+// the benchmarks measure is the renderer's own share (tests may add some). It returns the
 // confdir and 1,000 apps x 10 instances as etcd holds them.
-func benchConfdir(tb testing.TB, apps int, perApp bool, check string) (string, map[string]string) {
+func benchConfdir(tb testing.TB, apps int, perApp bool, check, reload string) (string, map[string]string) {
 	tb.Helper()
 	dir, out := tb.TempDir(), tb.TempDir()
 	for _, d := range []string{"conf.d", "templates"} {
@@ -32,8 +32,8 @@ func benchConfdir(tb testing.TB, apps int, perApp bool, check string) (string, m
 		}
 	}
 	res := func(name, src, prefix string) {
-		toml := fmt.Sprintf("[template]\nsrc = %q\ndest = %q\nprefix = %q\nkeys = [\"/\"]\ncheck_cmd = %q\n",
-			src, filepath.Join(out, name+".conf"), prefix, check)
+		toml := fmt.Sprintf("[template]\nsrc = %q\ndest = %q\nprefix = %q\nkeys = [\"/\"]\ncheck_cmd = %q\nreload_cmd = %q\n",
+			src, filepath.Join(out, name+".conf"), prefix, check, reload)
 		if err := os.WriteFile(filepath.Join(dir, "conf.d", name+".toml"), []byte(toml), 0o644); err != nil {
 			tb.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func benchConfdir(tb testing.TB, apps int, perApp bool, check string) (string, m
 // the touched resources, compare, stage, install (fsync included; no
 // commands).
 func benchChange(b *testing.B, perApp bool) {
-	dir, kvs := benchConfdir(b, 1000, perApp, "")
+	dir, kvs := benchConfdir(b, 1000, perApp, "", "")
 	r := newTestRenderer(dir)
 	if want := map[bool]int{true: 1000, false: 1}[perApp]; len(r.states) != want {
 		b.Fatalf("%d resources loaded; want %d", len(r.states), want)
@@ -97,7 +97,7 @@ func BenchmarkChangeOneForAll(b *testing.B) { benchChange(b, false) }
 // BenchmarkStoreChange: the store's part of one change at 10,000 keys: the
 // watcher's Apply, the loop's Take and a fresh snapshot, one app's keys.
 func BenchmarkStoreChange(b *testing.B) {
-	_, kvs := benchConfdir(b, 1000, false, "")
+	_, kvs := benchConfdir(b, 1000, false, "", "")
 	s := newStore()
 	s.Replace(kvs, 1, []string{"/"})
 	s.Take()
@@ -123,7 +123,7 @@ func BenchmarkStoreChange(b *testing.B) {
 // BenchmarkFirstRender1000: the first full render of 1,000 per-app
 // resources, each with a {{.src}} check_cmd (a process per resource).
 func BenchmarkFirstRender1000(b *testing.B) {
-	dir, kvs := benchConfdir(b, 1000, true, "test -s {{.src}}")
+	dir, kvs := benchConfdir(b, 1000, true, "test -s {{.src}}", "")
 	for b.Loop() {
 		b.StopTimer()
 		r := newTestRenderer(dir)
@@ -139,4 +139,31 @@ func BenchmarkFirstRender1000(b *testing.B) {
 			b.Fatal("first full render failed")
 		}
 	}
+}
+
+// TestFirstRenderOneReload (issue 8): the first full render of a resource
+// per app, each with a {{.src}} check, costs one reload, and every file is
+// installed.
+func TestFirstRenderOneReload(t *testing.T) {
+	t.Parallel()
+	log := filepath.Join(t.TempDir(), "reloads")
+	dir, kvs := benchConfdir(t, 200, true, "test -s {{.src}}", "echo reload >> "+log)
+	r := newTestRenderer(dir)
+	r.store.Replace(kvs, 1, r.prefixes())
+	start := time.Now()
+	r.applyDue(context.Background(), time.Now())
+	took := time.Since(start)
+	if !r.sched.Idle() {
+		t.Fatal("first full render left resources pending")
+	}
+	b, err := os.ReadFile(log)
+	if err != nil || string(b) != "reload\n" {
+		t.Errorf("reloads: %q, %v; want one", b, err)
+	}
+	for _, st := range r.states {
+		if fi, err := os.Stat(st.res.Dest); err != nil || fi.Size() == 0 {
+			t.Fatalf("%s not installed: %v", st.res.Dest, err)
+		}
+	}
+	t.Logf("first render of %d resources with a {{.src}} check each: %v", len(r.states), took)
 }
