@@ -244,8 +244,12 @@ func (sn *snapshot) Has(prefixes []string) bool {
 }
 
 // For returns the pairs under any of prefixes (registry.Covers), each once,
-// in key order. prefixes must be sorted.
+// in key order. prefixes must be sorted. The result may share the
+// snapshot's array: read it, never modify it.
 func (sn *snapshot) For(prefixes []string) []confd.KV {
+	if len(prefixes) == 1 && (prefixes[0] == "/" || prefixes[0] == "") {
+		return sn.kvs // everything: no copy of 10,000 pairs per render
+	}
 	var out []confd.KV
 	for i, p := range prefixes {
 		lo, _ := slices.BinarySearchFunc(sn.kvs, p, func(kv confd.KV, p string) int { return strings.Compare(kv.Key, p) })
