@@ -74,16 +74,22 @@ func benchChange(b *testing.B, perApp bool) {
 	n := 0
 	for b.Loop() {
 		n++
-		key := "/app0500_prod/10.0.250.99-20500"
-		if n%2 == 1 {
-			r.store.Apply([]change{{key: key, value: "10.0.250.99:20500"}}, int64(n+1))
-		} else {
-			r.store.Apply([]change{{key: key, del: true}}, int64(n+1))
-		}
+		toggle(r.store, n)
 		r.applyDue(ctx, time.Now())
 		if !r.sched.Idle() {
 			b.Fatal("change not applied")
 		}
+	}
+}
+
+// toggle is the benchmarks' change number n at revision n+1: one instance of
+// app0500 added (odd n) or removed (even n).
+func toggle(s *store, n int) {
+	const key = "/app0500_prod/10.0.250.99-20500"
+	if n%2 == 1 {
+		s.Apply([]change{{key: key, value: "10.0.250.99:20500"}}, int64(n+1))
+	} else {
+		s.Apply([]change{{key: key, del: true}}, int64(n+1))
 	}
 }
 
@@ -105,12 +111,7 @@ func BenchmarkStoreChange(b *testing.B) {
 	n := 0
 	for b.Loop() {
 		n++
-		key := "/app0500_prod/10.0.250.99-20500"
-		if n%2 == 1 {
-			s.Apply([]change{{key: key, value: "10.0.250.99:20500"}}, int64(n+1))
-		} else {
-			s.Apply([]change{{key: key, del: true}}, int64(n+1))
-		}
+		toggle(s, n)
 		if c, _ := s.Take(); len(c.keys) != 1 {
 			b.Fatalf("%d keys changed", len(c.keys))
 		}
