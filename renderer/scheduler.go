@@ -136,7 +136,7 @@ func (s *scheduler) Changed(now time.Time, c changeSet) {
 		since = now
 	}
 	if c.all {
-		s.markAll(since)
+		s.markAll(now)
 	}
 	for _, id := range c.ids {
 		if it := s.items[id]; it != nil {
@@ -147,10 +147,16 @@ func (s *scheduler) Changed(now time.Time, c changeSet) {
 	s.updateAck()
 }
 
-func (s *scheduler) markAll(since time.Time) {
+// markAll starts a full pass (start, re-list, conf reload). Its resources
+// get no change time: a full pass is not a change whose latency
+// change_to_install_seconds measures.
+func (s *scheduler) markAll(now time.Time) {
 	s.full = true
 	for id, it := range s.items {
-		s.mark(id, it, since)
+		s.mark(id, it, time.Time{})
+		if it.group != nil {
+			it.group.Poke(now)
+		}
 	}
 }
 
@@ -163,7 +169,7 @@ func (s *scheduler) mark(id string, it *item, since time.Time) {
 	}
 	it.pending, it.fresh = true, true
 	s.pend[id] = it
-	if it.group != nil {
+	if it.group != nil && !since.IsZero() {
 		it.group.Poke(since)
 	}
 }

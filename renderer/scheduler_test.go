@@ -417,3 +417,26 @@ func BenchmarkSchedulerChange(b *testing.B) {
 		s.Applied(now, batch{rev: rev, ok: s.Due(now), reloads: 1})
 	}
 }
+
+// TestSchedulerSince: a change's arrival is what change_to_install_seconds
+// measures from; a full pass (first list, conf reload) is no change and has
+// none, and an applied resource has none left.
+func TestSchedulerSince(t *testing.T) {
+	t.Parallel()
+	s := defaultSched("a", "b")
+	now := time.Now()
+	s.Changed(now, changeSet{rev: 1, all: true, since: now.Add(-time.Second)})
+	if got := s.Since("a"); !got.IsZero() {
+		t.Errorf("Since after a full list = %v; want zero", got)
+	}
+	s.Applied(now, batch{rev: 1, ok: s.Due(now)})
+	arrived := now.Add(time.Second)
+	s.Changed(arrived.Add(time.Millisecond), changeSet{rev: 2, ids: []string{"a"}, since: arrived})
+	if got := s.Since("a"); !got.Equal(arrived) {
+		t.Errorf("Since(a) = %v; want the arrival %v", got, arrived)
+	}
+	s.Applied(now, batch{rev: 2, ok: s.Due(arrived)})
+	if got := s.Since("a"); !got.IsZero() {
+		t.Errorf("Since(a) after it applied = %v; want zero", got)
+	}
+}
