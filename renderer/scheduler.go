@@ -1,7 +1,6 @@
 package renderer
 
 import (
-	"maps"
 	"slices"
 	"time"
 
@@ -21,11 +20,13 @@ const (
 //
 // The loop calls, on one goroutine:
 //
+//	Load      the resources (re)loaded: a full pass
 //	Changed   the store's changes up to a revision touched these resources
 //	Next      when to wake up
 //	Due       take the resources due now as a batch (nil: none)
+//	PutBack   some of them could not be tried (not listed yet)
 //	Applied   the batch ran at a snapshot revision: these succeeded, these failed
-//	Ack       the revision every resource has applied
+//	Ack       the revision every resource has applied (and Idle, Failing, Since)
 //
 // Resources without a wait share the reload budget: a change is due at once
 // when the budget has a token, else when it has one again; changes that come
@@ -336,6 +337,3 @@ func (s *scheduler) Since(id string) time.Time {
 	}
 	return time.Time{}
 }
-
-// ids lists the known resources, sorted (tests).
-func (s *scheduler) ids() []string { return slices.Sorted(maps.Keys(s.items)) }
