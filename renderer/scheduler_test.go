@@ -157,6 +157,7 @@ func TestSchedulerIsolatedPattern(t *testing.T) {
 		if len(run.starts) != len(changes) {
 			t.Errorf("%d applies for %d isolated changes", len(run.starts), len(changes))
 		}
+		t.Logf("%d changes, %d applies, worst wait %v", len(changes), len(run.starts), slices.Max(run.waits))
 	})
 }
 
@@ -187,6 +188,7 @@ func TestSchedulerBurst(t *testing.T) {
 				if !s.Idle() {
 					t.Error("changes left pending")
 				}
+				t.Logf("%d applies at %v, worst wait %v", len(run.starts), run.starts, slices.Max(run.waits))
 			})
 		})
 	}
