@@ -51,10 +51,10 @@ func TestBrokenTemplateEdit(t *testing.T) {
 		offset := len(r.renderer.stderr.String())
 		m0 := r.metric(s.metric, s.label)
 		writeFile(t, s.file, s.content, 0o644)
-		if s.register != "" {
+		r.logSince(10*time.Second, offset, regexp.MustCompile(s.log))
+		if s.register != "" { // once the broken edit is loaded: a change before that applies at once, with the template then loaded
 			r.register("a_test", newBackend(t, s.register))
 		}
-		r.logSince(10*time.Second, offset, regexp.MustCompile(s.log))
 		waitfor.Cond(t, 5*time.Second, s.name+": "+s.metric+" not counted", func() error {
 			if m := r.metric(s.metric, s.label); m == m0 {
 				return fmt.Errorf("%s{%s} still %v", s.metric, s.label, m)
