@@ -50,6 +50,11 @@ type gatewayConfig struct {
 	// to <prefix>/rendered-http-*.conf (included in http { }) or
 	// <prefix>/rendered-server-*.conf (for server to include).
 	resources func(t *testing.T, prefix, check, reload string) map[string]string
+	// templates are written to the confdir's templates/ (name -> content).
+	templates map[string]string
+	// plainReload makes reload `nginx -s reload`, as a confd setup has it,
+	// instead of nginx-reload: the renderer confirms it (--nginx-pid).
+	plainReload bool
 }
 
 // startGateway starts etcd, nginx and the renderer, and waits until the
@@ -68,9 +73,15 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	if err := os.CopyFS(filepath.Join(g.confdir, "templates"), os.DirFS(filepath.Join(repoRoot, "templates"))); err != nil {
 		t.Fatal(err)
 	}
+	for name, text := range c.templates {
+		writeFile(t, filepath.Join(g.confdir, "templates", name), text)
+	}
 	check := g.nginx.CommandLine("-t", "-q")
 	reload := g.nginx.CommandLine("-s", "reload")
-	if _, err := os.Stat(binPath("nginx-reload")); err == nil {
+	var extra []string
+	if c.plainReload {
+		extra = []string{"--nginx-pid", filepath.Join(g.nginx.Prefix, "nginx.pid"), "--nginx-error-log", filepath.Join(g.nginx.Prefix, "error.log")}
+	} else if _, err := os.Stat(binPath("nginx-reload")); err == nil {
 		reload = fmt.Sprintf("%s --nginx %s --pid %s --timeout 10s -- %s", binPath("nginx-reload"),
 			g.nginx.Bin, filepath.Join(g.nginx.Prefix, "nginx.pid"), strings.Join(g.nginx.Args(), " "))
 	}
@@ -82,12 +93,12 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.renderer = startProc(t, "renderer", nil, 15*time.Second, binPath("renderer"),
+	g.renderer = startProc(t, "renderer", nil, 15*time.Second, append([]string{binPath("renderer"),
 		"--confdir", g.confdir,
 		"--endpoints", g.etcd.Endpoint,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--id", "gw1",
-		"--log-level", "debug")
+		"--log-level", "debug"}, extra...)...)
 	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
 		if !g.renderer.running() {
 			return fmt.Errorf("renderer exited: %v", g.renderer.cmd.ProcessState)
@@ -107,6 +118,29 @@ dest = "%s/rendered-http-upstream.conf"
 prefix = "/%s"
 keys = ["/"]
 mode = "0644"
+check_cmd = %q
+reload_cmd = %q
+`, prefix, app+"_"+env, check, reload)}
+}
+
+// getvsTemplate is the classic confd upstream template: raw values through
+// getvs, no typed functions.
+const getvsTemplate = `upstream ` + app + "_" + env + ` {
+{{- range getvs "/` + app + "_" + env + `/*"}}
+    server {{.}};
+{{- else}}
+    server 127.0.0.1:1 down;
+{{- end}}
+}
+`
+
+// confdResource is a resource as a confd user has it: prefix "/", the
+// service dir in keys, the getvs template, and whatever reload it is given.
+func confdResource(_ *testing.T, prefix, check, reload string) map[string]string {
+	return map[string]string{"upstream.toml": fmt.Sprintf(`[template]
+src = "getvs.tmpl"
+dest = "%s/rendered-http-upstream.conf"
+keys = ["/%s"]
 check_cmd = %q
 reload_cmd = %q
 `, prefix, app+"_"+env, check, reload)}
