@@ -14,6 +14,10 @@
 // connections: nginx signals them about 100 ms after starting the new ones, and
 // until then a new connection may still meet the old configuration.
 //
+// Reload is Observe (the generation before), send, Generation.Wait. A caller
+// that sends the reload its own way — the renderer running a reload_cmd such
+// as `systemctl reload nginx` — calls Observe before and Wait after it.
+//
 // A worker that crashes and is respawned by the master during the wait also
 // looks like a new generation; nginx logs such crashes ([alert] ... exited on
 // signal), and they are rare enough not to matter for a reload check. Run one
