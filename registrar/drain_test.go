@@ -90,20 +90,8 @@ func TestRunDrain(t *testing.T) {
 			r := h.start(cfg)
 			key, value := h.instanceKey(t, a)
 			h.registered(key, value, 10*time.Second)
-			wch := h.cli.Watch(ctx, key, clientv3.WithFilterPut())
-
 			sent := time.Now()
-			r.sigs <- syscall.SIGTERM
-			var rev int64
-			select {
-			case wr := <-wch:
-				if len(wr.Events) != 1 || wr.Events[0].Type != mvccpb.DELETE {
-					t.Fatalf("watch %s = %v, %v; want its deletion", key, wr.Events, wr.Err())
-				}
-				rev = wr.Events[0].Kv.ModRevision
-			case <-ctx.Done():
-				t.Fatalf("%s not removed", key)
-			}
+			rev := terminate(ctx, t, h, r, key)
 			var acted time.Time
 			if tc.act != nil {
 				select {
@@ -130,6 +118,24 @@ func TestRunDrain(t *testing.T) {
 				t.Fatalf("app got SIGTERM %v before the renderer acted", acted.Sub(term.at))
 			}
 		})
+	}
+}
+
+// terminate sends the registrar SIGTERM and returns the revision at which
+// its key was removed.
+func terminate(ctx context.Context, t *testing.T, h *harness, r *running, key string) int64 {
+	t.Helper()
+	wch := h.cli.Watch(ctx, key, clientv3.WithFilterPut())
+	r.sigs <- syscall.SIGTERM
+	select {
+	case wr := <-wch:
+		if len(wr.Events) != 1 || wr.Events[0].Type != mvccpb.DELETE {
+			t.Fatalf("watch %s = %v, %v; want its deletion", key, wr.Events, wr.Err())
+		}
+		return wr.Events[0].Kv.ModRevision
+	case <-ctx.Done():
+		t.Fatalf("%s not removed", key)
+		return 0
 	}
 }
 
@@ -227,18 +233,7 @@ func TestRunDrainLayouts(t *testing.T) {
 			key, value := h.instanceKey(t, a)
 			key = registry.CleanPrefix(tc.prefix) + key
 			h.registered(key, value, 10*time.Second)
-			wch := h.cli.Watch(ctx, key, clientv3.WithFilterPut())
-			r.sigs <- syscall.SIGTERM
-			var rev int64
-			select {
-			case wr := <-wch:
-				if len(wr.Events) != 1 || wr.Events[0].Type != mvccpb.DELETE {
-					t.Fatalf("watch %s = %v, %v; want its deletion", key, wr.Events, wr.Err())
-				}
-				rev = wr.Events[0].Kv.ModRevision
-			case <-ctx.Done():
-				t.Fatalf("%s not removed", key)
-			}
+			rev := terminate(ctx, t, h, r, key)
 			select {
 			case <-time.After(react):
 			case <-r.done:
