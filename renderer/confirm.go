@@ -49,6 +49,8 @@ func words(s string) []string {
 		switch w := ws[0]; {
 		case w == "sudo" || w == "exec" || w == "env" || w == "command":
 			ws = ws[1:]
+		case (w == "-u" || w == "-g") && len(ws) > 2: // sudo -u USER
+			ws = ws[2:]
 		case strings.HasPrefix(w, "-") && len(ws) > 1: // sudo's or env's options
 			ws = ws[1:]
 		case strings.Contains(w, "=") && !strings.HasPrefix(w, "/"):

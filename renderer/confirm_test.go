@@ -16,6 +16,7 @@ func TestReloadsNginx(t *testing.T) {
 		{"nginx -p /srv/gw -c /srv/gw/nginx.conf -s reload", true},
 		{"sudo nginx -s reload", true},
 		{"sudo -n /usr/sbin/nginx -s reload", true},
+		{"sudo -u www-data nginx -s reload", true},
 		{"/usr/sbin/nginx -t && /usr/sbin/nginx -s reload", true},
 		{"nginx -s reload || true", true},
 		{"systemctl reload nginx", true},
