@@ -104,13 +104,7 @@ func TestRunDrain(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if code, err := r.wait(t, 15*time.Second); code != 0 || err != nil {
-				t.Fatalf("registrar exit = %d, %v; want 0", code, err)
-			}
-			term, ok := a.find("sigterm")
-			if !ok {
-				t.Fatalf("app never got SIGTERM: %v", a.events())
-			}
+			term := appStopped(t, r, a)
 			if d := term.at.Sub(sent); d < tc.min || d > tc.max {
 				t.Fatalf("app got SIGTERM %v after the registrar; want between %v and %v", d, tc.min, tc.max)
 			}
@@ -119,6 +113,20 @@ func TestRunDrain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// appStopped waits for the registrar to exit 0 and returns the app's
+// SIGTERM.
+func appStopped(t *testing.T, r *running, a app) event {
+	t.Helper()
+	if code, err := r.wait(t, 15*time.Second); code != 0 || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want 0", code, err)
+	}
+	term, ok := a.find("sigterm")
+	if !ok {
+		t.Fatalf("app never got SIGTERM: %v", a.events())
+	}
+	return term
 }
 
 // terminate sends the registrar SIGTERM and returns the revision at which
@@ -246,13 +254,7 @@ func TestRunDrainLayouts(t *testing.T) {
 			if _, err := h.cli.Put(ctx, ackKey, ack(rev, tc.covers...)); err != nil {
 				t.Fatal(err)
 			}
-			if code, err := r.wait(t, 15*time.Second); code != 0 || err != nil {
-				t.Fatalf("registrar exit = %d, %v; want 0", code, err)
-			}
-			term, ok := a.find("sigterm")
-			if !ok {
-				t.Fatalf("app never got SIGTERM: %v", a.events())
-			}
+			term := appStopped(t, r, a)
 			if term.at.Before(acked) {
 				t.Fatalf("app got SIGTERM %v before the ack", acked.Sub(term.at))
 			}
