@@ -230,7 +230,9 @@ func TestInstallOnetime(t *testing.T) {
 
 	unit := ini(t, filepath.Join("systemd", "rollcall-renderer.service"), "#")
 	args := strings.Fields(strings.ReplaceAll(one(t, unit, "Service", "ExecStart"), "/etc/rollcall", etc))[1:]
-	args = append(args, "--onetime", "--endpoints", etcd.Endpoint, "--metrics-addr=")
+	// The plain `nginx -s reload` that replaces nginx-reload is confirmed by
+	// the renderer against this nginx's master.
+	args = append(args, "--onetime", "--endpoints", etcd.Endpoint, "--metrics-addr=", "--nginx-pid", filepath.Join(ngx.Prefix, "nginx.pid"))
 	cfg, err := renderer.ParseArgs(args, func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("renderer %v: %v", args, err)

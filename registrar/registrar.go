@@ -141,7 +141,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 			case <-dctx.Done():
 			}
 		})
-		waitDrained(dctx, cli, registry.RenderersDir(cfg.Prefix), k.key, rev, cfg.DrainTimeout, base.With("component", "drain"))
+		waitDrained(dctx, cli, k.key, rev, cfg.DrainTimeout, base.With("component", "drain"))
 		cancel()
 	}
 	st := child.Stop(cfg.StopTimeout)

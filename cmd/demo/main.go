@@ -152,12 +152,16 @@ func (d *demo) steps(ctx context.Context) error {
 		return err
 	}
 
-	renderer, err := d.ps.start("renderer", nil, filepath.Join(d.cfg.bin, "renderer"),
+	args := []string{filepath.Join(d.cfg.bin, "renderer"),
 		"--confdir", filepath.Join(d.dir, "confdir"),
 		"--embed-etcd", filepath.Join(d.dir, "etcd"),
 		"--embed-listen", endpoint,
 		"--metrics-addr", d.metricsAddr,
-		"--id", "demo")
+		"--id", "demo"}
+	if d.nginx != nil { // a plain `nginx -s reload` (no nginx-reload built) is confirmed against this master
+		args = append(args, "--nginx-pid", filepath.Join(d.nginx.prefix, "nginx.pid"))
+	}
+	renderer, err := d.ps.start("renderer", nil, args...)
 	if err != nil {
 		return err
 	}

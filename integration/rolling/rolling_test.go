@@ -23,23 +23,29 @@ const rollingServer = `
 // --drain-timeout 0 the failures it would cost are reported.
 func TestRollingDeploy(t *testing.T) {
 	needBinaries(t)
+	typed := gatewayConfig{server: rollingServer, resources: upstreamResource}
+	// A confd setup as it is: getvs template, plain `nginx -s reload`.
+	confd := gatewayConfig{server: rollingServer, resources: confdResource,
+		templates: map[string]string{"getvs.tmpl": getvsTemplate}, plainReload: true}
 	for _, tc := range []struct {
 		name      string
+		gw        gatewayConfig
 		drain     time.Duration
 		wantClean bool
 	}{
-		{"acks", 5 * time.Second, true},
-		{"drain-timeout-0", 0, false},
+		{"acks", typed, 5 * time.Second, true},
+		{"drain-timeout-0", typed, 0, false},
+		{"confd-getvs-plain-reload", confd, 5 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			failed := rollingDeploy(t, tc.drain, tc.wantClean)
+			failed := rollingDeploy(t, tc.gw, tc.drain, tc.wantClean)
 			t.Logf("ROLLING %s: %d failed requests", tc.name, failed)
 		})
 	}
 }
 
-func rollingDeploy(t *testing.T, drain time.Duration, wantClean bool) (failed int64) {
-	g := startGateway(t, gatewayConfig{server: rollingServer, resources: upstreamResource})
+func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClean bool) (failed int64) {
+	g := startGateway(t, gw)
 	url := g.nginx.URL("/")
 
 	old := make([]*backend, 4)

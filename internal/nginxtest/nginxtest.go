@@ -218,3 +218,24 @@ func (s *Server) Exited() bool {
 		return false
 	}
 }
+
+// Check runs `nginx -t` (bin, from Lookup) on a fragment for http { }, in a
+// wrapper `pid <tmp>/c.pid; events {} http { <http> }`, and returns nginx's
+// output: the way a rendered include is checked alone.
+func Check(t testing.TB, bin, http string) (string, error) {
+	t.Helper()
+	tmp := t.TempDir()
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;"
+	}
+	conf := filepath.Join(tmp, "c.conf")
+	text := fmt.Sprintf("%s\npid %s/c.pid;\nevents {}\nhttp {\n%s\n}\n", user, tmp, http)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "-t", "-q", "-p", tmp, "-c", conf, "-e", "stderr").CombinedOutput()
+	return string(out), err
+}
