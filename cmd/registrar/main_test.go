@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,9 +33,12 @@ func TestMain(m *testing.M) {
 	testutil.MustTestMainWithLeakDetection(m)
 }
 
-// testApp listens on $PORT, appends the signals it gets to out (one name
-// a line) and exits 5 on SIGTERM.
+// testApp listens on $PORT, writes its pid to out.pid, appends the signals
+// it gets to out (one name a line) and exits 5 on SIGTERM.
 func testApp(out string) int {
+	if err := os.WriteFile(out+".pid", []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return 97
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH)
 	l, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("HOST_IP"), os.Getenv("PORT")))
@@ -151,4 +155,76 @@ func TestMainProcess(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("%s after stop = %v, %v; want gone", key, resp, err)
 	}
+}
+
+// TestMainKilled kills a real registrar process (not PID 1) with SIGKILL:
+// the app dies with it (the kernel's parent-death signal) and its port is
+// free at once, so a supervisor restarting the registrar finds no stray copy.
+func TestMainKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and processes")
+	}
+	t.Parallel()
+	s := etcdtest.Start(t)
+	cli := s.Client(t)
+	out := t.TempDir() + "/signals"
+	cmd, _ := registrarCmd(t, "--app", "web", "--env", "KILL", "--endpoints", s.Endpoint, "--ip", "127.0.0.1",
+		"--ttl", "2s", "--", os.Args[0], "app", out)
+	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+	cmd.WaitDelay = time.Second // an app that survived would hold the output open
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var addr string
+	waitfor.Cond(t, 15*time.Second, "instance registered", func() error {
+		resp, err := cli.Get(t.Context(), "/web_KILL/", clientv3.WithPrefix())
+		if err != nil || len(resp.Kvs) != 1 {
+			return fmt.Errorf("got %v, %v", resp, err)
+		}
+		addr = string(resp.Kvs[0].Value)
+		return nil
+	})
+	b, err := os.ReadFile(out + ".pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(app, syscall.SIGKILL) }) // only if it survived: a failure
+
+	killed := time.Now()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("registrar exited 0 after SIGKILL")
+	}
+	// The signal is sent as the registrar dies: 500ms is ample, while an app
+	// the kernel does not kill would run on for ever.
+	waitfor.Cond(t, 500*time.Millisecond, fmt.Sprintf("app %d dies with its registrar", app), func() error {
+		if alive(app) {
+			return fmt.Errorf("app %d still running", app)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("port still taken: %w", err)
+		}
+		return l.Close()
+	})
+	t.Logf("app gone and %s free %v after kill -9 of the registrar", addr, time.Since(killed).Round(time.Millisecond))
+}
+
+// alive reports whether pid runs: it exists and is not a zombie waiting
+// for whoever inherited it.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces, cut at the last ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
