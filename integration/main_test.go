@@ -12,9 +12,6 @@
 package integration_test
 
 import (
-	"flag"
-	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -25,17 +22,9 @@ import (
 )
 
 // bins are the programs TestMain built.
-var bins *proctest.Binaries
+var bins proctest.Binaries
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	bins = proctest.Build()
-	code := m.Run()
-	if err := bins.Remove(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, &bins) }
 
 // start runs bin until the test ends; it must then exit cleanly on SIGTERM
 // within 10s.

@@ -230,7 +230,9 @@ func bindFree(ip netip.Addr, port uint16) error {
 		if err != nil {
 			return err
 		}
-		l.Close()
+		if err := l.Close(); err != nil {
+			return fmt.Errorf("release test bind %s: %w", l.Addr(), err)
+		}
 	}
 	return nil
 }
@@ -252,8 +254,7 @@ func listeningPorts() (map[uint16]bool, error) {
 			}
 			continue
 		}
-		err = parseProcNet(f, ports)
-		f.Close()
+		err = errors.Join(parseProcNet(f, ports), f.Close())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}

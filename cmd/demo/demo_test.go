@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,17 +27,9 @@ import (
 
 // bins are the programs the demo runs, built once by TestMain as `make
 // build` builds them (internal/proctest).
-var bins *proctest.Binaries
+var bins proctest.Binaries
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	bins = proctest.Build()
-	code := m.Run()
-	if err := bins.Remove(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, &bins) }
 
 func TestUpstreamServers(t *testing.T) {
 	t.Parallel()

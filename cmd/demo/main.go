@@ -157,41 +157,14 @@ func (d *demo) steps(ctx context.Context) error {
 		return err
 	}
 
-	renderer, err := d.ps.start("renderer", nil, filepath.Join(d.cfg.bin, "renderer"),
-		"--confdir", filepath.Join(d.dir, "confdir"),
-		"--embed-etcd", filepath.Join(d.dir, "etcd"),
-		"--embed-listen", endpoint,
-		"--metrics-addr", d.metricsAddr,
-		"--id", "demo")
+	renderer, err := d.startRenderer(ctx, endpoint, dest)
 	if err != nil {
 		return err
 	}
-	d.say("renderer started: embedded etcd on %s, metrics on http://%s/metrics", endpoint, d.metricsAddr)
-	if err := d.until(ctx, "the renderer writes the upstream", renderer, func() error {
-		_, err := os.Stat(dest)
-		return err
-	}); err != nil {
+	regs, err := d.startBackends(endpoint)
+	if err != nil {
 		return err
 	}
-
-	// Three backends, each through registrar.
-	var regs []*proc.Proc
-	for i := 1; i <= 3; i++ {
-		p, err := d.ps.start(fmt.Sprintf("registrar-%d", i), nil, filepath.Join(d.cfg.bin, "registrar"),
-			"--app", appName, "--env", envName,
-			"--endpoints", endpoint,
-			"--ip", "127.0.0.1",
-			"--ttl", "2s",
-			"--drain-timeout", "5s",
-			"--stop-timeout", "5s",
-			"--", filepath.Join(d.cfg.bin, "demo-backend"))
-		if err != nil {
-			return err
-		}
-		regs = append(regs, p)
-	}
-	d.say("started 3 demo backends: registrar --app %s --env %s --endpoints %s --ip 127.0.0.1 --ttl 2s --drain-timeout 5s -- demo-backend",
-		appName, envName, endpoint)
 	var servers []string
 	if err := d.until(ctx, "three servers in the upstream", renderer, func() error {
 		servers, err = upstreamServers(dest)
@@ -210,10 +183,51 @@ func (d *demo) steps(ctx context.Context) error {
 	return d.withNginx(ctx, regs, dest, renderer, servers)
 }
 
-// withNginx shows the spread through nginx, then stops backend 1 under load.
-func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, renderer *proc.Proc, servers []string) error {
-	url := d.nginx.URL("/")
-	if err := d.until(ctx, "nginx serves all three", renderer, func() error {
+// startRenderer starts the renderer with its embedded etcd on endpoint and
+// waits for its first render to dest.
+func (d *demo) startRenderer(ctx context.Context, endpoint, dest string) (*proc.Proc, error) {
+	renderer, err := d.ps.start("renderer", nil, filepath.Join(d.cfg.bin, "renderer"),
+		"--confdir", filepath.Join(d.dir, "confdir"),
+		"--embed-etcd", filepath.Join(d.dir, "etcd"),
+		"--embed-listen", endpoint,
+		"--metrics-addr", d.metricsAddr,
+		"--id", "demo")
+	if err != nil {
+		return nil, err
+	}
+	d.say("renderer started: embedded etcd on %s, metrics on http://%s/metrics", endpoint, d.metricsAddr)
+	return renderer, d.until(ctx, "the renderer writes the upstream", renderer, func() error {
+		_, err := os.Stat(dest)
+		return err
+	})
+}
+
+// startBackends starts three demo backends, each through registrar.
+func (d *demo) startBackends(endpoint string) ([]*proc.Proc, error) {
+	var regs []*proc.Proc
+	for i := 1; i <= 3; i++ {
+		p, err := d.ps.start(fmt.Sprintf("registrar-%d", i), nil, filepath.Join(d.cfg.bin, "registrar"),
+			"--app", appName, "--env", envName,
+			"--endpoints", endpoint,
+			"--ip", "127.0.0.1",
+			"--ttl", "2s",
+			"--drain-timeout", "5s",
+			"--stop-timeout", "5s",
+			"--", filepath.Join(d.cfg.bin, "demo-backend"))
+		if err != nil {
+			return nil, err
+		}
+		regs = append(regs, p)
+	}
+	d.say("started 3 demo backends: registrar --app %s --env %s --endpoints %s --ip 127.0.0.1 --ttl 2s --drain-timeout 5s -- demo-backend",
+		appName, envName, endpoint)
+	return regs, nil
+}
+
+// showSpread waits until 30 requests through nginx reach all three
+// backends without a failure, and shows how they spread.
+func (d *demo) showSpread(ctx context.Context, url string, renderer *proc.Proc) error {
+	return d.until(ctx, "nginx serves all three", renderer, func() error {
 		if err := d.nginx.settled(); err != nil {
 			return err
 		}
@@ -230,7 +244,13 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, re
 		}
 		d.say("30 requests through nginx (%s): %s", url, tr)
 		return nil
-	}); err != nil {
+	})
+}
+
+// withNginx shows the spread through nginx, then stops backend 1 under load.
+func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, renderer *proc.Proc, servers []string) error {
+	url := d.nginx.URL("/")
+	if err := d.showSpread(ctx, url, renderer); err != nil {
 		return err
 	}
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/client/pkg/v3/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -108,10 +109,11 @@ func TestMainUsage(t *testing.T) {
 	}
 }
 
-// TestMainProcess runs the registrar as a real process: it catches
-// SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH and SIGTERM itself, forwards
-// the first five, deregisters on the last, and exits with the app's code.
-func TestMainProcess(t *testing.T) {
+// startMain runs the registrar binary (app web in env, with extra flags) on
+// a new etcd, wrapping the test app that records its signals in out, and
+// returns once the instance is registered: the command, a client and the key.
+func startMain(t *testing.T, env string, extra ...string) (*exec.Cmd, *clientv3.Client, *mvccpb.KeyValue, string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts etcd and processes")
 	}
@@ -119,26 +121,43 @@ func TestMainProcess(t *testing.T) {
 	s := etcdtest.Start(t)
 	cli := s.Client(t)
 	out := t.TempDir() + "/signals"
-	cmd, _ := registrarCmd(t, "--app", "web", "--env", "PRE", "--endpoints", s.Endpoint, "--ip", "127.0.0.1",
-		"--ttl", "2s", "--drain-timeout", "1s", "--", os.Args[0], "app", out)
+	args := append([]string{"--app", "web", "--env", env, "--endpoints", s.Endpoint, "--ip", "127.0.0.1", "--ttl", "2s"}, extra...)
+	cmd, _ := registrarCmd(t, append(args, "--", os.Args[0], "app", out)...)
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+	cmd.WaitDelay = time.Second // an app that outlived the registrar would hold the output open
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var key string
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil { // not waited for by the test
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	var kv *mvccpb.KeyValue
 	waitfor.Cond(t, 15*time.Second, "instance registered", func() error {
-		resp, err := cli.Get(ctx, "/web_PRE/", clientv3.WithPrefix())
+		resp, err := cli.Get(t.Context(), "/web_"+env+"/", clientv3.WithPrefix())
 		if err != nil || len(resp.Kvs) != 1 {
 			return fmt.Errorf("got %v, %v", resp, err)
 		}
-		key = string(resp.Kvs[0].Key)
+		kv = resp.Kvs[0]
 		return nil
 	})
+	return cmd, cli, kv, out
+}
+
+// TestMainProcess runs the registrar as a real process: it catches
+// SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH and SIGTERM itself, forwards
+// the first five, deregisters on the last, and exits with the app's code.
+func TestMainProcess(t *testing.T) {
+	cmd, cli, kv, out := startMain(t, "PRE", "--drain-timeout", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := string(kv.Key)
 	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH} {
-		cmd.Process.Signal(sig)
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
 		waitfor.Cond(t, 5*time.Second, "app got "+sig.String(), func() error {
 			b, _ := os.ReadFile(out)
 			if !strings.Contains(string(b), sig.String()+"\n") {
@@ -147,7 +166,9 @@ func TestMainProcess(t *testing.T) {
 			return nil
 		})
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	if code := exitCode(cmd.Wait()); code != 5 {
 		t.Fatalf("registrar exit = %d; want the app's 5", code)
 	}
@@ -161,30 +182,8 @@ func TestMainProcess(t *testing.T) {
 // the app dies with it (the kernel's parent-death signal) and its port is
 // free at once, so a supervisor restarting the registrar finds no stray copy.
 func TestMainKilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd and processes")
-	}
-	t.Parallel()
-	s := etcdtest.Start(t)
-	cli := s.Client(t)
-	out := t.TempDir() + "/signals"
-	cmd, _ := registrarCmd(t, "--app", "web", "--env", "KILL", "--endpoints", s.Endpoint, "--ip", "127.0.0.1",
-		"--ttl", "2s", "--", os.Args[0], "app", out)
-	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
-	cmd.WaitDelay = time.Second // an app that survived would hold the output open
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var addr string
-	waitfor.Cond(t, 15*time.Second, "instance registered", func() error {
-		resp, err := cli.Get(t.Context(), "/web_KILL/", clientv3.WithPrefix())
-		if err != nil || len(resp.Kvs) != 1 {
-			return fmt.Errorf("got %v, %v", resp, err)
-		}
-		addr = string(resp.Kvs[0].Value)
-		return nil
-	})
+	cmd, _, kv, out := startMain(t, "KILL")
+	addr := string(kv.Value)
 	b, err := os.ReadFile(out + ".pid")
 	if err != nil {
 		t.Fatal(err)

@@ -6,9 +6,6 @@
 package rolling_test
 
 import (
-	"flag"
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -16,16 +13,8 @@ import (
 )
 
 var (
-	bins     *proctest.Binaries // built by TestMain
+	bins     proctest.Binaries // built by TestMain
 	repoRoot = filepath.Join("..", "..")
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	bins = proctest.Build()
-	code := m.Run()
-	if err := bins.Remove(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, &bins) }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,22 +29,33 @@ type Binaries struct {
 	err error  // why they are missing
 }
 
+// Main is the whole TestMain of a package whose tests run the built
+// programs: Build into b, run the tests, remove the binaries, exit.
+func Main(m *testing.M, b *Binaries) {
+	flag.Parse() // testing.Short reads the flags
+	*b = Build()
+	code := m.Run()
+	if err := b.Remove(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
 // Build builds every program of cmd/ into a temp dir by running `make build
 // BIN=<dir>` in the repository root: the build flags are defined once, in
-// the Makefile, so the tests run what users run. Call it from TestMain after
-// flag.Parse; in -short mode it builds nothing (Path skips). Remove the
-// directory when the tests are done.
-func Build() *Binaries {
+// the Makefile, so the tests run what users run. In -short mode it builds
+// nothing (Need skips). Remove the directory when the tests are done.
+func Build() Binaries {
 	if testing.Short() {
-		return &Binaries{err: errors.New("not built in -short mode")}
+		return Binaries{err: errors.New("not built in -short mode")}
 	}
 	root, err := repoRoot()
 	if err != nil {
-		return &Binaries{err: err}
+		return Binaries{err: err}
 	}
 	dir, err := os.MkdirTemp("", "rollcall-bin-")
 	if err != nil {
-		return &Binaries{err: err}
+		return Binaries{err: err}
 	}
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go") // the toolchain running the tests
 	if _, err := os.Stat(gobin); err != nil {
@@ -52,9 +64,9 @@ func Build() *Binaries {
 	cmd := exec.Command("make", "--no-print-directory", "build", "BIN="+dir, "GO="+gobin)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return &Binaries{Dir: dir, err: fmt.Errorf("make build BIN=%s: %v\n%s", dir, err, out)}
+		return Binaries{Dir: dir, err: fmt.Errorf("make build BIN=%s: %v\n%s", dir, err, out)}
 	}
-	return &Binaries{Dir: dir}
+	return Binaries{Dir: dir}
 }
 
 // Remove deletes the built binaries.
