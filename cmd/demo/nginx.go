@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -128,20 +126,7 @@ func fileExists(p string) bool {
 // answer them with the old upstream. With worker_processes 1, one child
 // means one configuration.
 func (n *nginx) settled() error {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	workers := 0
-	for _, path := range stats {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, cut at the last ')'.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(n.master) {
-			workers++
-		}
-	}
-	if workers != 1 {
+	if workers := len(proc.Children(n.master)); workers != 1 {
 		return fmt.Errorf("nginx master %d has %d workers: a reload is under way", n.master, workers)
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -204,7 +205,7 @@ func TestMainKilled(t *testing.T) {
 	// The signal is sent as the registrar dies: 500ms is ample, while an app
 	// the kernel does not kill would run on for ever.
 	waitfor.Cond(t, 500*time.Millisecond, fmt.Sprintf("app %d dies with its registrar", app), func() error {
-		if alive(app) {
+		if proc.Alive(app) {
 			return fmt.Errorf("app %d still running", app)
 		}
 		l, err := net.Listen("tcp", addr)
@@ -214,16 +215,4 @@ func TestMainKilled(t *testing.T) {
 		return l.Close()
 	})
 	t.Logf("app gone and %s free %v after kill -9 of the registrar", addr, time.Since(killed).Round(time.Millisecond))
-}
-
-// alive reports whether pid runs: it exists and is not a zombie waiting
-// for whoever inherited it.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...: comm may hold spaces, cut at the last ')'.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }

@@ -219,14 +219,7 @@ func Tail(s string, n int) string {
 // Descendants lists the processes below pid, at any depth, read from
 // /proc/*/stat: a registrar's app runs in a process group of its own.
 func Descendants(pid int) []int {
-	parent := map[int]int{}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, path := range stats {
-		child, ppid, ok := statParent(path)
-		if ok {
-			parent[child] = ppid
-		}
-	}
+	parent := parents()
 	var out []int
 	for child := range parent {
 		for p := parent[child]; p > 1; p = parent[p] {
@@ -239,22 +232,63 @@ func Descendants(pid int) []int {
 	return out
 }
 
+// Children lists the processes whose parent is pid (an nginx master's
+// workers, say).
+func Children(pid int) []int {
+	var out []int
+	for child, p := range parents() {
+		if p == pid {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// parents maps every process to its parent, read from /proc/*/stat.
+func parents() map[int]int {
+	parent := map[int]int{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat") // the pattern is valid
+	for _, path := range stats {
+		if child, ppid, ok := statParent(path); ok {
+			parent[child] = ppid
+		}
+	}
+	return parent
+}
+
 // statParent reads pid and parent pid from a /proc/<pid>/stat file.
 func statParent(path string) (pid, ppid int, ok bool) {
+	pid, _, ppid, err := readStat(path)
+	return pid, ppid, err == nil
+}
+
+// readStat reads pid, state letter and parent pid from a /proc/<pid>/stat
+// file: "pid (comm) state ppid ...", where comm may hold spaces and
+// parentheses, so the fields after it are found from the last ')'.
+func readStat(path string) (pid int, state string, ppid int, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, 0, false
+		return 0, "", 0, err
 	}
-	// pid (comm) state ppid ...: comm may hold spaces, cut at the last ')'.
 	s := string(b)
 	head, _, _ := strings.Cut(s, " ")
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(fields) < 2 {
-		return 0, 0, false
+		return 0, "", 0, fmt.Errorf("%s: want state and ppid after comm", path)
 	}
 	pid, err1 := strconv.Atoi(head)
 	ppid, err2 := strconv.Atoi(fields[1])
-	return pid, ppid, err1 == nil && err2 == nil
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, "", 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return pid, fields[0], ppid, nil
+}
+
+// Alive reports whether pid runs: it exists and is not a zombie waiting for
+// whoever inherited it.
+func Alive(pid int) bool {
+	_, state, _, err := readStat(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && state != "Z" && state != "X"
 }
 
 // FreePort returns a port on 127.0.0.1 that was free a moment ago (nginx
