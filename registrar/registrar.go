@@ -44,7 +44,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 		return 2, err
 	}
 	etcd := &conn{cfg: etcdCfg}
-	defer etcd.close()
+	defer func() {
+		if err := etcd.close(); err != nil {
+			log.Debug("etcd client", "err", err)
+		}
+	}()
 	port, lease, err := choosePort(ctx, cfg, etcd, log)
 	if err != nil {
 		return 1, err
