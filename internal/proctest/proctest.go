@@ -63,6 +63,13 @@ func Build() Binaries {
 	}
 	cmd := exec.Command("make", "--no-print-directory", "build", "BIN="+dir, "GO="+gobin)
 	cmd.Dir = root
+	// Under `make test` this is a make inside make: a fresh one, not a
+	// sub-make expecting the outer one's jobserver.
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); name != "MAKEFLAGS" && name != "MFLAGS" && name != "MAKELEVEL" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Binaries{Dir: dir, err: fmt.Errorf("make build BIN=%s: %v\n%s", dir, err, out)}
 	}
