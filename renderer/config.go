@@ -26,6 +26,8 @@ const (
 	DefaultReloadBurst    = 2           // applies the reload budget allows at once
 	DefaultCommandTimeout = 30 * time.Second
 	DefaultAckTTL         = 10 * time.Second
+	DefaultNginxPID       = "/run/nginx.pid"           // Debian's nginx
+	DefaultNginxErrorLog  = "/var/log/nginx/error.log" // Debian's nginx
 )
 
 // Config is everything Run needs. Build it with ParseArgs (flags, env and the
@@ -51,6 +53,10 @@ type Config struct {
 	User, Password string        // etcd auth
 	CommandTimeout time.Duration // limit for every check_cmd / reload_cmd
 	AckTTL         time.Duration // lease TTL of the _renderers/<id> key
+	LaxValues      bool          // strict_values = false: instance keys with invalid values reach templates
+	NginxPID       string        // the nginx master's pid file, to confirm plain nginx reloads; "" = Debian's
+	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
+	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
 
 	Stdout io.Writer        // where --noop prints diffs; nil = os.Stdout
 	Reload <-chan os.Signal // SIGHUP relayed by cmd/: reload resources as on a file change
@@ -101,6 +107,10 @@ type fileConfig struct {
 	MetricsAddr    string   `toml:"metrics_addr"`
 	ID             string   `toml:"id"`
 	CommandTimeout string   `toml:"command_timeout"`
+	StrictValues   *bool    `toml:"strict_values"`
+	NginxPID       string   `toml:"nginx_pid"`
+	NginxErrorLog  string   `toml:"nginx_error_log"`
+	NginxConfirm   string   `toml:"nginx_confirm"`
 }
 
 // ParseArgs builds a Config from command-line args (without the program
@@ -131,6 +141,10 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.Key, "key", "", "etcd TLS client key")
 	fs.StringVar(&c.User, "user", "", "etcd user (password from ETCD_PASSWORD)")
 	fs.DurationVar(&c.CommandTimeout, "command-timeout", DefaultCommandTimeout, "timeout of every check_cmd and reload_cmd")
+	strict := fs.Bool("strict-values", true, "withhold instance keys whose value is not the ip:port the key names from every template function")
+	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
+	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
+	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			var b strings.Builder
@@ -145,6 +159,7 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	c.LaxValues = !*strict
 
 	c.Password = getenv("ETCD_PASSWORD")
 	if e := getenv("ETCD_ENDPOINTS"); e != "" && !set["endpoints"] {
@@ -205,6 +220,12 @@ func (c *Config) mergeFile(path string, must bool, set map[string]bool) error {
 	str("embed-listen", &c.EmbedListen, f.EmbedListen)
 	str("metrics-addr", &c.MetricsAddr, f.MetricsAddr)
 	str("id", &c.ID, f.ID)
+	str("nginx-pid", &c.NginxPID, f.NginxPID)
+	str("nginx-error-log", &c.NginxErrorLog, f.NginxErrorLog)
+	str("nginx-confirm", &c.NginxConfirm, f.NginxConfirm)
+	if !set["strict-values"] && f.StrictValues != nil {
+		c.LaxValues = !*f.StrictValues
+	}
 	if c.Password == "" {
 		c.Password = f.Password
 	}
@@ -310,6 +331,15 @@ func (c *Config) Validate() error {
 	if c.AckTTL == 0 {
 		c.AckTTL = DefaultAckTTL
 	}
+	if c.NginxPID == "" {
+		c.NginxPID = DefaultNginxPID
+	}
+	if c.NginxErrorLog == "" {
+		c.NginxErrorLog = DefaultNginxErrorLog
+	}
+	if c.NginxConfirm == "" {
+		c.NginxConfirm = ConfirmAuto
+	}
 	if c.ID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -335,6 +365,8 @@ func (c *Config) Validate() error {
 		return usagef("--id %q: must be one key segment", c.ID)
 	case (c.Cert == "") != (c.Key == ""):
 		return usagef("--cert and --key go together")
+	case c.NginxConfirm != ConfirmAuto && c.NginxConfirm != ConfirmAll && c.NginxConfirm != ConfirmNone:
+		return usagef("--nginx-confirm %q: want auto, all or none", c.NginxConfirm)
 	}
 	if c.Wait != nil && (c.Wait.Min < 0 || c.Wait.Max < c.Wait.Min) {
 		return usagef("--wait %v:%v: want 0 <= min <= max", c.Wait.Min, c.Wait.Max)

@@ -42,11 +42,13 @@ type Renderer struct {
 	index   keyIndex             // which resources a key touches
 	sched   *scheduler
 	ack     *acker
-	loadErr int // resources that failed to load at the last (re)load
+	gate    *valueGate // withholds invalid instance values (values.go)
+	loadErr int        // resources that failed to load at the last (re)load
 
 	testHookBeforeSnapshot func() // tests: a watcher storing a change between collect and snapshot
 
 	watchPrefixes []string
+	watchRegistry []string
 	watchCancel   context.CancelFunc
 	watchDone     chan struct{}
 
@@ -111,6 +113,7 @@ func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
 	if r.stdout == nil {
 		r.stdout = os.Stdout
 	}
+	r.gate = newValueGate(!cfg.LaxValues, log.With("component", "values"), m.invalidSkipped)
 	return r
 }
 
@@ -196,25 +199,40 @@ func (r *Renderer) prefixes() []string {
 	for _, st := range r.states {
 		ps = append(ps, st.prefixes...)
 	}
-	return collapse(ps)
+	return registry.Collapse(ps)
+}
+
+// registryPrefixes are the prefixes whose reserved subtrees (_ports/,
+// _renderers/) the renderer ignores: its global prefix (the root when
+// unset: where it acknowledges) and each resource's prefix (where a
+// confd-style resource reads its registry).
+func (r *Renderer) registryPrefixes() []string {
+	ps := []string{r.cfg.Prefix}
+	for _, st := range r.states {
+		ps = append(ps, st.res.Prefix)
+	}
+	slices.Sort(ps)
+	return slices.Compact(ps)
 }
 
 func (r *Renderer) newWatcher(prefixes []string) *watcher {
 	return &watcher{
 		cli: r.cli, prefixes: prefixes, store: r.store, log: r.base.With("component", "watch"), m: r.m,
 		interval: r.cfg.Interval, up: r.setUp, probeKey: registry.RendererKey(r.cfg.Prefix, r.cfg.ID),
+		registry: r.registryPrefixes(), gate: r.gate,
 	}
 }
 
 // restartWatch (re)starts the watcher when the watched prefixes changed.
 func (r *Renderer) restartWatch(ctx context.Context) {
 	ps := r.prefixes()
-	if r.watchDone != nil && slices.Equal(ps, r.watchPrefixes) {
+	if r.watchDone != nil && slices.Equal(ps, r.watchPrefixes) && slices.Equal(r.registryPrefixes(), r.watchRegistry) {
 		return
 	}
 	r.stopWatch()
 	r.watchPrefixes = ps
 	w := r.newWatcher(ps)
+	r.watchRegistry = w.registry
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	r.watchCancel, r.watchDone = cancel, done
