@@ -88,6 +88,27 @@ func startEtcd(ctx context.Context, dir string) (*etcdProc, error) {
 	return e, nil
 }
 
+// etcdAlone starts etcd in a temp dir of its own, for a part that needs
+// nothing else; done stops it and removes the dir (unless --keep).
+func etcdAlone(ctx context.Context, opt *options, name string) (e *etcdProc, dir string, done func(), err error) {
+	if dir, err = os.MkdirTemp(opt.work, name+"-"); err != nil {
+		return nil, "", nil, err
+	}
+	done = func() {
+		if e != nil {
+			e.close()
+		}
+		if !opt.keep {
+			os.RemoveAll(dir)
+		}
+	}
+	if e, err = startEtcd(ctx, dir); err != nil {
+		done()
+		return nil, "", nil, err
+	}
+	return e, dir, done, nil
+}
+
 func newClient(ep string) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
 }

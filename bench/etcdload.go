@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,18 +22,11 @@ const registrarTTL = 10
 // Over opt.etcdWindow it counts keep-alive answers, etcd's CPU, and times
 // single keep-alives of one more lease.
 func etcdLoad(ctx context.Context, opt *options, t *table) error {
-	dir, err := os.MkdirTemp(opt.work, "etcdload-")
+	e, _, done, err := etcdAlone(ctx, opt, "etcdload")
 	if err != nil {
 		return err
 	}
-	if !opt.keep {
-		defer os.RemoveAll(dir)
-	}
-	e, err := startEtcd(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer e.close()
+	defer done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var answers atomic.Int64

@@ -212,31 +212,13 @@ func small(ctx context.Context, opt *options, t *table, plain bool) error {
 	if _, err := w.startRenderer(ctx, 2*time.Minute); err != nil {
 		return err
 	}
-	p, err := startProbe(ctx, w)
+	floorStr, err := pattern(ctx, w, t, fmt.Sprintf("small config (%d resources): ", len(svcs)), opt.changes,
+		[]float64{50, 95, 99}, func(_ floor, p float64) string {
+			return map[float64]string{50: "≤ 120 ms", 95: "≤ 200 ms"}[p]
+		})
 	if err != nil {
 		return err
 	}
-	fl, err := w.nginx.floors(ctx, opt.floorRuns)
-	if err != nil {
-		return err
-	}
-	floorStr := recordFloor(t, fmt.Sprintf("small config (%d resources): ", len(svcs)), fl)
-	before, err := w.scrape()
-	if err != nil {
-		return err
-	}
-	c, err := propagate(ctx, w, p, opt.changes)
-	if err != nil {
-		return err
-	}
-	after, err := w.scrape()
-	if err != nil {
-		return err
-	}
-	c.record(t, "", []float64{50, 95, 99}, func(p float64) string {
-		return map[float64]string{50: "≤ 120 ms", 95: "≤ 200 ms"}[p]
-	}, floorStr)
-	breakdown(t, "", before, after, len(c.adds)+len(c.removes))
 	b, err := burst(ctx, w)
 	if err != nil {
 		return err

@@ -79,6 +79,38 @@ func propagate(ctx context.Context, w *world, p *prober, n int) (changes, error)
 	return c, nil
 }
 
+// pattern measures nginx's floor on w's config, then n cycles of the add →
+// remove pattern, and adds both to the table under name with where the time
+// went (percentiles pcts, each against target). It returns the floor row's
+// name for other rows it bounds.
+func pattern(ctx context.Context, w *world, t *table, name string, n int, pcts []float64,
+	target func(fl floor, p float64) string) (string, error) {
+	p, err := startProbe(ctx, w)
+	if err != nil {
+		return "", err
+	}
+	fl, err := w.nginx.floors(ctx, w.opt.floorRuns)
+	if err != nil {
+		return "", err
+	}
+	floorRow := recordFloor(t, name, fl)
+	before, err := w.scrape()
+	if err != nil {
+		return "", err
+	}
+	c, err := propagate(ctx, w, p, n)
+	if err != nil {
+		return "", err
+	}
+	after, err := w.scrape()
+	if err != nil {
+		return "", err
+	}
+	c.record(t, name, pcts, func(p float64) string { return target(fl, p) }, floorRow)
+	breakdown(t, name, before, after, len(c.adds)+len(c.removes))
+	return floorRow, nil
+}
+
 // record adds the percentiles pcts of the pattern to the table under
 // prefix, each with its target (if any) and the floor that bounds it.
 func (c changes) record(t *table, prefix string, pcts []float64, target func(p float64) string, floor string) {

@@ -24,18 +24,11 @@ func registrarRuns(ctx context.Context, opt *options, t *table) error {
 		return err
 	}
 	t.add("registrar binary size (make build)", mb, float64(fi.Size())).with("≤ 20 MB", "")
-	dir, err := os.MkdirTemp(opt.work, "registrar-")
+	e, dir, done, err := etcdAlone(ctx, opt, "registrar")
 	if err != nil {
 		return err
 	}
-	if !opt.keep {
-		defer os.RemoveAll(dir)
-	}
-	e, err := startEtcd(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer e.close()
+	defer done()
 	for i := range opt.regRuns {
 		if err := registrarOnce(ctx, opt, t, e, dir, i); err != nil {
 			return err

@@ -57,30 +57,12 @@ func scale(ctx context.Context, opt *options, t *table, layout string) error {
 	}
 	t.dur(name+"first full render ("+res+")", first)
 	t.add(name+"reloads in the first full render", count, reloads).with(map[bool]string{true: "1", false: ""}[layout == "per-app"], "")
-	p, err := startProbe(ctx, w)
+	_, err = pattern(ctx, w, t, name, opt.scaleChanges, []float64{50, 99}, func(fl floor, _ float64) string {
+		return "≤ " + fmtDur(fl.total()+50*time.Millisecond) + " (floor + 50 ms)"
+	})
 	if err != nil {
 		return err
 	}
-	fl, err := w.nginx.floors(ctx, opt.floorRuns)
-	if err != nil {
-		return err
-	}
-	floorStr := recordFloor(t, name, fl)
-	before, err := w.scrape()
-	if err != nil {
-		return err
-	}
-	c, err := propagate(ctx, w, p, opt.scaleChanges)
-	if err != nil {
-		return err
-	}
-	after, err := w.scrape()
-	if err != nil {
-		return err
-	}
-	target := "≤ " + fmtDur(fl.total()+50*time.Millisecond) + " (floor + 50 ms)"
-	c.record(t, name, []float64{50, 99}, func(float64) string { return target }, floorStr)
-	breakdown(t, name, before, after, len(c.adds)+len(c.removes))
 	rss, err := rssBytes(w.renderer.pid(), "VmRSS")
 	if err != nil {
 		return err
