@@ -64,7 +64,7 @@ func loadavg() string {
 }
 
 func (m *machine) summary() string {
-	return fmt.Sprintf("%s, %d cores, %s RAM, Linux %s; nginx %s; %s\n%s; run took %v; load average %s at the start, %s at the end\n",
+	return fmt.Sprintf("- %s, %d cores, %s RAM, Linux %s\n- %s, %s\n- %s; the run took %v; load average %s at the start, %s at the end\n",
 		m.cpu, m.cores, m.mem, m.kernel, m.nginx, m.goVersion, m.date.Format("2006-01-02 15:04 UTC"),
 		m.took.Round(time.Second), m.loadStart, m.loadEnd)
 }
@@ -73,25 +73,35 @@ func (m *machine) summary() string {
 // each figure is measured.
 func results(opt *options, m *machine, table string) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, `# rollcall load harness: last results
-
-Written by `+"`make bench`"+` (bench/main.go); edit the notes in bench/machine.go.
-
-## Machine
-
-%s
-Settings: %d runs of the small-config rows, %d add → remove cycles per run;
-scale %d services × %d instances, %d cycles, %v idle window; %d registrar
-starts; %d registrars' leases over %v; nginx floor = median of %d. The
-renderer runs with default settings; reload_cmd = `+"`nginx-reload`"+` (returns once
-the new workers run), and in %d more small-config runs `+"`nginx -s reload`"+`.
+	fmt.Fprintf(&b, "# rollcall load harness: last results\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` (`bin/bench %s`); what each row measures: [README.md](README.md).\n\n",
+		shellJoin(opt.args))
+	fmt.Fprintf(&b, "## Machine\n\n%s", m.summary())
+	if opt.note != "" {
+		fmt.Fprintf(&b, "\n%s\n", opt.note)
+	}
+	fmt.Fprintf(&b, `
+Settings: %d runs of the small-config rows (%d more with `+"`nginx -s reload`"+`),
+%d add → remove cycles per run; scale %d services × %d instances, %d cycles,
+%v idle window; %d registrar starts; %d registrars' leases over %v; nginx's
+floor is the median of %d. The renderer runs with default settings;
+reload_cmd = `+"`nginx-reload`"+` (returns once nginx runs the new workers).
 
 ## Table
 
-%s
-How each figure is measured: [README.md](README.md).
-`, m.summary(), opt.runs, opt.changes, opt.apps, opt.perApp, opt.scaleChanges, opt.idle,
-		opt.regRuns, opt.registrars, opt.etcdWindow, opt.floorRuns, opt.plainRuns,
-		table)
+%s`, opt.runs, opt.plainRuns, opt.changes, opt.apps, opt.perApp, opt.scaleChanges, opt.idle,
+		opt.regRuns, opt.registrars, opt.etcdWindow, opt.floorRuns, table)
 	return []byte(b.String())
+}
+
+// shellJoin quotes the arguments that need it, so the line can be re-run.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = a
+		if a == "" || strings.ContainsAny(a, " '\"$\\*?;&|<>()") {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
 }

@@ -27,6 +27,8 @@ import (
 
 type options struct {
 	bin, templates, nginx, out, work string
+	note                             string
+	args                             []string // the command line, for RESULTS.md
 	runs, changes                    int
 	apps, perApp, scaleChanges       int
 	floorRuns, regRuns, registrars   int
@@ -49,14 +51,14 @@ func main() {
 func parse(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	o := &options{}
+	o := &options{args: args}
 	fs.StringVar(&o.bin, "bin", "bin", "directory of the binaries make build ships")
 	fs.StringVar(&o.templates, "templates", "templates", "the shipped templates")
 	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "write the table here (quick runs write only when set)")
 	fs.StringVar(&o.work, "work", "", "directory for the runs' temp dirs (default $TMPDIR)")
 	fs.IntVar(&o.runs, "runs", 3, "runs of the small-config rows (propagation, burst, stream)")
-	fs.IntVar(&o.plainRuns, "plain-runs", 1, "small-config runs with reload_cmd = nginx -s reload (a second column; 0 = none)")
+	fs.IntVar(&o.plainRuns, "plain-runs", 0, "small-config runs with reload_cmd = nginx -s reload (a second column; 0 = none)")
 	fs.IntVar(&o.changes, "changes", 50, "add → remove cycles per propagation run")
 	fs.IntVar(&o.apps, "apps", 1000, "services in the scale test")
 	fs.IntVar(&o.perApp, "instances", 10, "instances per service in the scale test")
@@ -66,6 +68,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.registrars, "registrars", 1000, "registrars' leases in the etcd load test")
 	fs.DurationVar(&o.idle, "idle", 60*time.Second, "idle window for the renderer's CPU at scale")
 	fs.DurationVar(&o.etcdWindow, "etcd-window", 20*time.Second, "measuring window of the etcd load test")
+	fs.StringVar(&o.note, "note", "", "a line for RESULTS.md about this run (e.g. what else the machine was doing)")
 	only := fs.String("only", "small,scale,registrar,etcd", "which parts to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dirs (logs, rendered files)")
 	fs.BoolVar(&o.quick, "quick", false, "a short smoke run: 1 run, 10 changes, 100 apps, 5s idle, 100 registrars")
@@ -83,7 +86,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 			"registrars": &o.registrars, "plain-runs": &o.plainRuns} {
 			if !set[name] {
 				*v = map[string]int{"runs": 1, "changes": 10, "apps": 100, "scale-changes": 5,
-					"floor-runs": 3, "registrar-runs": 2, "registrars": 100, "plain-runs": 1}[name]
+					"floor-runs": 3, "registrar-runs": 2, "registrars": 100, "plain-runs": 0}[name]
 			}
 		}
 		if !set["idle"] {
