@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 )
@@ -37,7 +38,7 @@ func (b *backends) add() (netip.AddrPort, error) {
 	}
 	b.wg.Go(func() {
 		if err := b.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Println("backend:", err)
+			fmt.Fprintln(os.Stderr, "backend:", err)
 		}
 	})
 	return ln.Addr().(*net.TCPAddr).AddrPort(), nil
