@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,7 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 	bad := t.TempDir()
-	if err := os.WriteFile(filepath.Join(bad, "renderer.toml"), []byte("colour = 1\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(bad, "renderer.toml"), []byte("interval = \"soon\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	port, err := embedetcd.FreePort() // nothing listens there
@@ -35,7 +36,10 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{"unknown flag", []string{"--bogus"}, 2, "flag provided but not defined"},
 		{"help", []string{"-h"}, 2, "usage: renderer"},
-		{"unknown config key", []string{"--confdir", bad}, 2, "unknown key(s) colour"},
+		{"bad config file", []string{"--confdir", bad}, 2, "renderer.toml"},
+		{"confd backend consul", []string{"-backend", "consul", "-node", "http://127.0.0.1:8500"}, 2, `renderer: backend "consul": not supported`},
+		{"confd vault flag", []string{"-backend", "etcdv3", "-auth-type", "app-id"}, 2, "-auth-type: a flag of confd's vault backend"},
+		{"version", []string{"-version"}, 0, ""},
 		{"bad wait", []string{"--wait", "x"}, 2, "--wait"},
 	}
 	if !testing.Short() {
@@ -50,7 +54,7 @@ func TestExitCodes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var stderr bytes.Buffer
-			got := run(tc.args, func(string) string { return "" }, &stderr)
+			got := run(tc.args, func(string) string { return "" }, io.Discard, &stderr)
 			if got != tc.want || !strings.Contains(stderr.String(), tc.out) {
 				t.Errorf("run(%q) = %d, stderr %q; want %d and %q", tc.args, got, stderr.String(), tc.want, tc.out)
 			}

@@ -3,6 +3,7 @@ package confd
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path"
@@ -26,11 +27,12 @@ type Resource struct {
 	Dest      string      // the file to install, as written
 	Prefix    string      // effective prefix (a non-empty global prefix replaces the resource's, as confd)
 	Keys      []string    // as written
-	Mode      os.FileMode // parsed from the "0644" string; 0 = not set (caller keeps dest's mode or 0644)
+	Mode      os.FileMode // permission bits from the mode string, as confd reads it; 0 = not set (caller keeps dest's mode or 0644)
 	UID, GID  int         // -1 = not set; owner/group names resolved to ids (os/user)
 	CheckCmd  string      // may use {{.src}} (the staged file)
 	ReloadCmd string      // may use {{.src}} and {{.dest}}
 	Wait      *Wait       // per-resource `wait = "min:max"` (rollcall extension), nil = not set
+	Warnings  []string    // what loaded but deserves a word: unknown fields, a surprising mode
 
 	tmpl    *template.Template // parsed; cloned and bound to a store per render
 	watch   []string           // WatchPrefixes, computed once
@@ -94,13 +96,26 @@ type tomlTemplate struct {
 	Wait      string   `toml:"wait"`
 }
 
-// LoadDir loads every <confdir>/conf.d/*.toml in name order (hidden files
-// left out); one bad file never stops the others. A resource whose dest another (earlier) resource
-// already writes is refused: two writers of one file would fight.
+// Loader loads template resources for one renderer configuration.
+type Loader struct {
+	Prefix   string // global prefix: when set it replaces every resource's (confd)
+	SyncOnly bool   // confd's -sync-only: resources load without check_cmd and reload_cmd
+}
+
+// LoadDir is Loader{Prefix: globalPrefix}.LoadDir(confdir).
 func LoadDir(confdir, globalPrefix string) ([]*Resource, []*LoadError) {
+	return Loader{Prefix: globalPrefix}.LoadDir(confdir)
+}
+
+// LoadDir loads every *.toml under <confdir>/conf.d, subdirectories
+// included (confd walks it recursively), in lexical path order; hidden files
+// and directories are left out (editors' ".#r.toml" locks, swap files).
+// One bad file never stops the others. A resource whose dest another
+// (earlier) resource already writes is refused: two writers of one file
+// would fight.
+func (l Loader) LoadDir(confdir string) ([]*Resource, []*LoadError) {
 	dir := filepath.Join(confdir, "conf.d")
-	ents, err := os.ReadDir(dir)
-	if err != nil {
+	if _, err := os.Stat(dir); err != nil {
 		return nil, []*LoadError{{Path: dir, Err: err}}
 	}
 	var (
@@ -108,39 +123,60 @@ func LoadDir(confdir, globalPrefix string) ([]*Resource, []*LoadError) {
 		errs  []*LoadError
 		dests = map[string]string{}
 	)
-	for _, e := range ents {
-		// Hidden files are editors' (".#r.toml" locks, swap files).
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".toml") || strings.HasPrefix(e.Name(), ".") {
-			continue
+	walkErr := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil { // an unreadable subdirectory: say so, load the rest
+			errs = append(errs, &LoadError{Path: p, Err: err})
+			return nil
 		}
-		p := filepath.Join(dir, e.Name())
-		r, err := Load(confdir, p, globalPrefix)
+		hidden := strings.HasPrefix(e.Name(), ".") && p != dir
+		if e.IsDir() {
+			if hidden {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if hidden || !strings.HasSuffix(e.Name(), ".toml") {
+			return nil
+		}
+		r, err := l.Load(confdir, p)
 		if err != nil {
 			var le *LoadError
 			if !errors.As(err, &le) {
 				le = &LoadError{Path: p, Err: err}
 			}
 			errs = append(errs, le)
-			continue
+			return nil
 		}
 		dest := filepath.Clean(r.Dest)
 		if other, ok := dests[dest]; ok {
 			errs = append(errs, &LoadError{Path: p, Err: fmt.Errorf("dest %s is already written by %s", r.Dest, other)})
-			continue
+			return nil
 		}
 		dests[dest] = p
 		rs = append(rs, r)
+		return nil
+	})
+	if walkErr != nil {
+		errs = append(errs, &LoadError{Path: dir, Err: walkErr})
 	}
 	return rs, errs
+}
+
+// Load is Loader{Prefix: globalPrefix}.Load(confdir, path).
+func Load(confdir, path, globalPrefix string) (*Resource, error) {
+	return Loader{Prefix: globalPrefix}.Load(confdir, path)
 }
 
 // Load loads one resource file (templates resolved against <confdir>/templates).
 // Errors are *LoadError naming path; a template that fails to parse also
 // names the template file and line.
-func Load(confdir, path, globalPrefix string) (*Resource, error) {
-	r, err := load(confdir, path, globalPrefix)
+func (l Loader) Load(confdir, path string) (*Resource, error) {
+	r, err := load(confdir, path, l.Prefix)
 	if err != nil {
 		return nil, &LoadError{Path: path, Err: err}
+	}
+	if l.SyncOnly {
+		r.CheckCmd, r.ReloadCmd = "", ""
 	}
 	return r, nil
 }
@@ -153,12 +189,9 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 	if err != nil {
 		return nil, err
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		names := make([]string, len(und))
-		for i, k := range und {
-			names[i] = strconv.Quote(k.String())
-		}
-		return nil, fmt.Errorf("unknown field %s", strings.Join(names, ", "))
+	var warnings []string
+	for _, k := range md.Undecoded() {
+		warnings = append(warnings, fmt.Sprintf("unknown field %q ignored (as confd ignores it)", k.String()))
 	}
 	t := doc.Template
 	if t == nil {
@@ -188,9 +221,14 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 	if !strings.HasPrefix(r.Prefix, "/") {
 		r.Prefix = "/" + r.Prefix
 	}
-	if r.Mode, err = parseMode(t.Mode); err != nil {
+	var warn string
+	if r.Mode, warn, err = parseMode(t.Mode); err != nil {
 		return nil, err
 	}
+	if warn != "" {
+		warnings = append(warnings, warn)
+	}
+	r.Warnings = warnings
 	if r.UID, err = resolveID("uid", t.UID, "owner", t.Owner, lookupUser); err != nil {
 		return nil, err
 	}
@@ -230,36 +268,40 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 	return r, nil
 }
 
-// parseMode reads confd's mode string. confd parses it with base 0, so "644"
-// would be decimal 644 (= 0o1204); that trap is refused: a mode needs its
-// leading 0 ("0644", "0o644").
-func parseMode(s string) (os.FileMode, error) {
+// parseMode reads mode as confd does: strconv.ParseUint(mode, 0, 32), so
+// "0644" and "0o644" are octal but "644" is decimal 644 (= 0o1204), and the
+// file gets what os.Chmod makes of os.FileMode(n): the permission bits
+// (0o204 here; "420" gives 0o644). Bits beyond those are dropped, as by
+// confd. A decimal mode, or one that loses bits, loads with a warning; a
+// mode that leaves no permission bit at all is refused (confd would install
+// the file with mode 0000).
+func parseMode(s string) (mode os.FileMode, warning string, err error) {
 	if s == "" {
-		return 0, nil
+		return 0, "", nil
 	}
 	m, err := strconv.ParseUint(s, 0, 32)
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("mode %q: not a number", s)
-	case !strings.HasPrefix(s, "0") && m != 0:
-		return 0, fmt.Errorf("mode %q: want octal with a leading 0, e.g. \"0644\"", s)
-	case m&^0o7777 != 0:
-		return 0, fmt.Errorf("mode %q: not a permission mode (over 07777)", s)
-	case m == 0:
-		return 0, fmt.Errorf("mode %q: no permissions at all", s)
+	if err != nil {
+		return 0, "", fmt.Errorf("mode %q: not a number (confd reads it with strconv.ParseUint base 0)", s)
 	}
-	// setuid/setgid/sticky map to os.FileMode's own bits.
-	fm := os.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		fm |= os.ModeSetuid
+	perm := os.FileMode(m) & os.ModePerm
+	if perm == 0 {
+		return 0, "", fmt.Errorf("mode %q: no permission bits (the file would be mode 0000)", s)
 	}
-	if m&0o2000 != 0 {
-		fm |= os.ModeSetgid
+	var why []string
+	decimal := !strings.HasPrefix(s, "0")
+	if decimal {
+		why = append(why, fmt.Sprintf("decimal %d is %#o", m, m))
 	}
-	if m&0o1000 != 0 {
-		fm |= os.ModeSticky
+	if uint64(perm) != m {
+		why = append(why, "only its permission bits are kept")
 	}
-	return fm, nil
+	if len(why) > 0 {
+		warning = fmt.Sprintf("mode %q: %s, so the file gets mode %#o, as with confd", s, strings.Join(why, "; "), uint64(perm))
+		if decimal && strings.Trim(s, "01234567") == "" {
+			warning += fmt.Sprintf(` (write "0%s" for octal %s)`, s, s)
+		}
+	}
+	return perm, warning, nil
 }
 
 // resolveID combines a numeric id field with a name field: either one, or
