@@ -152,29 +152,44 @@ noop = true
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			if tc.file != "" {
-				if err := os.WriteFile(filepath.Join(dir, "renderer.toml"), []byte(tc.file), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			args := append([]string{"--confdir", dir}, tc.args...)
-			c, err := ParseArgs(args, func(k string) string { return tc.env[k] })
-			if tc.err != "" {
-				var ue *UsageError
-				if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("ParseArgs(%q) = %v; want *UsageError containing %q", tc.args, err, tc.err)
-				}
+			c, ok := parseIn(t, tc.file, tc.args, tc.env, tc.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatalf("ParseArgs(%q) = %v", tc.args, err)
 			}
 			if msg := tc.check(c); msg != "" {
 				t.Errorf("ParseArgs(%q): %s", tc.args, msg)
 			}
 		})
 	}
+}
+
+// parseIn runs ParseArgs(-confdir DIR, args...) with file as DIR/renderer.toml
+// (none when ""). With wantErr it checks for a *UsageError of one line
+// (help aside) containing wantErr and returns false; else it fails on any
+// error.
+func parseIn(t *testing.T, file string, args []string, env map[string]string, wantErr string) (Config, bool) {
+	t.Helper()
+	dir := t.TempDir()
+	if file != "" {
+		if err := os.WriteFile(filepath.Join(dir, "renderer.toml"), []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := ParseArgs(append([]string{"-confdir", dir}, args...), func(k string) string { return env[k] })
+	if wantErr != "" {
+		var ue *UsageError
+		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("ParseArgs(%q) = %v; want *UsageError containing %q", args, err, wantErr)
+		}
+		if strings.Contains(err.Error(), "\n") && !strings.HasPrefix(err.Error(), "usage: ") {
+			t.Errorf("ParseArgs(%q) error %q: want one line", args, err)
+		}
+		return c, false
+	}
+	if err != nil {
+		t.Fatalf("ParseArgs(%q) = %v", args, err)
+	}
+	return c, true
 }
 
 // TestParseArgsConfigFlag: --config names the file, which may set confdir.
@@ -307,26 +322,9 @@ func TestParseArgsConfd(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			if tc.file != "" {
-				if err := os.WriteFile(filepath.Join(dir, "renderer.toml"), []byte(tc.file), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			args := append([]string{"-confdir", dir}, tc.args...)
-			c, err := ParseArgs(args, func(k string) string { return tc.env[k] })
-			if tc.err != "" {
-				var ue *UsageError
-				if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("ParseArgs(%q) = %v; want *UsageError containing %q", tc.args, err, tc.err)
-				}
-				if strings.Contains(err.Error(), "\n") {
-					t.Errorf("ParseArgs(%q) error %q: want one line", tc.args, err)
-				}
+			c, ok := parseIn(t, tc.file, tc.args, tc.env, tc.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatalf("ParseArgs(%q) = %v", tc.args, err)
 			}
 			if d := same(c, tc.want, tc.fields...); d != "" {
 				t.Errorf("ParseArgs(%q): %s", tc.args, d)
@@ -387,21 +385,11 @@ watch = true
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			p := filepath.Join(dir, "renderer.toml")
-			if err := os.WriteFile(p, []byte(tc.file), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			c, err := ParseArgs([]string{"-confdir", dir}, func(string) string { return "" })
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("ParseArgs = %v; want an error containing %q", err, tc.err)
-				}
+			c, ok := parseIn(t, tc.file, nil, nil, tc.err)
+			if !ok {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := filepath.Join(c.ConfDir, "renderer.toml")
 			if d := same(c, tc.want, tc.fields...); d != "" {
 				t.Error(d)
 			}
