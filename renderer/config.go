@@ -21,6 +21,7 @@ import (
 // Defaults.
 const (
 	DefaultConfDir        = "/etc/rollcall"
+	ConfdConfDir          = "/etc/confd" // the default for a confd command line
 	DefaultEndpoint       = "127.0.0.1:2379"
 	DefaultEmbedListen    = "127.0.0.1:2379"
 	DefaultCooldown       = time.Second
@@ -93,6 +94,14 @@ var otherBackends = map[string]string{
 	"auth-token": "vault/consul", "auth-type": "vault", "app-id": "vault", "user-id": "vault",
 	"role-id": "vault", "secret-id": "vault", "path": "vault", "table": "dynamodb",
 	"separator": "redis", "file": "file", "filter": "file",
+}
+
+// confdOnly are the flags only confd's command lines have: with any of them
+// and no -confdir, the confdir is confd's default, /etc/confd.
+var confdOnly = map[string]bool{
+	"backend": true, "node": true, "watch": true, "config-file": true, "client-cert": true, "client-key": true,
+	"client-ca-keys": true, "username": true, "basic-auth": true, "srv-domain": true, "srv-record": true,
+	"scheme": true, "sync-only": true, "keep-stage-file": true,
 }
 
 // unsupported are confd flags of the etcd backend that the renderer refuses,
@@ -209,14 +218,22 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 	if fs.NArg() > 0 {
 		return f, usagef("unexpected argument %q", fs.Arg(0))
 	}
+	confdLine := false
 	fs.Visit(func(fl *flag.Flag) {
 		f.configMust = f.configMust || fl.Name == "config"
+		confdLine = confdLine || confdOnly[fl.Name]
 		name := fl.Name
 		if a, ok := confdAliases[name]; ok {
 			name = a
 		}
 		f.set[name] = true
 	})
+	// A confd command line that relies on confd's default confdir (and so
+	// on /etc/confd/confd.toml) keeps it: swapping the binary name is all
+	// a supervisor program needs.
+	if confdLine && !f.set["confdir"] {
+		c.ConfDir = ConfdConfDir
+	}
 	if f.set["keep-stage-file"] && fs.Lookup("keep-stage-file").Value.String() == "true" {
 		c.Warnings = append(c.Warnings, "-keep-stage-file: accepted, but staged files are removed (a failed check logs its output)")
 	}

@@ -487,3 +487,31 @@ func TestResolveSRV(t *testing.T) {
 		}
 	}
 }
+
+// TestParseArgsConfdDefaultConfdir: a confd command line without -confdir
+// gets confd's default confdir (and so /etc/confd/confd.toml); rollcall's
+// command line keeps /etc/rollcall.
+func TestParseArgsConfdDefaultConfdir(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-watch", "-backend", "etcdv3", "-node", "http://127.0.0.1:2379"}, "/etc/confd"},
+		{[]string{"-onetime", "-node", "http://127.0.0.1:2379"}, "/etc/confd"},
+		{[]string{"-backend", "etcdv3", "-confdir", "/srv/confd"}, "/srv/confd"},
+		{[]string{"--endpoints", "127.0.0.1:2379", "--onetime"}, "/etc/rollcall"},
+		{[]string{"-onetime", "-interval", "60", "-prefix", "/p"}, "/etc/rollcall"},
+	} {
+		c, err := ParseArgs(tc.args, func(string) string { return "" })
+		if err != nil {
+			if _, statErr := os.Stat(tc.want); statErr == nil {
+				t.Skipf("%s exists on this machine: its config file would be read (%v)", tc.want, err)
+			}
+			t.Fatalf("ParseArgs(%q) = %v", tc.args, err)
+		}
+		if c.ConfDir != tc.want {
+			t.Errorf("ParseArgs(%q) confdir = %q; want %q", tc.args, c.ConfDir, tc.want)
+		}
+	}
+}
