@@ -14,12 +14,16 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/rollcall/rollcall/renderer"
 )
+
+// srvTimeout bounds the DNS SRV lookup of -srv-domain / -srv-record.
+const srvTimeout = 10 * time.Second
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
@@ -70,7 +74,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cfg.ResolveSRV(ctx, net.DefaultResolver); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, srvTimeout)
+	err = cfg.ResolveSRV(sctx, net.DefaultResolver)
+	cancel()
+	if err != nil {
 		log.Error("renderer stopped", "err", err)
 		return 1
 	}

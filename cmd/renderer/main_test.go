@@ -61,3 +61,13 @@ func TestExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestVersion: confd's -version prints the version on stdout and exits 0.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-version"}, func(string) string { return "" }, &stdout, &stderr); code != 0 ||
+		!strings.HasPrefix(stdout.String(), "renderer (rollcall) ") || stderr.Len() != 0 {
+		t.Errorf("-version: exit %d, stdout %q, stderr %q; want 0 and the version", code, stdout.String(), stderr.String())
+	}
+}
