@@ -1,19 +1,15 @@
 package renderer
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
@@ -77,40 +73,6 @@ func usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
-// confdAliases maps confd's flag names to rollcall's flag of the same
-// meaning: both names work, and set[] speaks of rollcall's.
-var confdAliases = map[string]string{
-	"node":           "endpoints",
-	"client-ca-keys": "cacert",
-	"client-cert":    "cert",
-	"client-key":     "key",
-	"username":       "user",
-	"config-file":    "config",
-}
-
-// otherBackends are confd v0.16's flags (and confd.toml keys, with "_")
-// that only its other backends read, with the backend that reads them.
-var otherBackends = map[string]string{
-	"auth-token": "vault/consul", "auth-type": "vault", "app-id": "vault", "user-id": "vault",
-	"role-id": "vault", "secret-id": "vault", "path": "vault", "table": "dynamodb",
-	"separator": "redis", "file": "file", "filter": "file",
-}
-
-// confdOnly are the flags only confd's command lines have: with any of them
-// and no -confdir, the confdir is confd's default, /etc/confd.
-var confdOnly = map[string]bool{
-	"backend": true, "node": true, "watch": true, "config-file": true, "client-cert": true, "client-key": true,
-	"client-ca-keys": true, "username": true, "basic-auth": true, "srv-domain": true, "srv-record": true,
-	"scheme": true, "sync-only": true, "keep-stage-file": true,
-}
-
-// unsupported are confd flags of the etcd backend that the renderer refuses,
-// with the reason.
-var unsupported = map[string]string{
-	"secret-keyring":  "confd's PGP functions (cget, cgets, ...) are not provided",
-	"client-insecure": "the renderer always verifies etcd's certificate: give its CA with -client-ca-keys",
-}
-
 // flags is the parsed command line before the environment and file merge in.
 type flags struct {
 	fs        *flag.FlagSet
@@ -162,11 +124,10 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	return c, c.Validate()
 }
 
-// parseFlags defines and parses every flag into c.
-func (c *Config) parseFlags(args []string) (*flags, error) {
-	f := &flags{fs: flag.NewFlagSet("renderer", flag.ContinueOnError), set: map[string]bool{}}
+// defineFlags defines rollcall's flags and confd's on f.fs, writing into c
+// and f.
+func (c *Config) defineFlags(f *flags) {
 	fs := f.fs
-	fs.SetOutput(io.Discard)
 	both := func(p *string, name, confdName, usage string) {
 		fs.StringVar(p, name, "", usage)
 		fs.StringVar(p, confdName, "", "confd's name for -"+name)
@@ -206,6 +167,14 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 	}
 	fs.String("secret-keyring", "", "confd: refused ("+unsupported["secret-keyring"]+")")
 	fs.Bool("client-insecure", false, "confd: refused ("+unsupported["client-insecure"]+")")
+}
+
+// parseFlags defines and parses every flag into c.
+func (c *Config) parseFlags(args []string) (*flags, error) {
+	f := &flags{fs: flag.NewFlagSet("renderer", flag.ContinueOnError), set: map[string]bool{}}
+	fs := f.fs
+	fs.SetOutput(io.Discard)
+	c.defineFlags(f)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			var b strings.Builder
@@ -250,22 +219,6 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 	return f, nil
 }
 
-// refuseOthers refuses the flags of confd's other backends, and the few
-// unsupported ones, by name.
-func (f *flags) refuseOthers() error {
-	for _, name := range slices.Sorted(maps.Keys(otherBackends)) {
-		if f.set[name] {
-			return usagef("-%s: a flag of confd's %s backend; the renderer reads etcd only", name, otherBackends[name])
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(unsupported)) {
-		if f.set[name] {
-			return usagef("-%s: not supported: %s", name, unsupported[name])
-		}
-	}
-	return nil
-}
-
 // mergeEnv fills what no flag set from the environment.
 func (c *Config) mergeEnv(set map[string]bool, getenv func(string) string) {
 	if e := getenv("ETCD_ENDPOINTS"); e != "" && !set["endpoints"] {
@@ -282,45 +235,6 @@ func (c *Config) mergeEnv(set map[string]bool, getenv func(string) string) {
 			*e.dst, set[e.name] = v, true
 		}
 	}
-}
-
-// setBackend checks confd's backend and turns its SRV settings into
-// SRVRecord and SRVScheme.
-func (c *Config) setBackend(backend, domain, record, scheme string) error {
-	switch backend {
-	case "":
-		backend = "etcd" // confd's default
-	case "etcd", "etcdv3":
-	default:
-		return usagef("backend %q: not supported: the renderer reads etcd only (-backend etcd or etcdv3, both meaning its v3 API)", backend)
-	}
-	switch scheme {
-	case "", "http", "https":
-	default:
-		return usagef("scheme %q: want http or https", scheme)
-	}
-	c.SRVRecord = etcdclient.SRVRecord(backend, domain, record)
-	if c.SRVRecord != "" && backend == "etcd" { // confd adds the scheme for its etcd backend only
-		c.SRVScheme = scheme
-		if c.SRVScheme == "" {
-			c.SRVScheme = "http"
-		}
-	}
-	return nil
-}
-
-// ResolveSRV replaces Endpoints with the etcd members SRVRecord lists, if
-// set (confd looks them up once, at start).
-func (c *Config) ResolveSRV(ctx context.Context, r etcdclient.Resolver) error {
-	if c.SRVRecord == "" {
-		return nil
-	}
-	nodes, err := etcdclient.LookupSRV(ctx, r, c.SRVRecord, c.SRVScheme)
-	if err != nil {
-		return fmt.Errorf("find etcd nodes: %w", err)
-	}
-	c.Endpoints = nodes
-	return nil
 }
 
 // Validate fills defaults and checks the config; errors are *UsageError.

@@ -110,9 +110,15 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 	if nodes := append(append([]string{}, f.Endpoints...), f.Nodes...); !set["endpoints"] && len(nodes) > 0 {
 		c.Endpoints = nodes
 	}
+	return f, c.mergeFileValues(path, f, set)
+}
+
+// mergeFileValues fills the numbers, switches and durations of the file
+// that no flag set.
+func (c *Config) mergeFileValues(path string, f fileConfig, set map[string]bool) error {
 	if !set["interval"] && f.Interval != nil {
 		if *f.Interval < 0 {
-			return f, usagef("config %s: interval %d: negative", path, *f.Interval)
+			return usagef("config %s: interval %d: negative", path, *f.Interval)
 		}
 		c.Interval = time.Duration(*f.Interval) * time.Second
 	}
@@ -128,7 +134,7 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 	if !set["wait"] && f.Wait != "" {
 		w, err := confd.ParseWait(f.Wait)
 		if err != nil {
-			return f, usagef("config %s: wait %q: %v", path, f.Wait, err)
+			return usagef("config %s: wait %q: %v", path, f.Wait, err)
 		}
 		c.Wait = &w
 	}
@@ -144,11 +150,11 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 		}
 		v, err := time.ParseDuration(d.v)
 		if err != nil {
-			return f, usagef("config %s: %s %q: %v", path, d.key, d.v, err)
+			return usagef("config %s: %s %q: %v", path, d.key, d.v, err)
 		}
 		*d.dst = v
 	}
-	return f, nil
+	return nil
 }
 
 // parseFile decodes the config file. A key it does not know is a warning

@@ -181,27 +181,34 @@ func (l Loader) Load(confdir, path string) (*Resource, error) {
 	return r, nil
 }
 
-func load(confdir, file, globalPrefix string) (*Resource, error) {
+// decode reads the [template] table; a field or table confd ignores is a
+// warning, not an error.
+func decode(file string) (t *tomlTemplate, warnings []string, err error) {
 	var doc struct {
 		Template *tomlTemplate `toml:"template"`
 	}
 	md, err := toml.DecodeFile(file, &doc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var warnings []string
 	for _, k := range md.Undecoded() {
 		warnings = append(warnings, fmt.Sprintf("unknown field %q ignored (as confd ignores it)", k.String()))
 	}
-	t := doc.Template
-	if t == nil {
-		return nil, errors.New("no [template] table")
+	switch t = doc.Template; {
+	case t == nil:
+		return nil, nil, errors.New("no [template] table")
+	case t.Src == "":
+		return nil, nil, errors.New("src: required")
+	case t.Dest == "":
+		return nil, nil, errors.New("dest: required")
 	}
-	if t.Src == "" {
-		return nil, errors.New("src: required")
-	}
-	if t.Dest == "" {
-		return nil, errors.New("dest: required")
+	return t, warnings, nil
+}
+
+func load(confdir, file, globalPrefix string) (*Resource, error) {
+	t, warnings, err := decode(file)
+	if err != nil {
+		return nil, err
 	}
 	r := &Resource{
 		Path:      file,
@@ -242,30 +249,39 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 		}
 		r.Wait = &w
 	}
+	if err := r.parseTemplates(confdir, t); err != nil {
+		return nil, err
+	}
+	r.watch = watchPrefixes(r.Prefix, r.Keys)
+	r.svcDirs = serviceDirs(r.Prefix, r.Keys)
+	return r, nil
+}
+
+// parseTemplates parses check_cmd and reload_cmd (so a broken one is
+// reported at load, not at the first change) and the template itself.
+func (r *Resource) parseTemplates(confdir string, t *tomlTemplate) error {
 	for name, cmd := range map[string]string{"check_cmd": t.CheckCmd, "reload_cmd": t.ReloadCmd} {
 		if _, err := template.New(name).Parse(cmd); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	src, err := filepath.Abs(filepath.Join(confdir, "templates", t.Src))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.Src = src
 	text, err := os.ReadFile(src)
 	if err != nil {
-		return nil, fmt.Errorf("read template: %w", err)
+		return fmt.Errorf("read template: %w", err)
 	}
 	// The template is named by its path so that every parse and execution
 	// error reads "template: <path>:<line>: ...".
 	// Parsing needs every function name; each render clones the template
 	// and binds the names to its own store.
 	if r.tmpl, err = template.New(src).Funcs(newState(nil, nil, nil).funcs()).Parse(string(text)); err != nil {
-		return nil, err
+		return err
 	}
-	r.watch = watchPrefixes(r.Prefix, r.Keys)
-	r.svcDirs = serviceDirs(r.Prefix, r.Keys)
-	return r, nil
+	return nil
 }
 
 // parseMode reads mode as confd does: strconv.ParseUint(mode, 0, 32), so
