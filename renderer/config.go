@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -177,10 +179,7 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 	c.defineFlags(f)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			var b strings.Builder
-			fs.SetOutput(&b)
-			fs.PrintDefaults()
-			return f, &UsageError{Err: fmt.Errorf("usage: renderer [flags]\n%s", b.String())}
+			return f, &UsageError{Err: fmt.Errorf("usage: renderer [flags]\n%s", f.help())}
 		}
 		return f, &UsageError{Err: err}
 	}
@@ -217,6 +216,29 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 		c.Wait = &w
 	}
 	return f, nil
+}
+
+// help lists the flags the renderer accepts, then the confd flags it
+// refuses, by name.
+func (f *flags) help() string {
+	var all strings.Builder
+	f.fs.SetOutput(&all)
+	f.fs.PrintDefaults()
+	f.fs.SetOutput(io.Discard)
+	var b strings.Builder
+	keep := true
+	for line := range strings.Lines(all.String()) {
+		if name, ok := strings.CutPrefix(line, "  -"); ok { // a flag's first line
+			name, _, _ = strings.Cut(strings.TrimSpace(name), " ")
+			keep = otherBackends[name] == "" && unsupported[name] == ""
+		}
+		if keep {
+			b.WriteString(line)
+		}
+	}
+	refused := append(slices.Sorted(maps.Keys(otherBackends)), slices.Sorted(maps.Keys(unsupported))...)
+	b.WriteString("Refused (confd's other backends, and unsupported): -" + strings.Join(refused, " -") + "\n")
+	return b.String()
 }
 
 // mergeEnv fills what no flag set from the environment.

@@ -36,6 +36,7 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{"unknown flag", []string{"--bogus"}, 2, "flag provided but not defined"},
 		{"help", []string{"-h"}, 2, "usage: renderer"},
+		{"help names refused flags apart", []string{"-h"}, 2, "\nRefused (confd's other backends, and unsupported): -app-id -auth-token"},
 		{"bad config file", []string{"--confdir", bad}, 2, "renderer.toml"},
 		{"confd backend consul", []string{"-backend", "consul", "-node", "http://127.0.0.1:8500"}, 2, `renderer: backend "consul": not supported`},
 		{"confd vault flag", []string{"-backend", "etcdv3", "-auth-type", "app-id"}, 2, "-auth-type: a flag of confd's vault backend"},
