@@ -21,9 +21,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/renderer"
 	"github.com/rollcall/rollcall/renderer/confd"
@@ -198,10 +198,7 @@ func TestInstallOnetime(t *testing.T) {
 	}
 	t.Parallel()
 	ngx := nginxtest.New(t)
-	sitePort, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sitePort := proctest.FreePort(t)
 	etcNginx := filepath.Join(ngx.Prefix, "etc-nginx")
 	r := strings.NewReplacer(
 		"/etc/nginx", etcNginx,
@@ -230,7 +227,9 @@ func TestInstallOnetime(t *testing.T) {
 
 	unit := ini(t, filepath.Join("systemd", "rollcall-renderer.service"), "#")
 	args := strings.Fields(strings.ReplaceAll(one(t, unit, "Service", "ExecStart"), "/etc/rollcall", etc))[1:]
-	args = append(args, "--onetime", "--endpoints", etcd.Endpoint, "--metrics-addr=")
+	// The plain `nginx -s reload` that replaces nginx-reload is confirmed by
+	// the renderer against this nginx's master.
+	args = append(args, "--onetime", "--endpoints", etcd.Endpoint, "--metrics-addr=", "--nginx-pid", filepath.Join(ngx.Prefix, "nginx.pid"))
 	cfg, err := renderer.ParseArgs(args, func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("renderer %v: %v", args, err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -155,7 +156,7 @@ func TestBurstCoalesced(t *testing.T) {
 	}
 
 	// The daemon's files are exactly what a fresh render of etcd gives.
-	code, stdout, stderr := run(t, 30*time.Second, bins.renderer, "--noop", "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
+	code, stdout, stderr := proctest.Run(t, 30*time.Second, bins.Path("renderer"), "--noop", "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
 	if code != 0 || strings.TrimSpace(stdout) != "" {
 		t.Fatalf("renderer --noop --onetime after the burst: exit %d, diff:\n%s\n%s", code, stdout, stderr)
 	}

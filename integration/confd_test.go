@@ -6,11 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -27,12 +27,7 @@ type confdSetup struct {
 
 func newConfdSetup(t *testing.T) *confdSetup {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("runs etcd and the renderer")
-	}
-	if bins.err != nil {
-		t.Fatal(bins.err)
-	}
+	bins.Need(t)
 	s := &confdSetup{etcd: etcdtest.Start(t), confdir: t.TempDir(), out: t.TempDir()}
 	s.node = "http://" + s.etcd.Endpoint
 	mkdir(t, filepath.Join(s.confdir, "conf.d", "nginx"), filepath.Join(s.confdir, "templates"))
@@ -123,7 +118,7 @@ func TestConfdCommandLine(t *testing.T) {
 	}
 	var first map[string]string
 	for i, args := range lines {
-		code, _, stderr := run(t, 30*time.Second, bins.renderer, args...)
+		code, _, stderr := proctest.Run(t, 30*time.Second, bins.Path("renderer"), args...)
 		if code != 0 {
 			t.Fatalf("renderer %q exited %d:\n%s", args, code, stderr)
 		}
@@ -151,7 +146,7 @@ func TestConfdCommandLine(t *testing.T) {
 	}
 
 	// Another backend: one clear line, exit 2.
-	code, _, stderr := run(t, 30*time.Second, bins.renderer, "-onetime", "-backend", "consul", "-node", "127.0.0.1:8500", "-confdir", s.confdir)
+	code, _, stderr := proctest.Run(t, 30*time.Second, bins.Path("renderer"), "-onetime", "-backend", "consul", "-node", "127.0.0.1:8500", "-confdir", s.confdir)
 	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, `backend "consul": not supported`) {
 		t.Errorf("-backend consul: exit %d, stderr %q; want 2 and one line saying it is not supported", code, stderr)
 	}
@@ -163,13 +158,13 @@ func TestConfdCommandLine(t *testing.T) {
 func TestConfdSupervisorProgram(t *testing.T) {
 	t.Parallel()
 	s := newConfdSetup(t)
-	p := start(t, bins.renderer, "-watch", "-backend", "etcdv3", "-node", s.node, "-confdir", s.confdir, "-interval", "60", "-log-level", "info")
+	p := start(t, bins.Path("renderer"), "-watch", "-backend", "etcdv3", "-node", s.node, "-confdir", s.confdir, "-interval", "60", "-log-level", "info")
 	up := filepath.Join(s.out, "upstream.conf")
 	wait := func(want string) {
 		t.Helper()
 		waitfor.Cond(t, 10*time.Second, up+" rendered", func() error {
-			if err := p.exited(); err != nil {
-				t.Fatalf("%v:\n%s", err, p.stderr.String())
+			if err := p.Exited(); err != nil {
+				t.Fatalf("%v:\n%s", err, p.Output())
 			}
 			b, err := os.ReadFile(up)
 			if err != nil {
@@ -189,15 +184,11 @@ func TestConfdSupervisorProgram(t *testing.T) {
 	}
 	wait("upstream app {\n    server 10.0.0.1:8080;\n    server 10.0.0.2:8080;\n    server 10.0.0.3:8080;\n}\n")
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Terminate(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-p.done:
-		if p.err != nil {
-			t.Fatalf("renderer on SIGTERM: %v; want exit 0:\n%s", p.err, p.stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("renderer did not exit within 10s of SIGTERM")
+	proctest.Wait(t, p, 10*time.Second)
+	if st := p.State(); st != "exit status 0" {
+		t.Fatalf("renderer on SIGTERM: %s; want exit status 0:\n%s", st, p.Output())
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -49,7 +49,7 @@ func TestBrokenTemplateEdit(t *testing.T) {
 			`upstream\.tmpl:\d+`, "rollcall_renderer_renders_total", `result="error"`, "b2"},
 	}
 	for _, s := range steps {
-		offset := len(r.renderer.stderr.String())
+		offset := len(r.renderer.Output())
 		m0 := r.metric(s.metric, s.label)
 		writeFile(t, s.file, s.content, 0o644)
 		if s.register != "" {
@@ -140,7 +140,7 @@ func TestFailingNginxCheck(t *testing.T) {
 		t.Fatalf("c_test.conf = %q; want it rolled back to %q", got, cconf)
 	}
 	r.onlyFiles("a_test.conf", "c_test.conf", "dup.conf")
-	if !strings.Contains(r.renderer.stderr.String(), "duplicate upstream") {
+	if !strings.Contains(r.renderer.Output(), "duplicate upstream") {
 		t.Fatal(`renderer log does not quote nginx's "duplicate upstream"`)
 	}
 	if _, err := r.get("/readyz"); err == nil {
@@ -161,10 +161,7 @@ func TestInjectionNeverWritten(t *testing.T) {
 	r := newRig(t)
 	r.startShipped()
 	r.startRenderer()
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	inject := fmt.Sprintf("server { listen 127.0.0.1:%d; location / { root /etc; } }", port)
 	evil := map[string]string{
 		"/a_test/1.2.3.4-80": "1.2.3.4:80; } " + inject + " upstream x {",

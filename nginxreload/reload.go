@@ -14,6 +14,10 @@
 // connections: nginx signals them about 100 ms after starting the new ones, and
 // until then a new connection may still meet the old configuration.
 //
+// Reload is Observe (the generation before), send, Generation.Wait. A caller
+// that sends the reload its own way — the renderer running a reload_cmd such
+// as `systemctl reload nginx` — calls Observe before and Wait after it.
+//
 // A worker that crashes and is respawned by the master during the wait also
 // looks like a new generation; nginx logs such crashes ([alert] ... exited on
 // signal), and they are rare enough not to matter for a reload check. Run one
@@ -97,27 +101,56 @@ const poll = 10 * time.Millisecond
 // returns a *KeptOldError when nginx accepted the reload but kept the old
 // configuration, and another error when the reload could not be sent.
 func Reload(ctx context.Context, c Config) (Result, error) {
+	g, err := Observe(c)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := g.c.send(ctx, g.master); err != nil {
+		return Result{}, err
+	}
+	return g.Wait(ctx)
+}
+
+// Generation is the nginx master and its workers as they were before a
+// reload: what the reload must replace. Observe it, send the reload by any
+// means (Reload's own command, or a reload_cmd such as `systemctl reload
+// nginx`), then Wait.
+type Generation struct {
+	c      Config
+	master int
+	old    []int
+	log    *errorLog
+	start  time.Time
+}
+
+// Observe records the master (from c.PIDFile), its current children and
+// the end of the error log.
+func Observe(c Config) (*Generation, error) {
 	c = c.withDefaults()
-	start := time.Now()
+	g := &Generation{c: c, start: time.Now()}
 	master, err := readPID(c.PIDFile)
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
 	if !alive(c.ProcDir, master) {
-		return Result{}, fmt.Errorf("nginx master %d (from %s) is not running", master, c.PIDFile)
+		return nil, fmt.Errorf("nginx master %d (from %s) is not running", master, c.PIDFile)
 	}
-	old, err := children(c.ProcDir, master)
-	if err != nil {
-		return Result{}, err
+	if g.old, err = children(c.ProcDir, master); err != nil {
+		return nil, err
 	}
-	var log *errorLog
+	g.master = master
 	if c.ErrorLog != "" {
-		log = openErrorLog(c.ErrorLog)
+		g.log = openErrorLog(c.ErrorLog)
 	}
-	if err := c.send(ctx, master); err != nil {
-		return Result{}, err
-	}
+	return g, nil
+}
 
+// Wait waits, at most c.Timeout from now, until a child that was not there
+// when g was observed appears and the old children have retired. It returns
+// a *KeptOldError when only the old children run at the deadline, or
+// earlier when the error log shows [emerg] after the observation.
+func (g *Generation) Wait(ctx context.Context) (Result, error) {
+	c, master, old := g.c, g.master, g.old
 	deadline := time.Now().Add(c.Timeout)
 	res := Result{Master: master, Old: old}
 	var emerg []string
@@ -144,15 +177,15 @@ func Reload(ctx context.Context, c Config) (Result, error) {
 			}
 			exited := len(intersect(now, old)) == 0
 			if exited || t.After(deadline) || !retiredAt.IsZero() && t.Sub(retiredAt) >= settle {
-				res.Took = time.Since(start)
+				res.Took = time.Since(g.start)
 				return res, nil
 			}
 		}
 		if !alive(c.ProcDir, master) {
 			return Result{}, fmt.Errorf("nginx master %d exited during reload", master)
 		}
-		if log != nil {
-			if lines := log.emerg(); len(lines) > 0 {
+		if g.log != nil {
+			if lines := g.log.emerg(); len(lines) > 0 {
 				if emerg == nil {
 					emergAt = time.Now()
 				}
@@ -161,7 +194,7 @@ func Reload(ctx context.Context, c Config) (Result, error) {
 		}
 		t := time.Now()
 		if res.New == nil && (t.After(deadline) || (emerg != nil && t.Sub(emergAt) > emergGrace)) {
-			return Result{}, &KeptOldError{Master: master, Workers: now, Waited: t.Sub(start), Emerg: emerg}
+			return Result{}, &KeptOldError{Master: master, Workers: now, Waited: t.Sub(g.start), Emerg: emerg}
 		}
 		select {
 		case <-ctx.Done():

@@ -3,10 +3,11 @@ package registrar
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -17,44 +18,42 @@ import (
 
 // waitDrained waits until every live renderer whose prefixes cover key has
 // acknowledged revision rev or later (or its ack key is gone), at most
-// timeout. Renderer acks live under dir on the renderers' leases, so a dead
-// renderer's key vanishes and is not waited for. It returns the ids still
-// pending when time ran out or ctx ended, and logs what it waited for. The
-// caller passes a ctx that outlives the shutdown signal (the drain is part
-// of the shutdown) but ends early on a second signal or when the app exits.
-func waitDrained(ctx context.Context, cli *clientv3.Client, dir, key string, rev int64, timeout time.Duration, log *slog.Logger) []string {
+// timeout. A renderer acknowledges under its own prefix (the root without
+// one), which need not be the registrar's: the acks are read under every
+// registry.AckDirs(key) — the root and each ancestor of key — and coverage
+// is decided by each ack's prefixes, so the wait is right whether renderer
+// and registrar use one global prefix, per-resource prefixes, or none.
+// Renderer acks live on the renderers' leases, so a dead renderer's key
+// vanishes and is not waited for. It logs what it waited for. The caller
+// passes a ctx that outlives the shutdown signal (the drain is part of the
+// shutdown) but ends early on a second signal or when the app exits.
+func waitDrained(ctx context.Context, cli *clientv3.Client, key string, rev int64, timeout time.Duration, log *slog.Logger) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var pending map[string]bool
+	dirs := registry.AckDirs(key)
 	for attempt := 0; ; attempt++ {
-		resp, err := cli.Get(ctx, dir, clientv3.WithPrefix())
+		pending, at, n, err := laggingAcks(ctx, cli, dirs, key, rev)
 		if err != nil {
 			log.Warn("drain: cannot read renderer acks, stopping the app", "err", err, "took", time.Since(start))
-			return slices.Sorted(maps.Keys(pending))
-		}
-		pending = map[string]bool{}
-		for _, kv := range resp.Kvs {
-			if id, lagging := ackLags(dir, key, rev, kv); lagging {
-				pending[id] = true
-			}
+			return
 		}
 		if len(pending) == 0 && attempt == 0 {
-			log.Info("drain: no renderer to wait for", "key", key, "rev", rev, "renderers", len(resp.Kvs))
-			return nil
+			log.Info("drain: no renderer to wait for", "key", key, "rev", rev, "renderers", n)
+			return
 		}
 		if attempt == 0 {
 			log.Info("drain: waiting for renderers", "key", key, "rev", rev, "renderers", slices.Sorted(maps.Keys(pending)))
 		}
-		err = watchAcks(ctx, cli, dir, key, rev, resp.Header.Revision+1, pending)
+		err = watchAcks(ctx, cli, dirs, key, rev, at+1, pending)
 		if len(pending) == 0 {
 			log.Info("drain: renderers acknowledged", "key", key, "rev", rev, "took", time.Since(start))
-			return nil
+			return
 		}
 		if ctx.Err() != nil {
 			left := slices.Sorted(maps.Keys(pending))
 			log.Warn("drain: not acknowledged in time, stopping the app anyway", "key", key, "rev", rev, "pending", left, "took", time.Since(start))
-			return left
+			return
 		}
 		log.Debug("drain: watch ended, reading acks again", "err", err)
 		if sleepCtx(ctx, backoff(attempt, time.Second)) != nil {
@@ -63,25 +62,67 @@ func waitDrained(ctx context.Context, cli *clientv3.Client, dir, key string, rev
 	}
 }
 
-// watchAcks removes renderers from pending as they acknowledge rev or go
-// away, watching dir from fromRev. It returns when pending is empty, ctx
-// ends, or the watch fails.
-func watchAcks(ctx context.Context, cli *clientv3.Client, dir, key string, rev, fromRev int64, pending map[string]bool) error {
+// laggingAcks reads the acks under dirs at one revision (the first Get's,
+// returned as at) and returns the ack keys that cover key and are behind
+// rev, and how many acks it read.
+func laggingAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key string, rev int64) (pending map[string]bool, at int64, n int, err error) {
+	pending = map[string]bool{}
+	for _, dir := range dirs {
+		opts := []clientv3.OpOption{clientv3.WithPrefix()}
+		if at > 0 {
+			opts = append(opts, clientv3.WithRev(at))
+		}
+		resp, err := cli.Get(ctx, dir, opts...)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("read %s: %w", dir, err)
+		}
+		if at == 0 {
+			at = resp.Header.Revision
+		}
+		n += len(resp.Kvs)
+		for _, kv := range resp.Kvs {
+			if ackLags(key, rev, kv) {
+				pending[string(kv.Key)] = true
+			}
+		}
+	}
+	return pending, at, n, nil
+}
+
+// watchAcks removes ack keys from pending as they acknowledge rev or go
+// away, watching every dir from fromRev. It returns when pending is empty,
+// ctx ends, or a watch fails.
+func watchAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key string, rev, fromRev int64, pending map[string]bool) error {
+	var wg sync.WaitGroup
+	defer wg.Wait() // runs after cancel: the watches close and the forwarders return
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wch := cli.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithRev(fromRev))
+	events := make(chan clientv3.WatchResponse)
+	for _, dir := range dirs {
+		wch := cli.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithRev(fromRev))
+		wg.Go(func() {
+			for wr := range wch {
+				select {
+				case events <- wr:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
 	for len(pending) > 0 {
-		wr, ok := <-wch
-		if !ok {
+		var wr clientv3.WatchResponse
+		select {
+		case wr = <-events:
+		case <-ctx.Done():
 			return ctx.Err()
 		}
 		if err := wr.Err(); err != nil {
 			return err
 		}
 		for _, ev := range wr.Events {
-			id, lagging := ackLags(dir, key, rev, ev.Kv)
-			if ev.Type == mvccpb.DELETE || !lagging {
-				delete(pending, id)
+			if ev.Type == mvccpb.DELETE || !ackLags(key, rev, ev.Kv) {
+				delete(pending, string(ev.Kv.Key))
 			}
 		}
 	}
@@ -90,11 +131,10 @@ func watchAcks(ctx context.Context, cli *clientv3.Client, dir, key string, rev, 
 
 // ackLags reports whether the renderer ack in kv covers key and is behind
 // rev. An ack that does not parse covers nothing.
-func ackLags(dir, key string, rev int64, kv *mvccpb.KeyValue) (string, bool) {
-	id := strings.TrimPrefix(string(kv.Key), dir)
+func ackLags(key string, rev int64, kv *mvccpb.KeyValue) bool {
 	var a registry.Ack
 	if err := json.Unmarshal(kv.Value, &a); err != nil {
-		return id, false
+		return false
 	}
-	return id, a.CoversKey(key) && a.Revision < rev
+	return a.CoversKey(key) && a.Revision < rev
 }

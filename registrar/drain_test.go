@@ -90,20 +90,8 @@ func TestRunDrain(t *testing.T) {
 			r := h.start(cfg)
 			key, value := h.instanceKey(t, a)
 			h.registered(key, value, 10*time.Second)
-			wch := h.cli.Watch(ctx, key, clientv3.WithFilterPut())
-
 			sent := time.Now()
-			r.sigs <- syscall.SIGTERM
-			var rev int64
-			select {
-			case wr := <-wch:
-				if len(wr.Events) != 1 || wr.Events[0].Type != mvccpb.DELETE {
-					t.Fatalf("watch %s = %v, %v; want its deletion", key, wr.Events, wr.Err())
-				}
-				rev = wr.Events[0].Kv.ModRevision
-			case <-ctx.Done():
-				t.Fatalf("%s not removed", key)
-			}
+			rev := terminate(ctx, t, h, r, key)
 			var acted time.Time
 			if tc.act != nil {
 				select {
@@ -116,13 +104,7 @@ func TestRunDrain(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if code, err := r.wait(t, 15*time.Second); code != 0 || err != nil {
-				t.Fatalf("registrar exit = %d, %v; want 0", code, err)
-			}
-			term, ok := a.find("sigterm")
-			if !ok {
-				t.Fatalf("app never got SIGTERM: %v", a.events())
-			}
+			term := appStopped(t, r, a)
 			if d := term.at.Sub(sent); d < tc.min || d > tc.max {
 				t.Fatalf("app got SIGTERM %v after the registrar; want between %v and %v", d, tc.min, tc.max)
 			}
@@ -130,6 +112,38 @@ func TestRunDrain(t *testing.T) {
 				t.Fatalf("app got SIGTERM %v before the renderer acted", acted.Sub(term.at))
 			}
 		})
+	}
+}
+
+// appStopped waits for the registrar to exit 0 and returns the app's
+// SIGTERM.
+func appStopped(t *testing.T, r *running, a app) event {
+	t.Helper()
+	if code, err := r.wait(t, 15*time.Second); code != 0 || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want 0", code, err)
+	}
+	term, ok := a.find("sigterm")
+	if !ok {
+		t.Fatalf("app never got SIGTERM: %v", a.events())
+	}
+	return term
+}
+
+// terminate sends the registrar SIGTERM and returns the revision at which
+// its key was removed.
+func terminate(ctx context.Context, t *testing.T, h *harness, r *running, key string) int64 {
+	t.Helper()
+	wch := h.cli.Watch(ctx, key, clientv3.WithFilterPut())
+	r.sigs <- syscall.SIGTERM
+	select {
+	case wr := <-wch:
+		if len(wr.Events) != 1 || wr.Events[0].Type != mvccpb.DELETE {
+			t.Fatalf("watch %s = %v, %v; want its deletion", key, wr.Events, wr.Err())
+		}
+		return wr.Events[0].Kv.ModRevision
+	case <-ctx.Done():
+		t.Fatalf("%s not removed", key)
+		return 0
 	}
 }
 
@@ -178,5 +192,78 @@ func testDrainCutShort(t *testing.T, sig syscall.Signal, want int) {
 	}
 	if d := time.Since(sent); d > 3*time.Second {
 		t.Fatalf("registrar returned %v after %v; want at once, not after the 20s drain", d, unix.SignalName(sig))
+	}
+}
+
+// TestRunDrainLayouts: in every supported prefix layout the registrar waits
+// for exactly the renderers whose watched keys cover its key, wherever they
+// acknowledge (under their global prefix, or the root without one), and
+// stops the app only after the ack.
+func TestRunDrainLayouts(t *testing.T) {
+	const react = 500 * time.Millisecond
+	ack := func(rev int64, prefixes ...string) string {
+		b, _ := json.Marshal(registry.Ack{Revision: rev, Prefixes: prefixes, Updated: time.Now()})
+		return string(b)
+	}
+	tests := []struct {
+		name     string
+		prefix   string // the registrar's --prefix
+		ackUnder string // the renderer's global --prefix: where it acknowledges
+		covers   []string
+		other    string // a second, not covering renderer's ack dir prefix ("" = none)
+	}{
+		{name: "no prefixes", covers: []string{"/"}},
+		{name: "global prefix on both", prefix: "/services", ackUnder: "/services", covers: []string{"/services"}},
+		{name: "per-resource prefixes", prefix: "/services", covers: []string{"/services/web_PRE"}, other: "/other"},
+		{name: "global and per-resource prefixes", prefix: "/services", ackUnder: "/services",
+			covers: []string{"/services/web_PRE", "/services/api_PRE"}},
+		{name: "registrar below the renderer's prefix", prefix: "/dc1/services", ackUnder: "/dc1", covers: []string{"/dc1/services"}},
+		{name: "per-app renderer prefix", prefix: "/services", ackUnder: "/services/web_PRE", covers: []string{"/services/web_PRE"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ackKey := registry.RendererKey(tc.ackUnder, "gw1")
+			if _, err := h.cli.Put(ctx, ackKey, ack(1, tc.covers...)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.other != "" { // lagging but covering nothing of ours: not waited for
+				if _, err := h.cli.Put(ctx, registry.RendererKey(tc.prefix, "gw2"), ack(1, tc.other)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a := h.newApp()
+			cfg := h.config(a)
+			cfg.Check, cfg.Prefix, cfg.DrainTimeout = "none", tc.prefix, 5*time.Second
+			r := h.start(cfg)
+			key, value := h.instanceKey(t, a)
+			key = registry.CleanPrefix(tc.prefix) + key
+			h.registered(key, value, 10*time.Second)
+			rev := terminate(ctx, t, h, r, key)
+			select {
+			case <-time.After(react):
+			case <-r.done:
+				t.Fatal("registrar returned before the renderer acknowledged")
+			}
+			if _, ok := a.find("sigterm"); ok {
+				t.Fatal("app stopped before the renderer acknowledged")
+			}
+			acked := time.Now()
+			if _, err := h.cli.Put(ctx, ackKey, ack(rev, tc.covers...)); err != nil {
+				t.Fatal(err)
+			}
+			term := appStopped(t, r, a)
+			if term.at.Before(acked) {
+				t.Fatalf("app got SIGTERM %v before the ack", acked.Sub(term.at))
+			}
+			if d := term.at.Sub(acked); d > 2*time.Second {
+				t.Fatalf("app got SIGTERM %v after the ack; want promptly", d)
+			}
+			if err := h.logs.has("drain: renderers acknowledged"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

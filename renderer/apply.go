@@ -115,7 +115,7 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 	for _, cmd := range order {
 		group := reloads[cmd]
 		start := time.Now()
-		out, err := r.runCmd(ctx, "reload", cmd)
+		out, err := r.reload(ctx, cmd) // confirm.go: confirms an nginx reload
 		took := time.Since(start)
 		res.reloads++
 		if err != nil {
@@ -151,8 +151,7 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 		return j
 	}
 	for _, s := range out.Skipped {
-		r.m.invalidSkipped.WithLabelValues(st.name).Inc()
-		r.log.Warn("invalid value skipped", "resource", st.name, "key", s.Key, "value", s.Value, "err", s.Err)
+		r.gate.skipped(s.Key, s.Value, s.Err)
 	}
 	if j.cur, err = readState(rs.Dest); err != nil {
 		j.err = err

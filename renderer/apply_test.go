@@ -294,8 +294,9 @@ func TestBrokenTemplateEdit(t *testing.T) {
 	}
 }
 
-// TestUnchangedAndIgnored: bookkeeping keys and equal output cost no
-// reload; an injection value is skipped and counted.
+// TestUnchangedAndIgnored: bookkeeping keys cost nothing, a user key that
+// merely contains "_ports" renders (equal output: no reload), and an
+// injection value is withheld, counted and logged once.
 func TestUnchangedAndIgnored(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -307,11 +308,14 @@ func TestUnchangedAndIgnored(t *testing.T) {
 		return metric(t, h.reg, "rollcall_renderer_renders_total", "resource", "up.toml", "result", "unchanged")
 	}
 	h.put("/_ports/10.0.0.1/80", "web_prod")
+	h.put("/_renderers/other", "{}")
 	h.put("/web_prod/10.0.0.1-80", "10.0.0.1:80")                    // same value: no event change
-	h.put(key("web_prod", "10.0.0.5", 80), "1.2.3.4:80; } server {") // injection: skipped, same output
+	h.put(key("web_prod", "10.0.0.5", 80), "1.2.3.4:80; } server {") // injection: withheld, no render
+	h.put(key("web_prod", "10.0.0.5", 80), "1.2.3.4:80; } server {") // the same again: not logged again
+	h.put("/cfg/_ports/x", "1")                                      // a user's key: renders, same output
 	waitfor.Cond(t, 10*time.Second, "injection counted", func() error {
-		if n := metric(t, h.reg, "rollcall_renderer_invalid_values_skipped_total", "resource", "up.toml"); n < 1 {
-			return fmt.Errorf("%v skipped", n)
+		if n := metric(t, h.reg, "rollcall_renderer_invalid_values_skipped_total"); n != 1 {
+			return fmt.Errorf("%v skipped; want 1", n)
 		}
 		if renders() < 1 {
 			return errors.New("no unchanged render")
@@ -323,6 +327,9 @@ func TestUnchangedAndIgnored(t *testing.T) {
 	}
 	if n := h.reloadCount(); n != 1 {
 		t.Errorf("%d reloads; want 1 (bookkeeping keys and equal output reload nothing)", n)
+	}
+	if n := strings.Count(h.logs.String(), "invalid instance value withheld"); n != 1 {
+		t.Errorf("the withheld value was logged %d times; want once", n)
 	}
 }
 

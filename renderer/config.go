@@ -25,6 +25,8 @@ const (
 	DefaultCooldown       = time.Second
 	DefaultCommandTimeout = 30 * time.Second
 	DefaultAckTTL         = 10 * time.Second
+	DefaultNginxPID       = "/run/nginx.pid"           // Debian's nginx
+	DefaultNginxErrorLog  = "/var/log/nginx/error.log" // Debian's nginx
 )
 
 // Config is everything Run needs. Build it with ParseArgs (flags, env and the
@@ -50,6 +52,10 @@ type Config struct {
 	User, Password string        // etcd auth
 	CommandTimeout time.Duration // limit for every check_cmd / reload_cmd
 	AckTTL         time.Duration // lease TTL of the _renderers/<id> key
+	LaxValues      bool          // strict_values = false: instance keys with invalid values reach templates
+	NginxPID       string        // the nginx master's pid file, to confirm plain nginx reloads; "" = Debian's
+	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
+	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
 
 	// SRVRecord, when set, names the DNS SRV record listing the etcd
 	// members (confd's -srv-domain / -srv-record); ResolveSRV replaces
@@ -85,6 +91,7 @@ type flags struct {
 	srvDomain string
 	srvRecord string
 	scheme    string
+	strict    bool // --strict-values
 	// configMust: the file was named by --config (it must exist), not by
 	// confd's -config-file (a missing one is skipped, as confd does).
 	configMust bool
@@ -156,6 +163,10 @@ func (c *Config) defineFlags(f *flags) {
 	both(&c.User, "user", "username", "etcd user")
 	fs.StringVar(&c.Password, "password", "", "etcd password (better: env ETCD_PASSWORD, which ps does not show)")
 	fs.DurationVar(&c.CommandTimeout, "command-timeout", DefaultCommandTimeout, "timeout of every check_cmd and reload_cmd")
+	fs.BoolVar(&f.strict, "strict-values", true, "withhold instance keys whose value is not the ip:port the key names from every template function")
+	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
+	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
+	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
 	fs.StringVar(&f.backend, "backend", "", "confd: etcd or etcdv3 (both mean etcd's v3 API)")
 	fs.StringVar(&f.srvDomain, "srv-domain", "", "confd: find etcd through the SRV record _<backend>._tcp.<domain>.")
 	fs.StringVar(&f.srvRecord, "srv-record", "", "confd: find etcd through this SRV record")
@@ -205,6 +216,7 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 	if f.set["keep-stage-file"] && fs.Lookup("keep-stage-file").Value.String() == "true" {
 		c.Warnings = append(c.Warnings, "-keep-stage-file: accepted, but staged files are removed (a failed check logs its output)")
 	}
+	c.LaxValues = !f.strict
 	if f.set["endpoints"] {
 		c.Endpoints = f.endpoints.list
 	}
@@ -273,6 +285,15 @@ func (c *Config) Validate() error {
 	if c.AckTTL == 0 {
 		c.AckTTL = DefaultAckTTL
 	}
+	if c.NginxPID == "" {
+		c.NginxPID = DefaultNginxPID
+	}
+	if c.NginxErrorLog == "" {
+		c.NginxErrorLog = DefaultNginxErrorLog
+	}
+	if c.NginxConfirm == "" {
+		c.NginxConfirm = ConfirmAuto
+	}
 	if c.ID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -296,6 +317,8 @@ func (c *Config) Validate() error {
 		return usagef("--id %q: must be one key segment", c.ID)
 	case (c.Cert == "") != (c.Key == ""):
 		return usagef("--cert and --key (-client-cert and -client-key) go together")
+	case c.NginxConfirm != ConfirmAuto && c.NginxConfirm != ConfirmAll && c.NginxConfirm != ConfirmNone:
+		return usagef("--nginx-confirm %q: want auto, all or none", c.NginxConfirm)
 	}
 	for _, e := range c.Endpoints {
 		if err := checkEndpoint(e); err != nil {

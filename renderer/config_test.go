@@ -43,7 +43,8 @@ func TestParseArgs(t *testing.T) {
 				want := Config{ConfDir: c.ConfDir, Endpoints: []string{"a:1", "b:2"}, Prefix: "/p", Onetime: true, Noop: true,
 					Wait: w(2*time.Second, 10*time.Second), Cooldown: 250 * time.Millisecond, Interval: time.Minute, EmbedEtcd: "/d",
 					EmbedListen: "127.0.0.1:1", MetricsAddr: ":9", ID: "gw", LogLevel: "debug", CACert: "ca", Cert: "c", Key: "k",
-					User: "u", Password: "pw", CommandTimeout: 5 * time.Second, AckTTL: DefaultAckTTL}
+					User: "u", Password: "pw", CommandTimeout: 5 * time.Second, AckTTL: DefaultAckTTL,
+					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto}
 				if !reflect.DeepEqual(c, want) {
 					return "got " + reflectString(c)
 				}
@@ -148,6 +149,28 @@ noop = true
 		{name: "bad file cooldown", file: "cooldown = \"x\"\n", err: "cooldown"},
 		{name: "negative file interval", file: "interval = -1\n", err: "interval"},
 		{name: "wrong type", file: "interval = \"10\"\n", err: "renderer.toml"},
+		{name: "nginx and values flags", args: []string{"--strict-values=false", "--nginx-pid", "/p.pid", "--nginx-error-log", "/e.log", "--nginx-confirm", "all"},
+			file: "strict_values = true\nnginx_pid = \"/f.pid\"\n",
+			check: func(c Config) string {
+				if !c.LaxValues || c.NginxPID != "/p.pid" || c.NginxErrorLog != "/e.log" || c.NginxConfirm != ConfirmAll {
+					return "got " + reflectString(c)
+				}
+				return ""
+			}},
+		{name: "nginx and values keys", file: "strict_values = false\nnginx_pid = \"/f.pid\"\nnginx_error_log = \"/f.log\"\nnginx_confirm = \"none\"\n",
+			check: func(c Config) string {
+				if !c.LaxValues || c.NginxPID != "/f.pid" || c.NginxErrorLog != "/f.log" || c.NginxConfirm != ConfirmNone {
+					return "got " + reflectString(c)
+				}
+				return ""
+			}},
+		{name: "strict by default", check: func(c Config) string {
+			if c.LaxValues || c.NginxPID != "/run/nginx.pid" || c.NginxConfirm != ConfirmAuto {
+				return "got " + reflectString(c)
+			}
+			return ""
+		}},
+		{name: "bad nginx-confirm", args: []string{"--nginx-confirm", "maybe"}, err: "--nginx-confirm"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

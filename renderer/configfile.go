@@ -47,6 +47,10 @@ type fileConfig struct {
 	MetricsAddr    string   `toml:"metrics_addr"`
 	ID             string   `toml:"id"`
 	CommandTimeout string   `toml:"command_timeout"`
+	StrictValues   *bool    `toml:"strict_values"`
+	NginxPID       string   `toml:"nginx_pid"`
+	NginxErrorLog  string   `toml:"nginx_error_log"`
+	NginxConfirm   string   `toml:"nginx_confirm"`
 }
 
 // configPath picks the config file: the one a flag names (--config must
@@ -107,6 +111,9 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 	str("embed-listen", &c.EmbedListen, f.EmbedListen)
 	str("metrics-addr", &c.MetricsAddr, f.MetricsAddr)
 	str("id", &c.ID, f.ID)
+	str("nginx-pid", &c.NginxPID, f.NginxPID)
+	str("nginx-error-log", &c.NginxErrorLog, f.NginxErrorLog)
+	str("nginx-confirm", &c.NginxConfirm, f.NginxConfirm)
 	if nodes := append(append([]string{}, f.Endpoints...), f.Nodes...); !set["endpoints"] && len(nodes) > 0 {
 		c.Endpoints = nodes
 	}
@@ -130,6 +137,9 @@ func (c *Config) mergeFileValues(path string, f fileConfig, set map[string]bool)
 		if !set[b.flag] && b.v != nil {
 			*b.dst = *b.v
 		}
+	}
+	if !set["strict-values"] && f.StrictValues != nil {
+		c.LaxValues = !*f.StrictValues
 	}
 	if !set["wait"] && f.Wait != "" {
 		w, err := confd.ParseWait(f.Wait)

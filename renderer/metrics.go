@@ -26,7 +26,7 @@ type Metrics struct {
 	watchRevision     prometheus.Gauge
 	etcdRevision      prometheus.Gauge
 	lastApplySuccess  *prometheus.GaugeVec // resource
-	invalidSkipped    *prometheus.CounterVec
+	invalidSkipped    prometheus.Counter
 	etcdUp            prometheus.Gauge
 	lastReloadSuccess prometheus.Gauge
 	loadErrors        prometheus.Counter
@@ -60,8 +60,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		etcdRevision:    gauge("etcd_revision", "etcd's current revision, as last probed."),
 		lastApplySuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_apply_success_timestamp_seconds",
 			Help: "Unix time a resource was last applied successfully (or found up to date)."}, []string{"resource"}),
-		invalidSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "invalid_values_skipped_total",
-			Help: "Registered values the templates' typed functions refused (not written)."}, []string{"resource"}),
+		invalidSkipped: counter("invalid_values_skipped_total",
+			"Keys whose value was refused (an instance key whose value is not the ip:port it names, or a value a typed function refused), once per key and value."),
 		etcdUp:            gauge("etcd_up", "1 when etcd answers, 0 when unreachable."),
 		lastReloadSuccess: gauge("last_reload_success_timestamp_seconds", "Unix time of the last successful reload_cmd."),
 		loadErrors:        counter("resource_load_errors_total", "conf.d resources or templates that failed to load."),

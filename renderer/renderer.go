@@ -45,9 +45,11 @@ type Renderer struct {
 	full    bool      // the next apply is a full pass (first list, conf reload): no cooldown after it
 	ack     *acker
 	ackRev  int64
-	loadErr int // resources that failed to load at the last (re)load
+	gate    *valueGate // withholds invalid instance values (values.go)
+	loadErr int        // resources that failed to load at the last (re)load
 
 	watchPrefixes []string
+	watchRegistry []string
 	watchCancel   context.CancelFunc
 	watchDone     chan struct{}
 
@@ -77,6 +79,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if r.stdout == nil {
 		r.stdout = os.Stdout
 	}
+	r.gate = newValueGate(!cfg.LaxValues, log.With("component", "values"), r.m.invalidSkipped)
 	endpoints := cfg.Endpoints
 	if cfg.EmbedEtcd != "" {
 		sctx, cancel := context.WithTimeout(ctx, embedetcd.StartTimeout)
@@ -190,25 +193,40 @@ func (r *Renderer) prefixes() []string {
 	for _, st := range r.states {
 		ps = append(ps, st.prefixes...)
 	}
-	return collapse(ps)
+	return registry.Collapse(ps)
+}
+
+// registryPrefixes are the prefixes whose reserved subtrees (_ports/,
+// _renderers/) the renderer ignores: its global prefix (the root when
+// unset: where it acknowledges) and each resource's prefix (where a
+// confd-style resource reads its registry).
+func (r *Renderer) registryPrefixes() []string {
+	ps := []string{r.cfg.Prefix}
+	for _, st := range r.states {
+		ps = append(ps, st.res.Prefix)
+	}
+	slices.Sort(ps)
+	return slices.Compact(ps)
 }
 
 func (r *Renderer) newWatcher(prefixes []string) *watcher {
 	return &watcher{
 		cli: r.cli, prefixes: prefixes, store: r.store, log: r.base.With("component", "watch"), m: r.m,
 		interval: r.cfg.Interval, up: r.setUp, probeKey: registry.RendererKey(r.cfg.Prefix, r.cfg.ID),
+		registry: r.registryPrefixes(), gate: r.gate,
 	}
 }
 
 // restartWatch (re)starts the watcher when the watched prefixes changed.
 func (r *Renderer) restartWatch(ctx context.Context) {
 	ps := r.prefixes()
-	if r.watchDone != nil && slices.Equal(ps, r.watchPrefixes) {
+	if r.watchDone != nil && slices.Equal(ps, r.watchPrefixes) && slices.Equal(r.registryPrefixes(), r.watchRegistry) {
 		return
 	}
 	r.stopWatch()
 	r.watchPrefixes = ps
 	w := r.newWatcher(ps)
+	r.watchRegistry = w.registry
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	r.watchCancel, r.watchDone = cancel, done

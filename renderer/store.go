@@ -40,14 +40,6 @@ func newStore() *store {
 	return &store{kvs: map[string]string{}, changed: map[string]struct{}{}, dirty: make(chan struct{}, 1)}
 }
 
-// ignored reports keys that never feed templates nor trigger renders: the
-// registry's own bookkeeping (_renderers/<id> acks, _ports/ claims). The
-// renderer's own acks therefore can never cause a render->ack loop.
-func ignored(key string) bool {
-	return strings.Contains(key, "/_renderers/") || strings.Contains(key, "/_ports/") ||
-		strings.HasPrefix(key, "_renderers/") || strings.HasPrefix(key, "_ports/")
-}
-
 // Dirty receives when changes wait to be taken.
 func (s *store) Dirty() <-chan struct{} { return s.dirty }
 

@@ -88,25 +88,30 @@ func TestStoreChanges(t *testing.T) {
 	}
 }
 
-func TestIgnoredAndCollapse(t *testing.T) {
+// TestWatcherKeeps: only the reserved subtrees directly under a registry
+// prefix are ignored; a "_ports" or "_renderers" segment elsewhere is a
+// user's key.
+func TestWatcherKeeps(t *testing.T) {
 	t.Parallel()
+	w := &watcher{prefixes: []string{"/"}, registry: []string{"", "/services"}}
 	for key, want := range map[string]bool{
-		"/_renderers/gw1":          true,
-		"/p/_renderers/gw1":        true,
-		"/_ports/10.0.0.1/20000":   true,
-		"/app_prod/10.0.0.1-20000": false,
-		"/my_renderers/x":          false,
+		"/_renderers/gw1":               false,
+		"/_ports/10.0.0.1/20000":        false,
+		"/services/_renderers/gw1":      false,
+		"/services/_ports/10.0.0.1/80":  false,
+		"/p/_renderers/gw1":             true,
+		"/cfg/_ports/x":                 true,
+		"/app_prod/10.0.0.1-20000":      true,
+		"/my_renderers/x":               true,
+		"/services/app_prod/10.0.0.1-1": true,
 	} {
-		if got := ignored(key); got != want {
-			t.Errorf("ignored(%q) = %v; want %v", key, got, want)
+		if got := w.keeps(key); got != want {
+			t.Errorf("keeps(%q) = %v; want %v", key, got, want)
 		}
 	}
-	got := collapse([]string{"/b", "/a/x", "/a", "/ab", "/a", "/b/"})
-	if want := []string{"/a", "/ab", "/b"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("collapse = %q; want %q", got, want)
-	}
-	if got := collapse([]string{"/a", "/"}); !reflect.DeepEqual(got, []string{"/"}) {
-		t.Errorf("collapse with / = %q", got)
+	w.prefixes = []string{"/services"}
+	if w.keeps("/other/x") {
+		t.Error("keeps a key outside the watched prefixes")
 	}
 }
 

@@ -38,6 +38,8 @@ type watcher struct {
 	sleep       func(context.Context, time.Duration) error
 	relist      chan struct{} // cap 1: the probe saw etcd's revision go back
 	progress    time.Duration // how often to ask for a progress notification; 0 = progressEvery
+	registry    []string      // registry prefixes: their reserved subtrees are ignored
+	gate        *valueGate    // withholds invalid instance values; nil = none
 }
 
 // progressEvery is how often a quiet watch asks the server for a progress
@@ -54,20 +56,6 @@ var (
 	// miss every change until then: list again.
 	errRewound = errors.New("etcd revision went back")
 )
-
-// collapse drops prefixes covered by another and sorts the rest.
-func collapse(prefixes []string) []string {
-	ps := slices.Clone(prefixes)
-	slices.Sort(ps)
-	ps = slices.Compact(ps)
-	var out []string
-	for _, p := range ps {
-		if !slices.ContainsFunc(ps, func(q string) bool { return q != p && registry.Covers(q, p) }) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
 
 // Run lists and watches until ctx is done, re-listing after compaction and
 // backing off while etcd is unreachable. The store is only ever replaced
@@ -142,10 +130,13 @@ func (w *watcher) list(ctx context.Context) (int64, error) {
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			if k := string(kv.Key); w.covered(k) && !ignored(k) {
+			if k := string(kv.Key); w.keeps(k) {
 				kvs[k] = string(kv.Value)
 			}
 		}
+	}
+	if w.gate != nil {
+		w.gate.filter(kvs)
 	}
 	if rev == 0 { // nothing watched: learn the revision anyway
 		resp, err := w.cli.Get(ctx, w.probeKey, clientv3.WithCountOnly())
@@ -247,10 +238,14 @@ func (w *watcher) follow(wctx context.Context, wch clientv3.WatchChan, rev *int6
 			chs := make([]change, 0, len(resp.Events))
 			for _, ev := range resp.Events {
 				k := string(ev.Kv.Key)
-				if ignored(k) || !w.covered(k) {
+				if !w.keeps(k) {
 					continue
 				}
-				chs = append(chs, change{key: k, value: string(ev.Kv.Value), del: ev.Type == clientv3.EventTypeDelete})
+				c := change{key: k, value: string(ev.Kv.Value), del: ev.Type == clientv3.EventTypeDelete}
+				if w.gate != nil {
+					c = w.gate.change(c)
+				}
+				chs = append(chs, c)
 			}
 			w.m.watchEvents.Add(float64(len(chs)))
 			w.store.Apply(chs, resp.Header.Revision)
@@ -288,6 +283,13 @@ func (w *watcher) silent(wctx context.Context, rev int64, every time.Duration, l
 	}
 	w.m.watchSilent.Inc()
 	return fmt.Errorf("watch silent for %v while etcd moved from %d to %d", time.Since(last).Round(time.Millisecond), rev, resp.Header.Revision)
+}
+
+// keeps reports whether key feeds the store: under a watched prefix and
+// not in a reserved subtree (registry.Reserved) of a registry prefix. The
+// renderer's own acks therefore never cause a render->ack loop.
+func (w *watcher) keeps(key string) bool {
+	return w.covered(key) && !slices.ContainsFunc(w.registry, func(p string) bool { return registry.Reserved(p, key) })
 }
 
 func (w *watcher) covered(key string) bool {

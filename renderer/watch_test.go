@@ -16,6 +16,7 @@ import (
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/waitfor"
+	"github.com/rollcall/rollcall/registry"
 )
 
 // TestWatchCompactedRelists: a watch from a compacted revision reports
@@ -42,7 +43,7 @@ func TestWatchCompactedRelists(t *testing.T) {
 	}
 	s := newStore()
 	w := &watcher{cli: cli, prefixes: []string{"/a", "/b"}, store: s, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		m: NewMetrics(nil), up: func(bool) {}, probeKey: "/_renderers/test"}
+		m: NewMetrics(nil), up: func(bool) {}, probeKey: "/_renderers/test", registry: []string{"", "/a"}}
 	got, err := w.list(ctx)
 	if err != nil || got != rev {
 		t.Fatalf("list = %d, %v; want %d", got, err, rev)
@@ -79,8 +80,8 @@ func TestListManyPrefixes(t *testing.T) {
 		want[p+"/10.0.0.1-80"] = p + "/10.0.0.1-80"
 	}
 	s := newStore()
-	w := &watcher{cli: cli, prefixes: collapse(prefixes), store: s, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		m: NewMetrics(nil), up: func(bool) {}, probeKey: "/_renderers/test"}
+	w := &watcher{cli: cli, prefixes: registry.Collapse(prefixes), store: s, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		m: NewMetrics(nil), up: func(bool) {}, probeKey: "/_renderers/test", registry: prefixes}
 	if _, err := w.list(t.Context()); err != nil {
 		t.Fatal(err)
 	}

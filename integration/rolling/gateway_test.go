@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,9 +17,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/proc"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/registry"
 )
@@ -35,9 +37,10 @@ type gateway struct {
 	etcd     *etcdtest.Server
 	cli      *clientv3.Client
 	nginx    *nginxtest.Server
-	renderer *proc
+	renderer *proc.Proc
 	confdir  string
 	known    map[string]bool // instance keys seen so far
+	cfg      gatewayConfig
 }
 
 // gatewayConfig says what the renderer renders and nginx serves.
@@ -50,13 +53,20 @@ type gatewayConfig struct {
 	// to <prefix>/rendered-http-*.conf (included in http { }) or
 	// <prefix>/rendered-server-*.conf (for server to include).
 	resources func(t *testing.T, prefix, check, reload string) map[string]string
+	// templates are written to the confdir's templates/ (name -> content).
+	templates map[string]string
+	// plainReload makes reload `nginx -s reload`, as a confd setup has it,
+	// instead of nginx-reload: the renderer confirms it (--nginx-pid).
+	plainReload bool
+	// prefix is the renderer's --prefix; regPrefix the registrars'.
+	prefix, regPrefix string
 }
 
 // startGateway starts etcd, nginx and the renderer, and waits until the
 // renderer has acknowledged its first apply.
 func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	t.Helper()
-	g := &gateway{etcd: etcdtest.Start(t), confdir: t.TempDir(), known: map[string]bool{}}
+	g := &gateway{etcd: etcdtest.Start(t), confdir: t.TempDir(), known: map[string]bool{}, cfg: c}
 	g.cli = g.etcd.Client(t)
 	g.nginx = nginxtest.New(t)
 	// A glob include may match nothing, so nginx starts before the first render.
@@ -68,29 +78,32 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	if err := os.CopyFS(filepath.Join(g.confdir, "templates"), os.DirFS(filepath.Join(repoRoot, "templates"))); err != nil {
 		t.Fatal(err)
 	}
+	for name, text := range c.templates {
+		writeFile(t, filepath.Join(g.confdir, "templates", name), text)
+	}
 	check := g.nginx.CommandLine("-t", "-q")
 	reload := g.nginx.CommandLine("-s", "reload")
-	if _, err := os.Stat(binPath("nginx-reload")); err == nil {
-		reload = fmt.Sprintf("%s --nginx %s --pid %s --timeout 10s -- %s", binPath("nginx-reload"),
+	var extra []string
+	if c.plainReload {
+		extra = []string{"--nginx-pid", filepath.Join(g.nginx.Prefix, "nginx.pid"), "--nginx-error-log", filepath.Join(g.nginx.Prefix, "error.log")}
+	} else if _, err := os.Stat(bins.Path("nginx-reload")); err == nil {
+		reload = fmt.Sprintf("%s --nginx %s --pid %s --timeout 10s -- %s", bins.Path("nginx-reload"),
 			g.nginx.Bin, filepath.Join(g.nginx.Prefix, "nginx.pid"), strings.Join(g.nginx.Args(), " "))
 	}
 	for name, r := range c.resources(t, g.nginx.Prefix, check, reload) {
 		writeFile(t, filepath.Join(g.confdir, "conf.d", name), r)
 	}
 
-	metrics, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.renderer = startProc(t, "renderer", nil, 15*time.Second, binPath("renderer"),
+	metrics := proctest.FreePort(t)
+	g.renderer = proctest.Start(t, "renderer", nil, 15*time.Second, append([]string{bins.Path("renderer"),
 		"--confdir", g.confdir,
 		"--endpoints", g.etcd.Endpoint,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--id", "gw1",
-		"--log-level", "debug")
+		"--log-level", "debug", "--prefix", c.prefix}, extra...)...)
 	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
-		if !g.renderer.running() {
-			return fmt.Errorf("renderer exited: %v", g.renderer.cmd.ProcessState)
+		if !g.renderer.Running() {
+			return fmt.Errorf("renderer exited: %v", g.renderer.State())
 		}
 		_, err := g.ack(t)
 		return err
@@ -110,6 +123,42 @@ mode = "0644"
 check_cmd = %q
 reload_cmd = %q
 `, prefix, app+"_"+env, check, reload)}
+}
+
+// getvsTemplate is the classic confd upstream template: raw values through
+// getvs, no typed functions.
+var getvsTemplate = getvsAt("/" + app + "_" + env)
+
+// getvsAt is getvsTemplate reading the instances in store dir dir.
+func getvsAt(dir string) string {
+	return `upstream ` + app + "_" + env + ` {
+{{- range getvs "` + path.Join(dir, "*") + `"}}
+    server {{.}};
+{{- else}}
+    server 127.0.0.1:1 down;
+{{- end}}
+}
+`
+}
+
+// confdResource is a resource as a confd user has it: prefix "/", the
+// service dir in keys, the getvs template, and whatever reload it is given.
+func confdResource(t *testing.T, prefix, check, reload string) map[string]string {
+	return getvsResource("/", "/"+app+"_"+env)(t, prefix, check, reload)
+}
+
+// getvsResource is a getvs.tmpl resource with the given prefix and key.
+func getvsResource(resPrefix, key string) func(*testing.T, string, string, string) map[string]string {
+	return func(_ *testing.T, prefix, check, reload string) map[string]string {
+		return map[string]string{"upstream.toml": fmt.Sprintf(`[template]
+src = "getvs.tmpl"
+dest = "%s/rendered-http-upstream.conf"
+prefix = %q
+keys = [%q]
+check_cmd = %q
+reload_cmd = %q
+`, prefix, resPrefix, key, check, reload)}
+	}
 }
 
 // shippedResources are the shipped conf.d/upstreams.toml and proxy.toml
@@ -136,12 +185,13 @@ func shippedResources(t *testing.T, prefix, check, reload string) map[string]str
 func (g *gateway) ack(t *testing.T) (registry.Ack, error) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	resp, err := g.cli.Get(ctx, registry.RendererKey("", "gw1"))
+	key := registry.RendererKey(g.cfg.prefix, "gw1")
+	resp, err := g.cli.Get(ctx, key)
 	if err != nil {
 		return registry.Ack{}, err
 	}
 	if len(resp.Kvs) == 0 {
-		return registry.Ack{}, fmt.Errorf("no %s", registry.RendererKey("", "gw1"))
+		return registry.Ack{}, fmt.Errorf("no %s", key)
 	}
 	var a registry.Ack
 	if err := json.Unmarshal(resp.Kvs[0].Value, &a); err != nil {
@@ -154,7 +204,7 @@ func (g *gateway) ack(t *testing.T) (registry.Ack, error) {
 func (g *gateway) instances(t *testing.T) ([]string, error) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	resp, err := g.cli.Get(ctx, registry.ServiceDir("", app, env), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := g.cli.Get(ctx, registry.ServiceDir(g.cfg.regPrefix, app, env), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +219,7 @@ func (g *gateway) instances(t *testing.T) ([]string, error) {
 type backend struct {
 	addr   string // ip:port, as registered
 	key    string
-	reg    *proc
+	reg    *proc.Proc
 	report string // demo-backend's JSON report, written when it exits
 }
 
@@ -178,17 +228,18 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 	t.Helper()
 	b := &backend{report: filepath.Join(t.TempDir(), "report.json")}
 	name := fmt.Sprintf("registrar-%d", len(g.known)+1)
-	b.reg = startProc(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, binPath("registrar"),
+	b.reg = proctest.Start(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, bins.Path("registrar"),
 		"--app", app, "--env", env,
 		"--endpoints", g.etcd.Endpoint,
+		"--prefix", g.cfg.regPrefix,
 		"--ip", "127.0.0.1",
 		"--ttl", ttl.String(),
 		"--drain-timeout", drain.String(),
 		"--stop-timeout", "5s",
-		"--", binPath("demo-backend"))
+		"--", bins.Path("demo-backend"))
 	waitfor.Cond(t, 15*time.Second, name+" registers", func() error {
-		if !b.reg.running() {
-			return fmt.Errorf("registrar exited: %v", b.reg.cmd.ProcessState)
+		if !b.reg.Running() {
+			return fmt.Errorf("registrar exited: %v", b.reg.State())
 		}
 		keys, err := g.instances(t)
 		if err != nil {
@@ -214,8 +265,8 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 // stop sends SIGTERM to the registrar and returns when it exited.
 func (b *backend) stop(t *testing.T) time.Time {
 	t.Helper()
-	b.reg.signal(t, syscall.SIGTERM)
-	return b.reg.wait(t, 30*time.Second)
+	proctest.Signal(t, b.reg, syscall.SIGTERM)
+	return proctest.Wait(t, b.reg, 30*time.Second)
 }
 
 // backendReport is demo-backend's --report file.

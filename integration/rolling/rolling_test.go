@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -22,24 +23,30 @@ const rollingServer = `
 // clients: with drain acknowledgements no request fails; with
 // --drain-timeout 0 the failures it would cost are reported.
 func TestRollingDeploy(t *testing.T) {
-	needBinaries(t)
+	bins.Need(t)
+	typed := gatewayConfig{server: rollingServer, resources: upstreamResource}
+	// A confd setup as it is: getvs template, plain `nginx -s reload`.
+	confd := gatewayConfig{server: rollingServer, resources: confdResource,
+		templates: map[string]string{"getvs.tmpl": getvsTemplate}, plainReload: true}
 	for _, tc := range []struct {
 		name      string
+		gw        gatewayConfig
 		drain     time.Duration
 		wantClean bool
 	}{
-		{"acks", 5 * time.Second, true},
-		{"drain-timeout-0", 0, false},
+		{"acks", typed, 5 * time.Second, true},
+		{"drain-timeout-0", typed, 0, false},
+		{"confd-getvs-plain-reload", confd, 5 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			failed := rollingDeploy(t, tc.drain, tc.wantClean)
+			failed := rollingDeploy(t, tc.gw, tc.drain, tc.wantClean)
 			t.Logf("ROLLING %s: %d failed requests", tc.name, failed)
 		})
 	}
 }
 
-func rollingDeploy(t *testing.T, drain time.Duration, wantClean bool) (failed int64) {
-	g := startGateway(t, gatewayConfig{server: rollingServer, resources: upstreamResource})
+func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClean bool) (failed int64) {
+	g := startGateway(t, gw)
 	url := g.nginx.URL("/")
 
 	old := make([]*backend, 4)
@@ -67,9 +74,9 @@ func rollingDeploy(t *testing.T, drain time.Duration, wantClean bool) (failed in
 		})
 		exited[i] = o.stop(t)
 		if wantClean {
-			o.reg.assertLogged(t, "drain: renderers acknowledged")
+			proctest.AssertLogged(t, o.reg, "drain: renderers acknowledged")
 		}
-		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.cmd.ProcessState)
+		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.State())
 	}
 	l.keepOn(t, 500, "after the last replacement")
 	st := l.finish(t)

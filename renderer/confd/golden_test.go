@@ -3,16 +3,12 @@ package confd
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"flag"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rollcall/rollcall/internal/nginxtest"
 )
@@ -148,27 +144,11 @@ func TestGoldenNginx(t *testing.T) {
 				writeFile(t, up, string(out.Bytes))
 				http = "include " + up + ";\nserver { listen 127.0.0.1:1; include " + want + "; }"
 			}
-			if out, err := nginxCheck(t, bin, http); err != nil {
+			if out, err := nginxtest.Check(t, bin, http); err != nil {
 				t.Errorf("nginx -t with %s: %v\n%s", want, err, out)
 			}
 		})
 	}
-}
-
-// nginxCheck runs nginx -t on `pid <tmp>/c.pid; events {} http { <http> }`.
-func nginxCheck(t testing.TB, bin, http string) (string, error) {
-	t.Helper()
-	tmp := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	conf := filepath.Join(tmp, "c.conf")
-	writeFile(t, conf, fmt.Sprintf("%s\npid %s/c.pid;\nevents {}\nhttp {\n%s\n}\n", user, tmp, http))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "-t", "-q", "-p", tmp, "-c", conf, "-e", "stderr").CombinedOutput()
-	return string(out), err
 }
 
 // TestNginxCheckCanFail keeps TestGoldenNginx honest: the wrapper rejects a
@@ -184,7 +164,7 @@ func TestNginxCheckCanFail(t *testing.T) {
 		"upstream a { server 1.2.3.4:80; } server { listen 8080; location / { root /etc; } } upstream x { server 1.2.3.4:80; }\nupstream a { server 1.2.3.4:80; }",
 		"location / { }",
 	} {
-		if out, err := nginxCheck(t, bin, http); err == nil {
+		if out, err := nginxtest.Check(t, bin, http); err == nil {
 			t.Errorf("nginx -t accepted %q: %s", http, out)
 		}
 	}

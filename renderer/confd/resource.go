@@ -69,15 +69,7 @@ func watchPrefixes(prefix string, keys []string) []string {
 	for _, k := range keys {
 		ps = append(ps, path.Join(prefix, k))
 	}
-	slices.Sort(ps)
-	ps = slices.Compact(ps)
-	out := ps[:0]
-	for _, p := range ps {
-		if !slices.ContainsFunc(ps, func(q string) bool { return q != p && registry.Covers(q, p) }) {
-			out = append(out, p)
-		}
-	}
-	return out
+	return registry.Collapse(ps)
 }
 
 // storeKey is where confd's setVars puts an etcd key in the template's store:

@@ -38,14 +38,14 @@ type Service struct {
 	Instances []Instance
 }
 
-// index groups the pairs by store dir, once per render. Pairs under a
-// top-level dir starting with "_" (_ports, _renderers: never an app, by the
-// name grammar) stay out of it, so they cost nothing.
+// index groups the pairs by store dir, once per render. Pairs in the
+// reserved subtrees under the resource's prefix (registry.Reserved: port
+// claims, acks; never an app) stay out of it, so they cost nothing.
 func (st *state) index() map[string][]int {
 	if st.dirs == nil {
 		st.dirs = make(map[string][]int)
 		for i, p := range st.pairs {
-			if strings.HasPrefix(p.rel, "/_") {
+			if registry.Reserved(st.r.Prefix, p.abs) {
 				continue
 			}
 			d := p.rel[:max(strings.LastIndexByte(p.rel, '/'), 1)]
