@@ -271,13 +271,18 @@ func (c *Config) mergeEnv(set map[string]bool, getenv func(string) string) {
 	}
 }
 
-// Validate fills defaults and checks the config; errors are *UsageError.
-func (c *Config) Validate() error {
-	if c.ConfDir == "" {
-		c.ConfDir = DefaultConfDir
-	}
-	if c.EmbedListen == "" {
-		c.EmbedListen = DefaultEmbedListen
+// fillDefaults sets the zero settings that have a default.
+func (c *Config) fillDefaults() {
+	for _, d := range []struct {
+		dst *string
+		def string
+	}{
+		{&c.ConfDir, DefaultConfDir}, {&c.EmbedListen, DefaultEmbedListen}, {&c.NginxPID, DefaultNginxPID},
+		{&c.NginxErrorLog, DefaultNginxErrorLog}, {&c.NginxConfirm, ConfirmAuto},
+	} {
+		if *d.dst == "" {
+			*d.dst = d.def
+		}
 	}
 	if c.CommandTimeout == 0 {
 		c.CommandTimeout = DefaultCommandTimeout
@@ -285,15 +290,11 @@ func (c *Config) Validate() error {
 	if c.AckTTL == 0 {
 		c.AckTTL = DefaultAckTTL
 	}
-	if c.NginxPID == "" {
-		c.NginxPID = DefaultNginxPID
-	}
-	if c.NginxErrorLog == "" {
-		c.NginxErrorLog = DefaultNginxErrorLog
-	}
-	if c.NginxConfirm == "" {
-		c.NginxConfirm = ConfirmAuto
-	}
+}
+
+// Validate fills defaults and checks the config; errors are *UsageError.
+func (c *Config) Validate() error {
+	c.fillDefaults()
 	if c.ID == "" {
 		h, err := os.Hostname()
 		if err != nil {
