@@ -13,7 +13,7 @@ import (
 	"github.com/rollcall/rollcall/internal/nginxtest"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/render/*/want.conf")
+var update = flag.Bool("update", false, "rewrite testdata/render/*/want.conf and testdata/haproxy/*/want.cfg")
 
 // goldenCases render the SHIPPED templates (the repo root is a confdir).
 // resource is a conf.d file of the repo, or "" for the case's resource.toml
@@ -86,40 +86,47 @@ func TestGolden(t *testing.T) {
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := filepath.Join(root, "testdata", "render", tc.name)
-			r, kvs, out := renderGolden(t, root, dir, tc.resource)
-			// Render twice: map order must never reach the output.
-			again, err := r.Render(kvs)
-			if err != nil || !bytes.Equal(again.Bytes, out.Bytes) {
-				t.Fatalf("second render differs (%v):\n%s\nfirst:\n%s", err, again.Bytes, out.Bytes)
-			}
-			var skipped []string
-			for _, s := range out.Skipped {
-				skipped = append(skipped, s.Key)
-				if strings.Contains(string(out.Bytes), s.Value) && s.Value != "" {
-					t.Errorf("skipped value %q reached the output", s.Value)
-				}
-				if s.Err == nil {
-					t.Errorf("skipped %s has no reason", s.Key)
-				}
-			}
-			if !reflect.DeepEqual(skipped, tc.skipped) {
-				t.Errorf("skipped = %q; want %q", skipped, tc.skipped)
-			}
-			want := filepath.Join(dir, "want.conf")
-			if *update {
-				if err := os.WriteFile(want, out.Bytes, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			wantBytes, err := os.ReadFile(want)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out.Bytes, wantBytes) {
-				t.Errorf("render %s:\n%s\nwant (%s):\n%s", tc.name, out.Bytes, want, wantBytes)
-			}
+			checkGolden(t, root, filepath.Join(root, "testdata", "render", tc.name), tc.resource, "want.conf", tc.skipped)
 		})
+	}
+}
+
+// checkGolden renders the case in dir with confdir's resource (or the
+// case's resource.toml), renders again to catch map order, checks the
+// skipped keys and compares with dir/want (rewritten with -update).
+func checkGolden(t *testing.T, confdir, dir, resource, want string, wantSkipped []string) {
+	t.Helper()
+	r, kvs, out := renderGolden(t, confdir, dir, resource)
+	// Render twice: map order must never reach the output.
+	again, err := r.Render(kvs)
+	if err != nil || !bytes.Equal(again.Bytes, out.Bytes) {
+		t.Fatalf("second render differs (%v):\n%s\nfirst:\n%s", err, again.Bytes, out.Bytes)
+	}
+	var skipped []string
+	for _, s := range out.Skipped {
+		skipped = append(skipped, s.Key)
+		if strings.Contains(string(out.Bytes), s.Value) && s.Value != "" {
+			t.Errorf("skipped value %q reached the output", s.Value)
+		}
+		if s.Err == nil {
+			t.Errorf("skipped %s has no reason", s.Key)
+		}
+	}
+	if !reflect.DeepEqual(skipped, wantSkipped) {
+		t.Errorf("skipped = %q; want %q", skipped, wantSkipped)
+	}
+	want = filepath.Join(dir, want)
+	if *update {
+		if err := os.WriteFile(want, out.Bytes, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantBytes, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes, wantBytes) {
+		t.Errorf("render %s:\n%s\nwant (%s):\n%s", dir, out.Bytes, want, wantBytes)
 	}
 }
 

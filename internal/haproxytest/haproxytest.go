@@ -1,0 +1,195 @@
+// Package haproxytest runs a real HAProxy (Debian's package) for tests: the
+// shipped haproxy/haproxy.cfg pointed at a temp dir and a free loopback port,
+// in master-worker mode with a master socket and the runtime API, reading the
+// rendered files from a directory of its own. It never touches /etc/haproxy.
+// Missing haproxy skips the test locally and fails it when CI is set.
+package haproxytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rollcall/rollcall/internal/proctest"
+	"github.com/rollcall/rollcall/nginxreload"
+)
+
+// Lookup finds haproxy (also in /usr/sbin, often not on a user's PATH),
+// skipping the test (failing it under CI) when missing.
+func Lookup(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/haproxy"); serr == nil {
+			return "/usr/sbin/haproxy"
+		}
+		if os.Getenv("CI") != "" {
+			t.Fatal("haproxy not installed (CI): .ci/run must install it")
+		}
+		t.Skip(err)
+	}
+	return bin
+}
+
+// Shipped returns the path of the shipped sample haproxy/haproxy.cfg.
+func Shipped(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("no caller")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..", "haproxy", "haproxy.cfg")
+}
+
+// Check runs `haproxy -c` on the shipped haproxy.cfg followed by files (or
+// directories) and returns HAProxy's output.
+func Check(t testing.TB, bin string, files ...string) (string, error) {
+	t.Helper()
+	args := []string{"-c", "-q", "-f", Shipped(t)}
+	for _, f := range files {
+		args = append(args, "-f", f)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+// Config changes the shipped haproxy.cfg for a test.
+type Config struct {
+	// NoRetries replaces the shipped `retries 2` + `option redispatch 1`
+	// with `retries 0`: every request sent to a dead server fails.
+	NoRetries bool
+}
+
+// Server is a private HAProxy master with its workers.
+type Server struct {
+	Bin          string
+	Dir          string // temp dir: haproxy.cfg, sockets, rendered/
+	Port         int    // where the rendered frontend listens (ROLLCALL_BIND)
+	Conf         string // Dir/haproxy.cfg: the shipped one, pointed at Dir and Port
+	Rendered     string // Dir/rendered: read with -f after Conf
+	MasterSocket string
+	AdminSocket  string // the runtime API
+	cmd          *exec.Cmd
+	done         chan struct{}
+}
+
+// New prepares the dir, the config and a free port; Start runs it.
+func New(t testing.TB, c Config) *Server {
+	t.Helper()
+	bin := Lookup(t)
+	dir := t.TempDir()
+	s := &Server{Bin: bin, Dir: dir, Port: proctest.FreePort(t),
+		Conf: filepath.Join(dir, "haproxy.cfg"), Rendered: filepath.Join(dir, "rendered"),
+		MasterSocket: filepath.Join(dir, "master.sock"), AdminSocket: filepath.Join(dir, "admin.sock")}
+	if err := os.Mkdir(s.Rendered, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(Shipped(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := []string{
+		"/run/haproxy/admin.sock", s.AdminSocket,
+		"presetenv ROLLCALL_BIND :80", fmt.Sprintf("setenv ROLLCALL_BIND 127.0.0.1:%d", s.Port),
+		"log /dev/log local0", "log stderr format short local0 notice",
+	}
+	if c.NoRetries {
+		pairs = append(pairs, "retries 2\n", "retries 0\n", "option redispatch 1\n", "")
+	}
+	text := strings.NewReplacer(pairs...).Replace(string(b))
+	for i := 0; i < len(pairs); i += 2 {
+		if !strings.Contains(string(b), pairs[i]) {
+			t.Fatalf("shipped %s lacks %q", Shipped(t), pairs[i])
+		}
+	}
+	if err := os.WriteFile(s.Conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Args are the command-line arguments of this instance's master.
+func (s *Server) Args() []string {
+	return []string{"-W", "-S", s.MasterSocket, "-f", s.Conf, "-f", s.Rendered}
+}
+
+// CheckCommand is the check_cmd for this instance: `haproxy -c` on the
+// whole configuration.
+func (s *Server) CheckCommand() string {
+	return fmt.Sprintf("%s -c -q -f %s -f %s", s.Bin, s.Conf, s.Rendered)
+}
+
+// URL is the rendered frontend's URL for path.
+func (s *Server) URL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", s.Port, path) }
+
+// Start runs the master and waits until its master CLI lists a worker.
+// Cleanup stops it (SIGTERM to the master, then SIGKILL to the group).
+func (s *Server) Start(t testing.TB) {
+	t.Helper()
+	s.cmd = exec.Command(s.Bin, s.Args()...)
+	s.cmd.Stdout = t.Output()
+	s.cmd.Stderr = t.Output()
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start haproxy: %v", err)
+	}
+	s.done = make(chan struct{})
+	go func() { // ends with haproxy; stop waits for done
+		if err := s.cmd.Wait(); err != nil {
+			t.Logf("haproxy exited: %v", err)
+		}
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Logf("stop haproxy: %v", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ps, err := nginxreload.ShowProc(ctx, s.MasterSocket)
+		cancel()
+		if err == nil && len(ps.Workers) > 0 {
+			return
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("haproxy exited before ready: %v", s.cmd.ProcessState)
+		case <-time.After(25 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy not ready after 10s: %v (%d workers)", err, len(ps.Workers))
+		}
+	}
+}
+
+// stop sends SIGTERM to the master, waits up to 10s, then kills the group.
+func (s *Server) stop() error {
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("SIGTERM: %w", err)
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+		return fmt.Errorf("no exit within 10s of SIGTERM, killed (%v)", err)
+	}
+}
