@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall/rollcall/nginxreload"
 	"github.com/rollcall/rollcall/registry"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
@@ -58,6 +59,9 @@ type Config struct {
 	NginxPID       string        // the nginx master's pid file, to confirm plain nginx reloads; "" = Debian's
 	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
 	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
+	// HAProxyMasterSocket is HAProxy's master CLI, to confirm reload_cmds
+	// such as `systemctl reload haproxy`; "" = Debian's.
+	HAProxyMasterSocket string
 
 	// SRVRecord, when set, names the DNS SRV record listing the etcd
 	// members (confd's -srv-domain / -srv-record); ResolveSRV replaces
@@ -170,6 +174,7 @@ func (c *Config) defineFlags(f *flags) {
 	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
 	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
 	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
+	fs.StringVar(&c.HAProxyMasterSocket, "haproxy-master-socket", nginxreload.DefaultMasterSocket, "HAProxy's master CLI: the renderer confirms `systemctl reload haproxy` style reload_cmds through it")
 	fs.StringVar(&f.backend, "backend", "", "confd: etcd or etcdv3 (both mean etcd's v3 API)")
 	fs.StringVar(&f.srvDomain, "srv-domain", "", "confd: find etcd through the SRV record _<backend>._tcp.<domain>.")
 	fs.StringVar(&f.srvRecord, "srv-record", "", "confd: find etcd through this SRV record")
@@ -282,6 +287,7 @@ func (c *Config) fillDefaults() {
 	}{
 		{&c.ConfDir, DefaultConfDir}, {&c.EmbedListen, DefaultEmbedListen}, {&c.NginxPID, DefaultNginxPID},
 		{&c.NginxErrorLog, DefaultNginxErrorLog}, {&c.NginxConfirm, ConfirmAuto},
+		{&c.HAProxyMasterSocket, nginxreload.DefaultMasterSocket},
 	} {
 		if *d.dst == "" {
 			*d.dst = d.def

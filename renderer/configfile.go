@@ -39,19 +39,20 @@ type fileConfig struct {
 	SRVRecord    string   `toml:"srv_record"`
 
 	// rollcall keys.
-	Endpoints      []string `toml:"endpoints"`
-	Wait           string   `toml:"wait"`
-	Cooldown       string   `toml:"cooldown"`
-	ReloadBurst    *int     `toml:"reload_burst"`
-	EmbedEtcd      string   `toml:"embed_etcd"`
-	EmbedListen    string   `toml:"embed_listen"`
-	MetricsAddr    string   `toml:"metrics_addr"`
-	ID             string   `toml:"id"`
-	CommandTimeout string   `toml:"command_timeout"`
-	StrictValues   *bool    `toml:"strict_values"`
-	NginxPID       string   `toml:"nginx_pid"`
-	NginxErrorLog  string   `toml:"nginx_error_log"`
-	NginxConfirm   string   `toml:"nginx_confirm"`
+	Endpoints           []string `toml:"endpoints"`
+	Wait                string   `toml:"wait"`
+	Cooldown            string   `toml:"cooldown"`
+	ReloadBurst         *int     `toml:"reload_burst"`
+	EmbedEtcd           string   `toml:"embed_etcd"`
+	EmbedListen         string   `toml:"embed_listen"`
+	MetricsAddr         string   `toml:"metrics_addr"`
+	ID                  string   `toml:"id"`
+	CommandTimeout      string   `toml:"command_timeout"`
+	StrictValues        *bool    `toml:"strict_values"`
+	NginxPID            string   `toml:"nginx_pid"`
+	NginxErrorLog       string   `toml:"nginx_error_log"`
+	NginxConfirm        string   `toml:"nginx_confirm"`
+	HAProxyMasterSocket string   `toml:"haproxy_master_socket"`
 }
 
 // configPath picks the config file: the one a flag names (--config must
@@ -115,6 +116,7 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 	str("nginx-pid", &c.NginxPID, f.NginxPID)
 	str("nginx-error-log", &c.NginxErrorLog, f.NginxErrorLog)
 	str("nginx-confirm", &c.NginxConfirm, f.NginxConfirm)
+	str("haproxy-master-socket", &c.HAProxyMasterSocket, f.HAProxyMasterSocket)
 	if nodes := append(append([]string{}, f.Endpoints...), f.Nodes...); !set["endpoints"] && len(nodes) > 0 {
 		c.Endpoints = nodes
 	}

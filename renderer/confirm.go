@@ -66,20 +66,49 @@ func nginxReloadWords(ws []string) bool {
 	if len(ws) == 0 {
 		return false
 	}
-	args := ws[1:]
-	switch prog := filepath.Base(ws[0]); {
-	case prog == "nginx" && ws[0] == "/etc/init.d/nginx":
-		return slices.Contains(args, "reload")
-	case prog == "nginx":
+	if filepath.Base(ws[0]) == "nginx" && ws[0] != "/etc/init.d/nginx" {
+		args := ws[1:]
 		i := slices.Index(args, "-s")
 		return slices.Contains(args, "-sreload") || i >= 0 && i+1 < len(args) && args[i+1] == "reload"
+	}
+	return serviceReloadWords(ws, "nginx")
+}
+
+// reloadsHAProxy reports whether a reload_cmd reloads HAProxy through its
+// service manager without confirming it (splitting and skipping as
+// reloadsNginx):
+//
+//	systemctl ... reload|reload-or-restart|try-reload-or-restart haproxy[.service]
+//	service haproxy reload
+//	/etc/init.d/haproxy reload
+//
+// `haproxy-reload` is none of these: it confirms by itself.
+func reloadsHAProxy(cmd string) bool {
+	for _, part := range strings.FieldsFunc(cmd, func(r rune) bool { return strings.ContainsRune(";&|\n", r) }) {
+		if serviceReloadWords(words(part), "haproxy") {
+			return true
+		}
+	}
+	return false
+}
+
+// serviceReloadWords reports whether a simple command reloads service name
+// through systemctl, service or its init script.
+func serviceReloadWords(ws []string, name string) bool {
+	if len(ws) == 0 {
+		return false
+	}
+	args := ws[1:]
+	switch prog := filepath.Base(ws[0]); {
+	case ws[0] == "/etc/init.d/"+name:
+		return slices.Contains(args, "reload")
 	case prog == "systemctl":
 		verb := slices.IndexFunc(args, func(a string) bool {
 			return a == "reload" || a == "reload-or-restart" || a == "try-reload-or-restart"
 		})
-		return verb >= 0 && slices.ContainsFunc(args[verb+1:], func(a string) bool { return a == "nginx" || a == "nginx.service" })
+		return verb >= 0 && slices.ContainsFunc(args[verb+1:], func(a string) bool { return a == name || a == name+".service" })
 	case prog == "service":
-		return len(args) >= 2 && args[0] == "nginx" && args[1] == "reload"
+		return len(args) >= 2 && args[0] == name && args[1] == "reload"
 	}
 	return false
 }
@@ -101,6 +130,9 @@ func (r *Renderer) confirms(cmd string) bool {
 // and for the old workers to retire, as nginx-reload does: a reload nginx
 // refused (its [emerg] line quoted) or never applied is a failed reload.
 func (r *Renderer) reload(ctx context.Context, cmd string) (string, error) {
+	if r.cfg.NginxConfirm == ConfirmAuto && reloadsHAProxy(cmd) {
+		return r.reloadHAProxy(ctx, cmd)
+	}
 	if !r.confirms(cmd) {
 		return r.runCmd(ctx, "reload", cmd)
 	}
@@ -121,5 +153,29 @@ func (r *Renderer) reload(ctx context.Context, cmd string) (string, error) {
 		return out, fmt.Errorf("confirm nginx reload: %w", err)
 	}
 	r.log.Debug("nginx reload confirmed", "cmd", cmd, "pid", res.Master, "took", res.Took)
+	return out, nil
+}
+
+// reloadHAProxy runs a reload_cmd that reloads HAProxy without confirming
+// it, and confirms it through the master CLI (--haproxy-master-socket): a
+// new worker generation must run. A reload HAProxy refused or dropped (sent
+// while its master re-executed) is a failed reload, retried like any other.
+func (r *Renderer) reloadHAProxy(ctx context.Context, cmd string) (string, error) {
+	gen, err := nginxreload.ObserveHAProxy(ctx, nginxreload.HAProxyConfig{
+		MasterSocket: r.cfg.HAProxyMasterSocket,
+		Timeout:      min(nginxreload.DefaultTimeout, r.cfg.CommandTimeout),
+	})
+	if err != nil {
+		return "", fmt.Errorf("confirm haproxy reload: %w (set --haproxy-master-socket, or use haproxy-reload as reload_cmd)", err)
+	}
+	out, err := r.runCmd(ctx, "reload", cmd)
+	if err != nil {
+		return out, err
+	}
+	res, err := gen.Wait(ctx)
+	if err != nil {
+		return out, fmt.Errorf("confirm haproxy reload: %w", err)
+	}
+	r.log.Debug("haproxy reload confirmed", "cmd", cmd, "pid", res.Master, "took", res.Took)
 	return out, nil
 }

@@ -43,3 +43,32 @@ func TestReloadsNginx(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadsHAProxy: the reload_cmds the renderer confirms as HAProxy
+// reloads through the master CLI.
+func TestReloadsHAProxy(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		cmd  string
+		want bool
+	}{
+		{"systemctl reload haproxy", true},
+		{"/bin/systemctl reload haproxy.service", true},
+		{"sudo systemctl --no-block reload-or-restart haproxy", true},
+		{"service haproxy reload", true},
+		{"/etc/init.d/haproxy reload", true},
+		{"haproxy -c -f /etc/haproxy/haproxy.cfg && systemctl reload haproxy", true},
+		{"/usr/local/bin/haproxy-reload --master-socket /run/haproxy-master.sock", false},
+		{"systemctl restart haproxy", false},
+		{"systemctl reload nginx", false},
+		{"service haproxy status", false},
+		{"nginx -s reload", false},
+		{"echo systemctl reload haproxy", false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		if got := reloadsHAProxy(tc.cmd); got != tc.want {
+			t.Errorf("reloadsHAProxy(%q) = %v; want %v", tc.cmd, got, tc.want)
+		}
+	}
+}
