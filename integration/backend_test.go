@@ -42,7 +42,7 @@ func newBackend(t *testing.T, name string) *backend {
 func (r *rig) served(svc string, n int) (map[string]int, error) {
 	got := map[string]int{}
 	for range n {
-		resp, err := r.http.Get(r.nginx.URL("/" + svc + "/"))
+		resp, err := r.http.Get(r.url("/" + svc + "/"))
 		if err != nil {
 			return got, err
 		}

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/haproxytest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
 	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/internal/proctest"
@@ -34,6 +35,7 @@ type rig struct {
 	etcd      *etcdtest.Server
 	kv        *clientv3.Client
 	nginx     *nginxtest.Server
+	haproxy   *haproxytest.Server // instead of nginx (newHAProxyRig)
 	confdir   string
 	out       string // rendered files (inside the nginx prefix)
 	reloadLog string // one line per reload_cmd call: start end exit-status
@@ -66,23 +68,39 @@ func newRig(t *testing.T) *rig {
 		copyFile(t, path, filepath.Join(r.confdir, "templates", filepath.Base(path)))
 	}
 	r.checkCmd = r.nginx.CommandLine("-t", "-q")
-	r.reloadLog = filepath.Join(r.confdir, "reloads.log")
-	r.reloadCmd = filepath.Join(r.confdir, "reload.sh")
-	script := fmt.Sprintf(`#!/bin/sh
-start=$(date +%%s%%N)
-%s --nginx %s --pid %s --error-log %s --timeout 10s -- %s
-rc=$?
-echo "$start $(date +%%s%%N) $rc" >> %s
-exit $rc
-`, bins.Path("nginx-reload"), r.nginx.Bin, filepath.Join(r.nginx.Prefix, "nginx.pid"),
-		filepath.Join(r.nginx.Prefix, "error.log"), strings.Join(r.nginx.Args(), " "), r.reloadLog)
-	writeFile(t, r.reloadCmd, script, 0o755)
+	r.writeReloadWrapper(fmt.Sprintf("%s --nginx %s --pid %s --error-log %s --timeout 10s -- %s",
+		bins.Path("nginx-reload"), r.nginx.Bin, filepath.Join(r.nginx.Prefix, "nginx.pid"),
+		filepath.Join(r.nginx.Prefix, "error.log"), strings.Join(r.nginx.Args(), " ")))
 	port := proctest.FreePort(t)
 	r.metrics = fmt.Sprintf("127.0.0.1:%d", port)
 	r.id = "it-" + strings.ReplaceAll(t.Name(), "/", "-")
 	r.http = &http.Client{Timeout: opTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	t.Cleanup(r.http.CloseIdleConnections)
 	return r
+}
+
+// writeReloadWrapper makes r.reloadCmd a script that runs reload and logs
+// each call to r.reloadLog: start end exit-status.
+func (r *rig) writeReloadWrapper(reload string) {
+	r.t.Helper()
+	r.reloadLog = filepath.Join(r.confdir, "reloads.log")
+	r.reloadCmd = filepath.Join(r.confdir, "reload.sh")
+	script := fmt.Sprintf(`#!/bin/sh
+start=$(date +%%s%%N)
+%s
+rc=$?
+echo "$start $(date +%%s%%N) $rc" >> %s
+exit $rc
+`, reload, r.reloadLog)
+	writeFile(r.t, r.reloadCmd, script, 0o755)
+}
+
+// url is the gateway's URL for path: nginx's, or HAProxy's in a HAProxy rig.
+func (r *rig) url(path string) string {
+	if r.haproxy != nil {
+		return r.haproxy.URL(path)
+	}
+	return r.nginx.URL(path)
 }
 
 // resource writes conf.d/<name>.toml from the shipped resource file

@@ -64,7 +64,7 @@ type Procs struct {
 
 // ShowProc asks the master CLI at socket for `show proc`.
 func ShowProc(ctx context.Context, socket string) (Procs, error) {
-	out, err := masterCommand(ctx, socket, "show proc")
+	out, err := CLI(ctx, socket, "show proc")
 	if err != nil {
 		return Procs{}, err
 	}
@@ -129,30 +129,31 @@ func parseShowProc(out string) (Procs, error) {
 	return p, nil
 }
 
-// masterCommand sends one command to the master CLI and returns its answer.
-// The master closes the connection after answering (and, for `reload`,
-// because it re-executes).
-func masterCommand(ctx context.Context, socket, cmd string) (string, error) {
+// CLI sends one command to an HAProxy CLI socket (the master's, or a
+// `stats socket` of the runtime API) and returns its answer. The master
+// closes the connection after answering (and, for `reload`, because it
+// re-executes).
+func CLI(ctx context.Context, socket, cmd string) (string, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return "", fmt.Errorf("haproxy master CLI %s: %w", socket, err)
+		return "", fmt.Errorf("haproxy CLI %s: %w", socket, err)
 	}
 	defer conn.Close()
 	if deadline, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(deadline); err != nil {
-			return "", fmt.Errorf("haproxy master CLI %s: %w", socket, err)
+			return "", fmt.Errorf("haproxy CLI %s: %w", socket, err)
 		}
 	}
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
-		return "", fmt.Errorf("haproxy master CLI %s: %s: %w", socket, cmd, err)
+		return "", fmt.Errorf("haproxy CLI %s: %s: %w", socket, cmd, err)
 	}
 	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
-		return "", fmt.Errorf("haproxy master CLI %s: %s: %w", socket, cmd, err)
+		return "", fmt.Errorf("haproxy CLI %s: %s: %w", socket, cmd, err)
 	}
 	b, err := io.ReadAll(conn)
 	if err != nil {
-		return string(b), fmt.Errorf("haproxy master CLI %s: %s: %w", socket, cmd, err)
+		return string(b), fmt.Errorf("haproxy CLI %s: %s: %w", socket, cmd, err)
 	}
 	return string(b), nil
 }
@@ -246,7 +247,7 @@ func (g *HAProxyGeneration) send(ctx context.Context) error {
 	deadline := g.start.Add(g.c.Timeout)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := masterCommand(cctx, g.c.MasterSocket, "reload")
+		_, err := CLI(cctx, g.c.MasterSocket, "reload")
 		cancel()
 		// The master re-executes at once: a reset or a short read is the
 		// reload being taken, not an error.

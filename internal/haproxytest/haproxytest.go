@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,7 +105,7 @@ func New(t testing.TB, c Config) *Server {
 		"log /dev/log local0", "log stderr format short local0 notice",
 	}
 	if c.NoRetries {
-		pairs = append(pairs, "retries 2\n", "retries 0\n", "option redispatch 1\n", "")
+		pairs = append(pairs, "retries 2\n", "retries 0\n", "\n    option redispatch 1", "")
 	}
 	text := strings.NewReplacer(pairs...).Replace(string(b))
 	for i := 0; i < len(pairs); i += 2 {
@@ -126,7 +127,7 @@ func (s *Server) Args() []string {
 // CheckCommand is the check_cmd for this instance: `haproxy -c` on the
 // whole configuration.
 func (s *Server) CheckCommand() string {
-	return fmt.Sprintf("%s -c -q -f %s -f %s", s.Bin, s.Conf, s.Rendered)
+	return fmt.Sprintf("%s -c -f %s -f %s", s.Bin, s.Conf, s.Rendered)
 }
 
 // URL is the rendered frontend's URL for path.
@@ -192,4 +193,29 @@ func (s *Server) stop() error {
 		<-s.done
 		return fmt.Errorf("no exit within 10s of SIGTERM, killed (%v)", err)
 	}
+}
+
+// Runtime sends one command to the runtime API (the admin stats socket).
+func (s *Server) Runtime(ctx context.Context, cmd string) (string, error) {
+	return nginxreload.CLI(ctx, s.AdminSocket, cmd)
+}
+
+// Servers returns the runtime's `show servers state` as
+// "<backend>/<server>=<addr>:<port>" per server, sorted.
+func (s *Server) Servers(ctx context.Context) ([]string, error) {
+	out, err := s.Runtime(ctx, "show servers state")
+	if err != nil {
+		return nil, err
+	}
+	var got []string
+	for line := range strings.Lines(out) {
+		// be_id be_name srv_id srv_name srv_addr ... srv_port (field 19)
+		f := strings.Fields(line)
+		if len(f) < 19 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		got = append(got, fmt.Sprintf("%s/%s=%s:%s", f[1], f[3], f[4], f[18]))
+	}
+	slices.Sort(got)
+	return got, nil
 }
