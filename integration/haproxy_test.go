@@ -41,16 +41,7 @@ func newHAProxyRig(t *testing.T) *rig {
 	copyFile(t, filepath.Join("..", "haproxy", "templates", "haproxy.tmpl"), filepath.Join(r.confdir, "templates", "haproxy.tmpl"))
 	r.checkCmd = h.CheckCommand()
 	r.writeReloadWrapper(fmt.Sprintf("%s --master-socket %s --timeout 10s", bins.Path("haproxy-reload"), h.MasterSocket))
-	shipped := read(t, filepath.Join("..", "haproxy", "conf.d", "haproxy.toml"))
-	res := strings.NewReplacer(
-		"/etc/haproxy/rollcall/rollcall.cfg", filepath.Join(h.Rendered, "rollcall.cfg"),
-		"/usr/sbin/haproxy -c -f /etc/haproxy/haproxy.cfg -f /etc/haproxy/rollcall", r.checkCmd,
-		"/usr/local/bin/haproxy-reload --master-socket /run/haproxy-master.sock", r.reloadCmd,
-	).Replace(shipped)
-	if res == shipped {
-		t.Fatal("shipped haproxy.toml: nothing replaced")
-	}
-	writeFile(t, filepath.Join(r.confdir, "conf.d", "haproxy.toml"), res, 0o644)
+	writeFile(t, filepath.Join(r.confdir, "conf.d", "haproxy.toml"), h.Resource(t, r.reloadCmd), 0o644)
 	r.metrics = fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	r.id = "it-" + strings.ReplaceAll(t.Name(), "/", "-")
 	r.http = &http.Client{Timeout: opTimeout, Transport: &http.Transport{DisableKeepAlives: true}}

@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/haproxytest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
 	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/internal/proctest"
@@ -31,12 +32,13 @@ const (
 	ttl = 2 * time.Second // etcd's floor: the fastest crash detection
 )
 
-// gateway is one etcd, one nginx and one renderer process rendering the
-// shipped upstream template for app_env into nginx.
+// gateway is one etcd, one nginx (or HAProxy) and one renderer process
+// rendering the shipped upstream template for app_env into it.
 type gateway struct {
 	etcd     *etcdtest.Server
 	cli      *clientv3.Client
 	nginx    *nginxtest.Server
+	haproxy  *haproxytest.Server // instead of nginx when cfg.haproxy
 	renderer *proc.Proc
 	confdir  string
 	known    map[string]bool // instance keys seen so far
@@ -60,6 +62,12 @@ type gatewayConfig struct {
 	plainReload bool
 	// prefix is the renderer's --prefix; regPrefix the registrars'.
 	prefix, regPrefix string
+	// haproxy runs HAProxy (haproxytest, retries 0, no redispatch) with
+	// the shipped haproxy/ confdir instead of nginx; resources and
+	// templates are then unused, reload is haproxy-reload.
+	haproxy bool
+	// path is what the load requests: "/" when empty.
+	path string
 }
 
 // startGateway starts etcd, nginx and the renderer, and waits until the
@@ -68,6 +76,33 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	t.Helper()
 	g := &gateway{etcd: etcdtest.Start(t), confdir: t.TempDir(), known: map[string]bool{}, cfg: c}
 	g.cli = g.etcd.Client(t)
+	var extra []string
+	if c.haproxy {
+		g.startHAProxy(t)
+	} else {
+		extra = g.startNginx(t)
+	}
+	metrics := proctest.FreePort(t)
+	g.renderer = proctest.Start(t, "renderer", nil, 15*time.Second, append([]string{bins.Path("renderer"),
+		"--confdir", g.confdir,
+		"--endpoints", g.etcd.Endpoint,
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
+		"--id", "gw1",
+		"--log-level", "debug", "--prefix", c.prefix}, extra...)...)
+	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
+		if !g.renderer.Running() {
+			return fmt.Errorf("renderer exited: %v", g.renderer.State())
+		}
+		_, err := g.ack(t)
+		return err
+	})
+	return g
+}
+
+// startNginx starts nginx and writes the confdir for it; it returns the
+// renderer's extra flags.
+func (g *gateway) startNginx(t *testing.T) []string {
+	c := g.cfg
 	g.nginx = nginxtest.New(t)
 	// A glob include may match nothing, so nginx starts before the first render.
 	g.nginx.Start(t, nginxtest.Config{
@@ -93,22 +128,32 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	for name, r := range c.resources(t, g.nginx.Prefix, check, reload) {
 		writeFile(t, filepath.Join(g.confdir, "conf.d", name), r)
 	}
+	return extra
+}
 
-	metrics := proctest.FreePort(t)
-	g.renderer = proctest.Start(t, "renderer", nil, 15*time.Second, append([]string{bins.Path("renderer"),
-		"--confdir", g.confdir,
-		"--endpoints", g.etcd.Endpoint,
-		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
-		"--id", "gw1",
-		"--log-level", "debug", "--prefix", c.prefix}, extra...)...)
-	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
-		if !g.renderer.Running() {
-			return fmt.Errorf("renderer exited: %v", g.renderer.State())
-		}
-		_, err := g.ack(t)
-		return err
-	})
-	return g
+// startHAProxy starts HAProxy on a placeholder and writes the shipped
+// haproxy/ confdir pointed at it, reloading with haproxy-reload.
+func (g *gateway) startHAProxy(t *testing.T) {
+	g.haproxy = haproxytest.New(t, haproxytest.Config{NoRetries: true})
+	writeFile(t, filepath.Join(g.haproxy.Rendered, "rollcall.cfg"), "# placeholder\n")
+	g.haproxy.Start(t)
+	if err := os.CopyFS(g.confdir, os.DirFS(filepath.Join(repoRoot, "haproxy"))); err != nil {
+		t.Fatal(err)
+	}
+	reload := fmt.Sprintf("%s --master-socket %s --timeout 10s", bins.Path("haproxy-reload"), g.haproxy.MasterSocket)
+	writeFile(t, filepath.Join(g.confdir, "conf.d", "haproxy.toml"), g.haproxy.Resource(t, reload))
+}
+
+// url is the gateway's URL the load requests.
+func (g *gateway) url() string {
+	path := g.cfg.path
+	if path == "" {
+		path = "/"
+	}
+	if g.haproxy != nil {
+		return g.haproxy.URL(path)
+	}
+	return g.nginx.URL(path)
 }
 
 // upstreamResource renders the shipped per-app upstream template for

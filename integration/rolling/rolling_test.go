@@ -20,14 +20,17 @@ const rollingServer = `
 `
 
 // TestRollingDeploy replaces each of 4 backends in turn under 32 concurrent
-// clients: with drain acknowledgements no request fails; with
-// --drain-timeout 0 the failures it would cost are reported.
+// clients: with drain acknowledgements no request fails, behind nginx and
+// behind HAProxy (confirmed reloads); with --drain-timeout 0 the failures it
+// would cost are reported.
 func TestRollingDeploy(t *testing.T) {
 	bins.Need(t)
 	typed := gatewayConfig{server: rollingServer, resources: upstreamResource}
 	// A confd setup as it is: getvs template, plain `nginx -s reload`.
 	confd := gatewayConfig{server: rollingServer, resources: confdResource,
 		templates: map[string]string{"getvs.tmpl": getvsTemplate}, plainReload: true}
+	// The shipped HAProxy setup, retries 0 and no redispatch, haproxy-reload.
+	haproxy := gatewayConfig{haproxy: true, path: "/" + app + "_" + env + "/"}
 	for _, tc := range []struct {
 		name      string
 		gw        gatewayConfig
@@ -37,6 +40,7 @@ func TestRollingDeploy(t *testing.T) {
 		{"acks", typed, 5 * time.Second, true},
 		{"drain-timeout-0", typed, 0, false},
 		{"confd-getvs-plain-reload", confd, 5 * time.Second, true},
+		{"haproxy", haproxy, 5 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			failed := rollingDeploy(t, tc.gw, tc.drain, tc.wantClean)
@@ -47,7 +51,7 @@ func TestRollingDeploy(t *testing.T) {
 
 func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClean bool) (failed int64) {
 	g := startGateway(t, gw)
-	url := g.nginx.URL("/")
+	url := g.url()
 
 	old := make([]*backend, 4)
 	for i := range old {

@@ -219,3 +219,26 @@ func (s *Server) Servers(ctx context.Context) ([]string, error) {
 	slices.Sort(got)
 	return got, nil
 }
+
+// Resource returns the shipped haproxy/conf.d/haproxy.toml pointed at this
+// instance: dest Rendered/rollcall.cfg, check_cmd CheckCommand, reload_cmd
+// reload.
+func (s *Server) Resource(t testing.TB, reload string) string {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(Shipped(t)), "conf.d", "haproxy.toml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := []string{
+		"/etc/haproxy/rollcall/rollcall.cfg", filepath.Join(s.Rendered, "rollcall.cfg"),
+		"/usr/sbin/haproxy -c -f /etc/haproxy/haproxy.cfg -f /etc/haproxy/rollcall", s.CheckCommand(),
+		"/usr/local/bin/haproxy-reload --master-socket /run/haproxy-master.sock", reload,
+	}
+	for i := 0; i < len(pairs); i += 2 {
+		if !strings.Contains(string(b), pairs[i]) {
+			t.Fatalf("shipped %s lacks %q", path, pairs[i])
+		}
+	}
+	return strings.NewReplacer(pairs...).Replace(string(b))
+}
