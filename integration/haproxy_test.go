@@ -304,3 +304,56 @@ func TestHAProxyBurst(t *testing.T) {
 func regexpWithheld(n int) *regexp.Regexp {
 	return regexp.MustCompile(`(?s)` + strings.Repeat(`withheld.*`, n))
 }
+
+// TestHAProxyPropagation measures put -> HAProxy routes a request to the new
+// instance (5 isolated registrations) beside the gateway's own floor (the
+// rig's check_cmd, haproxy -c on the whole configuration, plus its
+// reload_cmd, a confirmed haproxy-reload, 5 runs on the same machine) and
+// logs both: the issue's target is the floor + 50ms. It asserts no time
+// bound: on the shared 2-core machine this was written on (load 17) single
+// runs of the same command varied 2-3x (floor 87-580ms), so a bound tight
+// enough to mean anything failed on noise; `make bench` is where the figure
+// belongs.
+func TestHAProxyPropagation(t *testing.T) {
+	r := newHAProxyRig(t)
+	r.startHAProxy()
+	const runs = 5
+	var floor, took []time.Duration
+	for range runs {
+		start := time.Now()
+		for _, cmd := range []string{r.checkCmd, r.reloadCmd} { // the renderer's own commands
+			f := strings.Fields(cmd)
+			if code, _, stderr := proctest.Run(t, 30*time.Second, f[0], f[1:]...); code != 0 {
+				t.Fatalf("%s: exit %d: %s", cmd, code, stderr)
+			}
+		}
+		floor = append(floor, time.Since(start))
+	}
+	for i := range runs {
+		// The previous apply confirmed, then a full reload budget: an
+		// isolated change.
+		r.waitReady(10 * time.Second)
+		r.waitIdle(10*time.Second, cooldown+200*time.Millisecond)
+		b := newBackend(t, fmt.Sprintf("b%d", i))
+		start := time.Now()
+		r.register("p_test", b)
+		for served := false; !served; {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s not served after 10s", b.name)
+			}
+			code, body, err := r.status("/p_test/")
+			if err != nil || code != http.StatusOK && code != http.StatusNotFound {
+				t.Fatalf("GET /p_test/ = %d, %v", code, err)
+			}
+			served = body == b.name // a request, not HAProxy's health check
+		}
+		took = append(took, time.Since(start))
+	}
+	median := func(ds []time.Duration) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	t.Logf("HAPROXY PROPAGATION: put -> served p50 %v (%v); floor (check_cmd + reload_cmd) p50 %v (%v)",
+		median(took).Round(time.Millisecond), took, median(floor).Round(time.Millisecond), floor)
+}
