@@ -64,7 +64,9 @@ type gatewayConfig struct {
 	prefix, regPrefix string
 	// haproxy runs HAProxy (haproxytest, retries 0, no redispatch) with
 	// the shipped haproxy/ confdir instead of nginx; resources and
-	// templates are then unused, reload is haproxy-reload.
+	// templates are then unused, reload is haproxy-reload, or with
+	// plainReload `systemctl reload haproxy` (a stand-in that signals the
+	// master as Debian's unit does), confirmed by the renderer.
 	haproxy bool
 	// path is what the load requests: "/" when empty.
 	path string
@@ -78,7 +80,7 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	g.cli = g.etcd.Client(t)
 	var extra []string
 	if c.haproxy {
-		g.startHAProxy(t)
+		extra = g.startHAProxy(t)
 	} else {
 		extra = g.startNginx(t)
 	}
@@ -132,8 +134,8 @@ func (g *gateway) startNginx(t *testing.T) []string {
 }
 
 // startHAProxy starts HAProxy on a placeholder and writes the shipped
-// haproxy/ confdir pointed at it, reloading with haproxy-reload.
-func (g *gateway) startHAProxy(t *testing.T) {
+// haproxy/ confdir pointed at it; it returns the renderer's extra flags.
+func (g *gateway) startHAProxy(t *testing.T) []string {
 	g.haproxy = haproxytest.New(t, haproxytest.Config{NoRetries: true})
 	writeFile(t, filepath.Join(g.haproxy.Rendered, "rollcall.cfg"), "# placeholder\n")
 	g.haproxy.Start(t)
@@ -141,7 +143,21 @@ func (g *gateway) startHAProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	reload := fmt.Sprintf("%s --master-socket %s --timeout 10s", bins.Path("haproxy-reload"), g.haproxy.MasterSocket)
+	var extra []string
+	if g.cfg.plainReload {
+		// What `systemctl reload haproxy` does with Debian's unit
+		// (ExecReload=/bin/kill -USR2 $MAINPID), under the name the
+		// renderer's rule recognises.
+		systemctl := filepath.Join(g.confdir, "bin", "systemctl")
+		writeFile(t, systemctl, fmt.Sprintf("#!/bin/sh\n[ \"$*\" = \"reload haproxy\" ] || exit 2\nexec kill -USR2 \"$(cat %s)\"\n", g.haproxy.PIDFile))
+		if err := os.Chmod(systemctl, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		reload = systemctl + " reload haproxy"
+		extra = []string{"--haproxy-master-socket", g.haproxy.MasterSocket}
+	}
 	writeFile(t, filepath.Join(g.confdir, "conf.d", "haproxy.toml"), g.haproxy.Resource(t, reload))
+	return extra
 }
 
 // url is the gateway's URL the load requests.

@@ -31,6 +31,10 @@ func TestRollingDeploy(t *testing.T) {
 		templates: map[string]string{"getvs.tmpl": getvsTemplate}, plainReload: true}
 	// The shipped HAProxy setup, retries 0 and no redispatch, haproxy-reload.
 	haproxy := gatewayConfig{haproxy: true, path: "/" + app + "_" + env + "/"}
+	// The same with `systemctl reload haproxy`: the renderer confirms it
+	// through the master CLI.
+	haproxySystemctl := haproxy
+	haproxySystemctl.plainReload = true
 	for _, tc := range []struct {
 		name      string
 		gw        gatewayConfig
@@ -41,6 +45,7 @@ func TestRollingDeploy(t *testing.T) {
 		{"drain-timeout-0", typed, 0, false},
 		{"confd-getvs-plain-reload", confd, 5 * time.Second, true},
 		{"haproxy", haproxy, 5 * time.Second, true},
+		{"haproxy-systemctl-reload", haproxySystemctl, 5 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			failed := rollingDeploy(t, tc.gw, tc.drain, tc.wantClean)
@@ -83,6 +88,9 @@ func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClea
 		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.State())
 	}
 	l.keepOn(t, 500, "after the last replacement")
+	if gw.haproxy && gw.plainReload {
+		proctest.AssertLogged(t, g.renderer, "haproxy reload confirmed")
+	}
 	st := l.finish(t)
 	took := time.Since(began)
 	t.Logf("the deploy took %v under load", took.Round(time.Millisecond))

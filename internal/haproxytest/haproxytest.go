@@ -80,6 +80,7 @@ type Server struct {
 	Rendered     string // Dir/rendered: read with -f after Conf
 	MasterSocket string
 	AdminSocket  string // the runtime API
+	PIDFile      string // the master's pid (-p), as systemd's ExecReload signals it
 	cmd          *exec.Cmd
 	done         chan struct{}
 }
@@ -91,7 +92,8 @@ func New(t testing.TB, c Config) *Server {
 	dir := t.TempDir()
 	s := &Server{Bin: bin, Dir: dir, Port: proctest.FreePort(t),
 		Conf: filepath.Join(dir, "haproxy.cfg"), Rendered: filepath.Join(dir, "rendered"),
-		MasterSocket: filepath.Join(dir, "master.sock"), AdminSocket: filepath.Join(dir, "admin.sock")}
+		MasterSocket: filepath.Join(dir, "master.sock"), AdminSocket: filepath.Join(dir, "admin.sock"),
+		PIDFile: filepath.Join(dir, "haproxy.pid")}
 	if err := os.Mkdir(s.Rendered, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +123,7 @@ func New(t testing.TB, c Config) *Server {
 
 // Args are the command-line arguments of this instance's master.
 func (s *Server) Args() []string {
-	return []string{"-W", "-S", s.MasterSocket, "-f", s.Conf, "-f", s.Rendered}
+	return []string{"-W", "-S", s.MasterSocket, "-p", s.PIDFile, "-f", s.Conf, "-f", s.Rendered}
 }
 
 // CheckCommand is the check_cmd for this instance: `haproxy -c` on the
