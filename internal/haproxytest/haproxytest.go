@@ -15,11 +15,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rollcall/rollcall/internal/proctest"
+	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/nginxreload"
 )
 
@@ -81,8 +81,6 @@ type Server struct {
 	MasterSocket string
 	AdminSocket  string // the runtime API
 	PIDFile      string // the master's pid (-p), as systemd's ExecReload signals it
-	cmd          *exec.Cmd
-	done         chan struct{}
 }
 
 // New prepares the dir, the config and a free port; Start runs it.
@@ -135,66 +133,24 @@ func (s *Server) CheckCommand() string {
 // URL is the rendered frontend's URL for path.
 func (s *Server) URL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", s.Port, path) }
 
-// Start runs the master and waits until its master CLI lists a worker.
-// Cleanup stops it (SIGTERM to the master, then SIGKILL to the group).
+// Start runs the master (its log printed if the test fails) and waits until
+// its master CLI lists a worker. Cleanup stops it: SIGTERM to the master,
+// then SIGKILL to everything it started.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
-	s.cmd = exec.Command(s.Bin, s.Args()...)
-	s.cmd.Stdout = t.Output()
-	s.cmd.Stderr = t.Output()
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start haproxy: %v", err)
-	}
-	s.done = make(chan struct{})
-	go func() { // ends with haproxy; stop waits for done
-		if err := s.cmd.Wait(); err != nil {
-			t.Logf("haproxy exited: %v", err)
+	p := proctest.Start(t, "haproxy", nil, 10*time.Second, append([]string{s.Bin}, s.Args()...)...)
+	waitfor.Cond(t, 10*time.Second, "haproxy lists a worker", func() error {
+		if err := p.Exited(); err != nil {
+			t.Fatalf("haproxy exited before ready: %v\n%s", err, p.Tail(20))
 		}
-		close(s.done)
-	}()
-	t.Cleanup(func() {
-		if err := s.stop(); err != nil {
-			t.Logf("stop haproxy: %v", err)
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		ps, err := nginxreload.ShowProc(ctx, s.MasterSocket)
-		cancel()
-		if err == nil && len(ps.Workers) > 0 {
-			return
+		if err == nil && len(ps.Workers) == 0 {
+			err = errors.New("no worker yet")
 		}
-		select {
-		case <-s.done:
-			t.Fatalf("haproxy exited before ready: %v", s.cmd.ProcessState)
-		case <-time.After(25 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy not ready after 10s: %v (%d workers)", err, len(ps.Workers))
-		}
-	}
-}
-
-// stop sends SIGTERM to the master, waits up to 10s, then kills the group.
-func (s *Server) stop() error {
-	select {
-	case <-s.done:
-		return nil
-	default:
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGTERM: %w", err)
-	}
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
-		return fmt.Errorf("no exit within 10s of SIGTERM, killed (%v)", err)
-	}
+		return err
+	})
 }
 
 // Runtime sends one command to the runtime API (the admin stats socket).
