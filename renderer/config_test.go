@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/nginxreload"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
 
@@ -44,7 +45,8 @@ func TestParseArgs(t *testing.T) {
 					Wait: w(2*time.Second, 10*time.Second), Cooldown: 250 * time.Millisecond, ReloadBurst: 3, Interval: time.Minute, EmbedEtcd: "/d",
 					EmbedListen: "127.0.0.1:1", MetricsAddr: ":9", ID: "gw", LogLevel: "debug", CACert: "ca", Cert: "c", Key: "k",
 					User: "u", Password: "pw", CommandTimeout: 5 * time.Second, AckTTL: DefaultAckTTL,
-					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto}
+					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto,
+					HAProxyMasterSocket: nginxreload.DefaultMasterSocket}
 				if !reflect.DeepEqual(c, want) {
 					return "got " + reflectString(c)
 				}
@@ -172,6 +174,20 @@ noop = true
 			}
 			return ""
 		}},
+		{name: "haproxy master socket flag", args: []string{"--haproxy-master-socket", "/m.sock"}, file: "haproxy_master_socket = \"/f.sock\"\n",
+			check: func(c Config) string {
+				if c.HAProxyMasterSocket != "/m.sock" {
+					return "got " + c.HAProxyMasterSocket
+				}
+				return ""
+			}},
+		{name: "haproxy master socket file", file: "haproxy_master_socket = \"/f.sock\"\n",
+			check: func(c Config) string {
+				if c.HAProxyMasterSocket != "/f.sock" {
+					return "got " + c.HAProxyMasterSocket
+				}
+				return ""
+			}},
 		{name: "bad nginx-confirm", args: []string{"--nginx-confirm", "maybe"}, err: "--nginx-confirm"},
 	}
 	for _, tc := range tests {
