@@ -164,6 +164,35 @@ func TestSchedulerIsolatedPattern(t *testing.T) {
 // TestSchedulerBurst is issue 8's 1(b): 200 registrations and 100 removals
 // over 10 apps within 1s cost at most 3 applies, and every app's last
 // change is applied.
+// TestSchedulerIsolatedPatternTight is the same pattern timed from the
+// previous add: the next add comes 1s to 2s after it, so 0.65s to 1.65s
+// after the removal, before the bucket is full again. Each change is still
+// isolated (over half a cooldown after the one before) and waits for nothing.
+func TestSchedulerIsolatedPatternTight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := defaultSched("a")
+		s.Changed(time.Now(), changeSet{rev: 1, all: true})
+		if ids := s.Due(time.Now()); len(ids) != 1 {
+			t.Fatalf("first list: Due = %v", ids)
+		}
+		s.Applied(time.Now(), batch{rev: 1, ok: []string{"a"}})
+		const took = 100 * time.Millisecond
+		var changes []simChange
+		at := time.Second
+		for i := range 20 {
+			changes = append(changes, simChange{at, "a"}, simChange{at + took + 150*time.Millisecond, "a"})
+			at += time.Second + time.Duration(i%11)*100*time.Millisecond
+		}
+		run := simulate(t, s, changes, took)
+		for i, w := range run.waits {
+			if w != 0 {
+				t.Errorf("change %d at %v waited %v; want 0", i, changes[i].at, w)
+			}
+		}
+		t.Logf("%d changes, %d applies, worst wait %v", len(changes), len(run.starts), slices.Max(run.waits))
+	})
+}
+
 func TestSchedulerBurst(t *testing.T) {
 	for _, took := range []time.Duration{10 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond} {
 		t.Run(took.String(), func(t *testing.T) {
