@@ -22,8 +22,10 @@ import (
 
 // Config is spliced into nginx.conf.
 type Config struct {
-	HTTP   string // inside http { }, e.g. include lines for rendered files
-	Server string // inside the main server { listen 127.0.0.1:Port; }
+	Main    string // main context, e.g. ModulesConf to load the Lua module
+	Workers int    // worker_processes; 0 means 1
+	HTTP    string // inside http { }, e.g. include lines for rendered files
+	Server  string // inside the main server { listen 127.0.0.1:Port; }
 }
 
 // Server is a running nginx master.
@@ -34,6 +36,26 @@ type Server struct {
 	Port   int    // the main server's port
 	cmd    *exec.Cmd
 	done   chan struct{}
+}
+
+// ModulesConf, in Config.Main, loads the dynamic modules Debian enables
+// (the Lua module among them), as Debian's own nginx.conf does.
+const ModulesConf = "include /etc/nginx/modules-enabled/*.conf;"
+
+const debianModules = "/usr/lib/nginx/modules"
+
+// LookupLua finds nginx and Debian's Lua module (libnginx-mod-http-lua),
+// skipping the test (failing it under CI) when either is missing.
+func LookupLua(t testing.TB) string {
+	t.Helper()
+	bin := Lookup(t)
+	if _, err := os.Stat(filepath.Join(debianModules, "ngx_http_lua_module.so")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("nginx Lua module not installed (CI): .ci/run must install libnginx-mod-http-lua")
+		}
+		t.Skip("nginx Lua module not installed (libnginx-mod-http-lua)")
+	}
+	return bin
 }
 
 // Lookup finds nginx, skipping the test (failing it under CI) when missing.
@@ -69,6 +91,12 @@ func New(t testing.TB) *Server {
 	if err := os.Chmod(prefix, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Debian's modules-enabled files name modules relative to the prefix.
+	if _, err := os.Stat(debianModules); err == nil {
+		if err := os.Symlink(debianModules, filepath.Join(prefix, "modules")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &Server{Bin: bin, Prefix: prefix, Conf: filepath.Join(prefix, "nginx.conf"), Port: port}
 }
 
@@ -88,8 +116,9 @@ func (s *Server) WriteConf(c Config) error {
 	}
 	p := s.Prefix
 	conf := fmt.Sprintf(`%s
+%[7]s
 daemon off;
-worker_processes 1;
+worker_processes %[8]d;
 worker_shutdown_timeout 5s;
 pid %[2]s/nginx.pid;
 error_log stderr notice;
@@ -109,7 +138,7 @@ http {
 %[5]s
     }
 }
-`, user, p, c.HTTP, s.Port, c.Server, s.token())
+`, user, p, c.HTTP, s.Port, c.Server, s.token(), c.Main, max(c.Workers, 1))
 	return os.WriteFile(s.Conf, []byte(conf), 0o644)
 }
 
