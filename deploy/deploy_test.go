@@ -21,9 +21,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/renderer"
 	"github.com/rollcall/rollcall/renderer/confd"
@@ -198,10 +198,7 @@ func TestInstallOnetime(t *testing.T) {
 	}
 	t.Parallel()
 	ngx := nginxtest.New(t)
-	sitePort, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sitePort := proctest.FreePort(t)
 	etcNginx := filepath.Join(ngx.Prefix, "etc-nginx")
 	r := strings.NewReplacer(
 		"/etc/nginx", etcNginx,

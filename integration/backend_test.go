@@ -86,7 +86,7 @@ func (r *rig) serve(timeout time.Duration, svc string, names ...string) []*backe
 // servedBy checks once that 10 requests per backend reach exactly want.
 func (r *rig) servedBy(svc string, want ...string) error {
 	if r.renderer != nil {
-		if err := r.renderer.exited(); err != nil {
+		if err := r.renderer.Exited(); err != nil {
 			return err
 		}
 	}

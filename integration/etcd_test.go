@@ -40,7 +40,7 @@ func TestEtcdRestart(t *testing.T) {
 	if got := read(t, up); got != before {
 		t.Fatalf("etcd down: upstreams.conf changed:\n%s", got)
 	}
-	if err := r.renderer.exited(); err != nil {
+	if err := r.renderer.Exited(); err != nil {
 		t.Fatal(err)
 	}
 

@@ -12,7 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -48,13 +48,13 @@ func TestBrokenTemplateEdit(t *testing.T) {
 			`upstream\.tmpl:\d+`, "rollcall_renderer_renders_total", `result="error"`, "b2"},
 	}
 	for _, s := range steps {
-		offset := len(r.renderer.stderr.String())
+		offset := len(r.renderer.Output())
 		m0 := r.metric(s.metric, s.label)
 		writeFile(t, s.file, s.content, 0o644)
-		if s.register != "" {
+		r.logSince(10*time.Second, offset, regexp.MustCompile(s.log))
+		if s.register != "" { // once the broken edit is loaded: a change before that applies at once, with the template then loaded
 			r.register("a_test", newBackend(t, s.register))
 		}
-		r.logSince(10*time.Second, offset, regexp.MustCompile(s.log))
 		waitfor.Cond(t, 5*time.Second, s.name+": "+s.metric+" not counted", func() error {
 			if m := r.metric(s.metric, s.label); m == m0 {
 				return fmt.Errorf("%s{%s} still %v", s.metric, s.label, m)
@@ -139,7 +139,7 @@ func TestFailingNginxCheck(t *testing.T) {
 		t.Fatalf("c_test.conf = %q; want it rolled back to %q", got, cconf)
 	}
 	r.onlyFiles("a_test.conf", "c_test.conf", "dup.conf")
-	if !strings.Contains(r.renderer.stderr.String(), "duplicate upstream") {
+	if !strings.Contains(r.renderer.Output(), "duplicate upstream") {
 		t.Fatal(`renderer log does not quote nginx's "duplicate upstream"`)
 	}
 	if _, err := r.get("/readyz"); err == nil {
@@ -160,10 +160,7 @@ func TestInjectionNeverWritten(t *testing.T) {
 	r := newRig(t)
 	r.startShipped()
 	r.startRenderer()
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	inject := fmt.Sprintf("server { listen 127.0.0.1:%d; location / { root /etc; } }", port)
 	evil := map[string]string{
 		"/a_test/1.2.3.4-80": "1.2.3.4:80; } " + inject + " upstream x {",

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -48,12 +48,9 @@ reload_cmd = %q
 		"--nginx-error-log", filepath.Join(r.nginx.Prefix, "error.log"))
 	bs := r.serve(10*time.Second, svc, "b1", "b2")
 
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	evil := fmt.Sprintf("127.0.0.1:1; } server { listen 127.0.0.1:%d; return 200 injected; } upstream z { server 127.0.0.1:2", port)
-	offset := len(r.renderer.stderr.String())
+	offset := len(r.renderer.Output())
 	r.put("/"+svc+"/127.0.0.1-1", evil)                                                                       // a new instance key
 	r.put(instanceKey(t, svc, bs[1].addr), strings.Replace(evil, "127.0.0.1:1;", bs[1].addr.String()+";", 1)) // a valid one turned
 	r.logSince(10*time.Second, offset, regexp.MustCompile(`(?s)withheld.*withheld`))

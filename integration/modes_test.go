@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -38,7 +38,7 @@ func TestOnetimeAndNoop(t *testing.T) {
 	b2 := newBackend(t, "b2")
 	r.register("a_test", b2)
 	before, n := read(t, up), len(r.reloads())
-	code, stdout, stderr := run(t, 30*time.Second, bins.renderer, "--noop", "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
+	code, stdout, stderr := proctest.Run(t, 30*time.Second, bins.Path("renderer"), "--noop", "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
 	if code != 0 {
 		t.Fatalf("--noop exited %d:\n%s", code, stderr)
 	}
@@ -64,7 +64,7 @@ func TestOnetimeAndNoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, dup, placeholder, 0o644)
-	code, _, stderr = run(t, 30*time.Second, bins.renderer, "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
+	code, _, stderr = proctest.Run(t, 30*time.Second, bins.Path("renderer"), "--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint)
 	if code == 0 {
 		t.Fatalf("--onetime with a failing check exited 0:\n%s", stderr)
 	}
@@ -85,10 +85,10 @@ func TestSighup(t *testing.T) {
 	r.startShipped()
 	p := r.startRenderer()
 	r.serve(5*time.Second, "a_test", "b1")
-	n, offset := len(r.reloads()), len(p.stderr.String())
+	n, offset := len(r.reloads()), len(p.Output())
 
 	hup := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	r.logSince(5*time.Second, offset, regexp.MustCompile(`SIGHUP`))
@@ -98,7 +98,7 @@ func TestSighup(t *testing.T) {
 		}
 		return nil
 	})
-	if err := p.exited(); err != nil {
+	if err := p.Exited(); err != nil {
 		t.Fatalf("after SIGHUP: %v", err)
 	}
 	if got := len(r.reloads()) - n; got != 0 {
@@ -116,7 +116,7 @@ func TestRendererRestart(t *testing.T) {
 	r.startShipped()
 	first := r.startRenderer()
 	r.serve(5*time.Second, "a_test", "b1")
-	if err := first.stop(); err != nil {
+	if err := first.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatalf("renderer on SIGTERM: %v", err)
 	}
 	r.renderer = nil
@@ -136,10 +136,7 @@ func TestRendererRestart(t *testing.T) {
 func TestEmbeddedEtcd(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	data := t.TempDir()
 	args := []string{"--embed-etcd", data, "--embed-listen", listen}
@@ -153,7 +150,7 @@ func TestEmbeddedEtcd(t *testing.T) {
 	r.kv = cli // register through the embedded etcd
 	r.serve(10*time.Second, "a_test", "b1")
 
-	if err := p.stop(); err != nil {
+	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatalf("renderer on SIGTERM: %v", err)
 	}
 	r.startRenderer(args...)

@@ -22,7 +22,7 @@ import (
 func (r *rig) waitReady(timeout time.Duration) {
 	r.t.Helper()
 	waitfor.Cond(r.t, timeout, "renderer not ready", func() error {
-		if err := r.renderer.exited(); err != nil {
+		if err := r.renderer.Exited(); err != nil {
 			return err
 		}
 		_, err := r.get("/readyz")
@@ -119,8 +119,9 @@ func (r *rig) waitApplied(timeout time.Duration, n int) {
 	r.waitReady(timeout)
 }
 
-// cooldown is the renderer's default: changes within it after an apply are
-// coalesced into the next apply.
+// cooldown is the renderer's default --cooldown: the reload budget allows
+// one apply per cooldown in a sustained stream, and is full again after a
+// cooldown without changes.
 const cooldown = time.Second
 
 // waitIdle waits until no resource was applied for at least idle.
@@ -158,7 +159,7 @@ type reload struct {
 func (r *rig) logSince(timeout time.Duration, offset int, re *regexp.Regexp) {
 	r.t.Helper()
 	waitfor.Cond(r.t, timeout, fmt.Sprintf("renderer log does not match %q", re), func() error {
-		if log := r.renderer.stderr.String()[offset:]; !re.MatchString(log) {
+		if log := r.renderer.Output()[offset:]; !re.MatchString(log) {
 			return fmt.Errorf("log since the change:\n%s", log)
 		}
 		return nil

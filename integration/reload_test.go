@@ -83,7 +83,7 @@ func testReloadRefused(t *testing.T, plain bool) {
 	if m := r.metric("rollcall_renderer_applied_revision"); m >= float64(put.Header.Revision) {
 		t.Errorf("applied_revision = %v: the refused revision %d is acknowledged", m, put.Header.Revision)
 	}
-	if log := r.renderer.stderr.String(); !strings.Contains(log, "[emerg]") || !strings.Contains(log, "Address already in use") {
+	if log := r.renderer.Output(); !strings.Contains(log, "[emerg]") || !strings.Contains(log, "Address already in use") {
 		t.Errorf("the renderer's log does not quote nginx's [emerg] line:\n%s", log)
 	}
 	resp, err := r.http.Get(r.nginx.URL("/_ready"))

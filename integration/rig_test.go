@@ -16,9 +16,10 @@ import (
 	"github.com/BurntSushi/toml"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/proc"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/registry"
 )
@@ -40,7 +41,7 @@ type rig struct {
 	reloadCmd string
 	metrics   string // host:port of --metrics-addr
 	id        string // the renderer's --id
-	renderer  *proc
+	renderer  *proc.Proc
 	http      *http.Client
 }
 
@@ -51,9 +52,7 @@ func newRig(t *testing.T) *rig {
 	if testing.Short() {
 		t.Skip("runs etcd, nginx and the renderer")
 	}
-	if bins.err != nil {
-		t.Fatal(bins.err)
-	}
+	bins.Need(t)
 	r := &rig{t: t, nginx: nginxtest.New(t), confdir: t.TempDir()}
 	r.etcd = etcdtest.Start(t)
 	r.kv = r.etcd.Client(t)
@@ -75,13 +74,10 @@ start=$(date +%%s%%N)
 rc=$?
 echo "$start $(date +%%s%%N) $rc" >> %s
 exit $rc
-`, bins.nginxReload, r.nginx.Bin, filepath.Join(r.nginx.Prefix, "nginx.pid"),
+`, bins.Path("nginx-reload"), r.nginx.Bin, filepath.Join(r.nginx.Prefix, "nginx.pid"),
 		filepath.Join(r.nginx.Prefix, "error.log"), strings.Join(r.nginx.Args(), " "), r.reloadLog)
 	writeFile(t, r.reloadCmd, script, 0o755)
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	r.metrics = fmt.Sprintf("127.0.0.1:%d", port)
 	r.id = "it-" + strings.ReplaceAll(t.Name(), "/", "-")
 	r.http = &http.Client{Timeout: opTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -183,7 +179,7 @@ func (r *rig) shippedConf(more ...string) nginxtest.Config {
 func (r *rig) onetime(extra ...string) {
 	r.t.Helper()
 	args := append([]string{"--onetime", "--confdir", r.confdir, "--endpoints", r.etcd.Endpoint}, extra...)
-	if code, _, stderr := run(r.t, 30*time.Second, bins.renderer, args...); code != 0 {
+	if code, _, stderr := proctest.Run(r.t, 30*time.Second, bins.Path("renderer"), args...); code != 0 {
 		r.t.Fatalf("renderer --onetime exited %d:\n%s", code, stderr)
 	}
 }
@@ -205,14 +201,14 @@ func (r *rig) perApp(services ...string) nginxtest.Config {
 
 // startRenderer runs the renderer watching the rig's etcd with extra flags
 // and waits until it answers /healthz.
-func (r *rig) startRenderer(extra ...string) *proc {
+func (r *rig) startRenderer(extra ...string) *proc.Proc {
 	r.t.Helper()
 	args := append([]string{"--confdir", r.confdir, "--endpoints", r.etcd.Endpoint,
 		"--metrics-addr", r.metrics, "--id", r.id,
 		"--log-level", "debug"}, extra...)
-	r.renderer = start(r.t, bins.renderer, args...)
+	r.renderer = start(r.t, bins.Path("renderer"), args...)
 	waitfor.Cond(r.t, 10*time.Second, "renderer /healthz not 200", func() error {
-		if err := r.renderer.exited(); err != nil {
+		if err := r.renderer.Exited(); err != nil {
 			return err
 		}
 		_, err := r.get("/healthz")

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,17 +56,35 @@ type Child struct {
 	status Status
 }
 
-// startChild starts argv with env, stdio inherited, in a new process group.
-func startChild(argv, env []string, log *slog.Logger) (*Child, error) {
+// startChild starts argv with env, stdio inherited, in a new process group,
+// set to get SIGKILL when the registrar dies (childAttr). Linux sends that
+// signal when the creating OS thread exits, not the process, and the Go
+// runtime ends a thread whose goroutine exits locked to it: so the app is
+// started from a goroutine locked to its thread that returns only once the
+// app has exited. wg owns that goroutine.
+func startChild(wg *sync.WaitGroup, argv, env []string, log *slog.Logger) (*Child, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = childAttr()
+	c := &Child{log: log, exited: make(chan struct{})}
+	started := make(chan error, 1)
+	wg.Go(func() {
+		runtime.LockOSThread() // never unlocked: the thread ends after the app
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		c.pid = cmd.Process.Pid
+		if err := cmd.Process.Release(); err != nil { // the reaper waits by pid
+			log.Debug("release the app's process handle", "pid", c.pid, "err", err)
+		}
+		started <- nil
+		<-c.exited
+	})
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	c := &Child{pid: cmd.Process.Pid, log: log, exited: make(chan struct{})}
-	cmd.Process.Release() // the reaper waits by pid
 	log.Info("app started", "pid", c.pid, "cmd", strings.Join(argv, " "))
 	return c, nil
 }

@@ -98,13 +98,8 @@ func (c *Config) Validate() error {
 	if err := registry.ValidName(c.Env); err != nil {
 		return usagef("--env: %v", err)
 	}
-	if len(c.Endpoints) == 0 {
-		return usagef("--endpoints: no etcd endpoint")
-	}
-	for _, e := range c.Endpoints {
-		if e == "" || strings.ContainsAny(e, " \t,") {
-			return usagef("--endpoints: bad endpoint %q", e)
-		}
+	if err := c.validateEtcd(); err != nil {
+		return err
 	}
 	if strings.Contains(c.Prefix, "//") {
 		return usagef("--prefix %q: empty path segment", c.Prefix)
@@ -143,6 +138,22 @@ func (c *Config) Validate() error {
 			return usagef("%s %v: must be at least %v", d.name, d.v, d.min)
 		}
 	}
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return usagef("missing command: registrar [flags] -- COMMAND [ARG...]")
+	}
+	return nil
+}
+
+// validateEtcd checks the endpoints, TLS files and auth flags.
+func (c *Config) validateEtcd() error {
+	if len(c.Endpoints) == 0 {
+		return usagef("--endpoints: no etcd endpoint")
+	}
+	for _, e := range c.Endpoints {
+		if e == "" || strings.ContainsAny(e, " \t,") {
+			return usagef("--endpoints: bad endpoint %q", e)
+		}
+	}
 	if (c.Cert == "") != (c.Key == "") {
 		return usagef("--cert and --key go together")
 	}
@@ -151,9 +162,6 @@ func (c *Config) Validate() error {
 	}
 	if strings.Contains(c.User, ":") {
 		return usagef("--user: the password comes from ETCD_PASSWORD, not user:password")
-	}
-	if len(c.Command) == 0 || c.Command[0] == "" {
-		return usagef("missing command: registrar [flags] -- COMMAND [ARG...]")
 	}
 	return nil
 }

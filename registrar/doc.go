@@ -9,7 +9,7 @@
 //     <prefix>/_ports/<ip>/<port> by a create-only Txn on the instance's lease
 //     (etcd down: local checks only, and a warning);
 //  2. start: the COMMAND in its own process group, port in every --port-env var
-//     and HOST_IP;
+//     and HOST_IP, killed by the kernel if the registrar dies;
 //  3. ready: --check passes (tcp, http, none); checked again every
 //     --check-interval, deregistered after three failures in a row;
 //  4. lease: <prefix>/<app>_<env>/<ip>-<port> = <ip>:<port> on the lease, kept

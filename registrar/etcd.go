@@ -1,8 +1,10 @@
 package registrar
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -74,8 +76,14 @@ func (c *conn) get() (*clientv3.Client, error) {
 	return cli, nil
 }
 
-func (c *conn) close() {
-	if c.cli != nil {
-		c.cli.Close()
+// close closes the client, if one was made. The client reports its own
+// shutdown as context.Canceled: that is no error.
+func (c *conn) close() error {
+	if c.cli == nil {
+		return nil
 	}
+	if err := c.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("close etcd client: %w", err)
+	}
+	return nil
 }

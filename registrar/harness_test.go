@@ -1,7 +1,6 @@
 package registrar
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,25 +15,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
 // logBuf keeps what the registrar logged, for conditions on transitions.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuf struct{ proc.Buffer }
 
 func (l *logBuf) has(s string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !strings.Contains(l.b.String(), s) {
+	if !strings.Contains(l.String(), s) {
 		return fmt.Errorf("no %q logged yet", s)
 	}
 	return nil

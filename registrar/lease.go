@@ -19,7 +19,7 @@ import (
 // again whenever the lease is lost or the key changes behind its back.
 //
 // Fields below "owned by run" are touched only by the goroutine in run, and
-// by claimPort before and revoke after it.
+// by revoke after it.
 type keeper struct {
 	conn       *conn
 	log        *slog.Logger
@@ -41,11 +41,23 @@ type keeper struct {
 	down       bool             // etcd unreachable, warned once
 }
 
-func newKeeper(c *conn, log *slog.Logger, ttl, opTimeout time.Duration) *keeper {
+// keeperConfig is what a keeper keeps registered, and how.
+type keeperConfig struct {
+	Key, Value           string           // instance key and ip:port
+	ClaimKey, ClaimValue string           // _ports/<ip>/<port> and <app>_<env>
+	Lease                clientv3.LeaseID // the pick's lease, holding the claim; 0: none yet
+	TTL, OpTimeout       time.Duration    // lease TTL; one etcd request
+}
+
+// newKeeper returns a keeper for kc that takes over kc.Lease.
+func newKeeper(c *conn, kc keeperConfig, log *slog.Logger) *keeper {
 	return &keeper{
-		conn: c, log: log, ttl: ttl, opTimeout: opTimeout,
-		retryCap: retryCap(ttl),
-		poke:     make(chan struct{}, 1),
+		conn: c, log: log, ttl: kc.TTL, opTimeout: kc.OpTimeout,
+		retryCap: retryCap(kc.TTL),
+		key:      kc.Key, value: kc.Value,
+		claimKey: kc.ClaimKey, claimValue: kc.ClaimValue,
+		lease: kc.Lease,
+		poke:  make(chan struct{}, 1),
 	}
 }
 
@@ -72,48 +84,25 @@ func (k *keeper) setWant(v bool) {
 	}
 }
 
-// errNoLease marks a claim that failed for want of a lease: etcd did not
-// answer a Grant, which is not worth retrying at start.
-var errNoLease = errors.New("no lease")
-
-// claimPort claims key for the pick on the instance lease, granting it
-// first (again, if it expired during a slow pick) so the claim lives on it.
-// The lease is kept alive until ctx ends: the pick may outlast a TTL and
-// the keeper takes over afterwards.
-func (k *keeper) claimPort(ctx context.Context, key, value string) (bool, error) {
-	cli, err := k.conn.get()
+func (k *keeper) grant(ctx context.Context, cli *clientv3.Client) error {
+	id, err := grantLease(ctx, cli, k.ttl, k.opTimeout, k.log)
 	if err != nil {
-		return false, fmt.Errorf("%w: %w", errNoLease, err)
+		return err
 	}
-	if k.lease == 0 {
-		if err := k.grant(ctx, cli); err != nil {
-			return false, fmt.Errorf("%w: %w", errNoLease, err)
-		}
-		// Responses are not read: the client keeps sending keep-alives anyway.
-		if _, err := cli.KeepAlive(ctx, k.lease); err != nil {
-			k.lease = 0
-			return false, fmt.Errorf("keep lease alive: %w", err)
-		}
-	}
-	tctx, cancel := context.WithTimeout(ctx, k.opTimeout)
-	defer cancel()
-	ok, err := claimTxn(cli, k.lease)(tctx, key, value)
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		k.lease = 0
-	}
-	return ok, err
+	k.lease, k.registered = id, false
+	return nil
 }
 
-func (k *keeper) grant(ctx context.Context, cli *clientv3.Client) error {
-	ctx, cancel := context.WithTimeout(ctx, k.opTimeout)
+// grantLease grants a lease of ttl, waiting at most opTimeout.
+func grantLease(ctx context.Context, cli *clientv3.Client, ttl, opTimeout time.Duration, log *slog.Logger) (clientv3.LeaseID, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	resp, err := cli.Grant(ctx, int64(k.ttl/time.Second))
+	resp, err := cli.Grant(ctx, int64(ttl/time.Second))
 	if err != nil {
-		return fmt.Errorf("grant lease: %w", err)
+		return 0, fmt.Errorf("grant lease: %w", err)
 	}
-	k.lease, k.registered = resp.ID, false
-	k.log.Debug("lease granted", "lease", fmt.Sprintf("%x", resp.ID), "ttl", resp.TTL)
-	return nil
+	log.Debug("lease granted", "lease", fmt.Sprintf("%x", resp.ID), "ttl", resp.TTL)
+	return resp.ID, nil
 }
 
 // run keeps the registration until ctx ends; the caller then calls revoke.
@@ -212,7 +201,10 @@ func (k *keeper) register(ctx context.Context) error {
 	k.registered = want
 	if k.stale != 0 {
 		// Keys moved to the new lease; the old one must not outlive them.
-		cli.Revoke(tctx, k.stale)
+		// If this fails, it expires within a TTL by itself.
+		if _, err := cli.Revoke(tctx, k.stale); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			k.log.Warn("revoke the lost lease: it expires by itself", "lease", fmt.Sprintf("%x", k.stale), "err", err)
+		}
 		k.stale = 0
 	}
 	return nil

@@ -16,9 +16,11 @@ func TestRevokeKeepsNewerKey(t *testing.T) {
 	h := newHarness(t)
 	c := &conn{cfg: clientv3.Config{Endpoints: []string{h.etcd.Endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()}}
 	defer c.close()
-	k := newKeeper(c, h.log, testTTL, time.Second)
-	k.key, k.value = "/web_PRE/127.0.0.1-1", "127.0.0.1:1"
-	k.claimKey, k.claimValue = "/_ports/127.0.0.1/1", "web_PRE"
+	k := newKeeper(c, keeperConfig{
+		Key: "/web_PRE/127.0.0.1-1", Value: "127.0.0.1:1",
+		ClaimKey: "/_ports/127.0.0.1/1", ClaimValue: "web_PRE",
+		TTL: testTTL, OpTimeout: time.Second,
+	}, h.log)
 	k.setWant(true)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})

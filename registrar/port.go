@@ -13,11 +13,113 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/registry"
 )
+
+// choosePort returns --port, or picks one, and the lease its claim is on (0:
+// none): the lease is granted first so the claim lives on it, and the keeper
+// takes it over. Without etcd the port is picked by local checks alone.
+func choosePort(ctx context.Context, cfg Config, etcd *conn, log *slog.Logger) (uint16, clientv3.LeaseID, error) {
+	c := &claimer{conn: etcd, ttl: cfg.TTL, opTimeout: cfg.DialTimeout, log: log}
+	ctx, cancel := context.WithCancel(ctx)
+	defer c.wg.Wait()
+	defer cancel() // ends the pick's keep-alive
+	service := registry.Service(cfg.App, cfg.Env)
+	if cfg.Port != 0 {
+		if err := bindFree(cfg.IP, cfg.Port); err != nil {
+			log.Warn("fixed port looks busy", "port", cfg.Port, "err", err)
+		}
+		claimKey := registry.PortClaimKey(cfg.Prefix, cfg.IP, cfg.Port)
+		ok, err := c.claim(ctx, claimKey, service)
+		switch {
+		case err != nil:
+			log.Warn("etcd unreachable at start: the app starts anyway, registration follows when etcd answers", "err", err)
+		case !ok:
+			log.Warn("fixed port is claimed by another instance", "key", claimKey)
+		}
+		return cfg.Port, c.lease, nil
+	}
+	p := portPick{IP: cfg.IP, Range: cfg.PortRange, ClaimDir: registry.PortsDir(cfg.Prefix, cfg.IP),
+		Service: service, Claim: c.claim}
+	port, err := pickPort(ctx, p, log)
+	if err != nil {
+		c.release(ctx)
+		return 0, 0, err
+	}
+	log.Info("port picked", "port", port, "range", cfg.PortRange.String(), "claimed", c.lease != 0)
+	return port, c.lease, nil
+}
+
+// errNoLease marks a claim that failed for want of a lease: etcd did not
+// answer a Grant, which is not worth retrying at start.
+var errNoLease = errors.New("no lease")
+
+// claimer claims ports for the pick on the instance's lease, which it grants
+// on first use (again, if it expired during a slow pick) and keeps alive
+// until the pick's ctx ends: the pick may outlast a TTL.
+type claimer struct {
+	conn           *conn
+	ttl, opTimeout time.Duration
+	log            *slog.Logger
+	lease          clientv3.LeaseID // 0: none
+	wg             sync.WaitGroup   // the keep-alive reader
+}
+
+// claim creates key = value on the lease unless another lease holds it.
+func (c *claimer) claim(ctx context.Context, key, value string) (bool, error) {
+	cli, err := c.conn.get()
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", errNoLease, err)
+	}
+	if c.lease == 0 {
+		if c.lease, err = grantLease(ctx, cli, c.ttl, c.opTimeout, c.log); err != nil {
+			return false, fmt.Errorf("%w: %w", errNoLease, err)
+		}
+		ka, err := cli.KeepAlive(ctx, c.lease)
+		if err != nil {
+			c.lease = 0
+			return false, fmt.Errorf("keep lease alive: %w", err)
+		}
+		// etcd's contract: keep-alive responses must be consumed, or the
+		// client drops them and warns. The channel closes when ctx ends.
+		c.wg.Go(func() {
+			for range ka {
+			}
+		})
+	}
+	tctx, cancel := context.WithTimeout(ctx, c.opTimeout)
+	defer cancel()
+	ok, err := claimTxn(cli, c.lease)(tctx, key, value)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		c.lease = 0
+	}
+	return ok, err
+}
+
+// release revokes the pick's lease (and the claims on it) when no port was
+// picked; a failure is logged, the lease expires by itself.
+func (c *claimer) release(ctx context.Context) {
+	if c.lease == 0 {
+		return
+	}
+	cli, err := c.conn.get()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opTimeout)
+		defer cancel()
+		_, err = cli.Revoke(ctx, c.lease)
+	}
+	if err != nil {
+		c.log.Warn("revoke the pick's lease: it expires by itself", "lease", fmt.Sprintf("%x", c.lease), "err", err)
+	}
+	c.lease = 0
+}
 
 // portPick says where and how to pick a port.
 type portPick struct {
@@ -128,7 +230,9 @@ func bindFree(ip netip.Addr, port uint16) error {
 		if err != nil {
 			return err
 		}
-		l.Close()
+		if err := l.Close(); err != nil {
+			return fmt.Errorf("release test bind %s: %w", l.Addr(), err)
+		}
 	}
 	return nil
 }
@@ -150,8 +254,7 @@ func listeningPorts() (map[uint16]bool, error) {
 			}
 			continue
 		}
-		err = parseProcNet(f, ports)
-		f.Close()
+		err = errors.Join(parseProcNet(f, ports), f.Close())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}

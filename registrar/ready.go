@@ -2,6 +2,7 @@ package registrar
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -102,10 +103,14 @@ func (cs checkSpec) probe(a netip.AddrPort) (check, error) {
 		if err != nil {
 			return err
 		}
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
+		// Read a little of the body so the connection can be reused.
+		_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		cerr := resp.Body.Close()
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
 			return fmt.Errorf("GET %s: %s", u, resp.Status)
+		}
+		if err := errors.Join(rerr, cerr); err != nil {
+			return fmt.Errorf("GET %s: read the answer: %w", u, err)
 		}
 		return nil
 	}, nil

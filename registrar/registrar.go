@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -31,160 +33,165 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (int, error) {
 	return run(ctx, cfg, log, sigs, os.Getpid() == 1)
 }
 
-// run is Run with the signal source and the reaping mode given (tests).
+// run is Run with the signal source and the reaping mode given (tests). It
+// reads as the lifecycle: pick → start → ready and lease → wait → drain →
+// stop; each stage owns its goroutines.
 func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signal, reapAll bool) (int, error) {
-	if err := cfg.Validate(); err != nil {
-		return 2, err
-	}
-	base := log // sub-components get their own "component", not a second one
+	base := log // stages get their own "component", not a second one
 	log = base.With("component", "registrar")
-	if !cfg.IP.IsValid() {
-		ip, err := primaryIPv4()
-		if err != nil {
-			return 2, &UsageError{Msg: err.Error()}
-		}
-		cfg.IP = ip
-	}
-	cc, err := clientConfig(cfg, retryCap(cfg.TTL))
+	cfg, spec, etcdCfg, err := prepare(cfg)
 	if err != nil {
 		return 2, err
 	}
-	etcd := &conn{cfg: cc}
-	defer etcd.close()
-	k := newKeeper(etcd, base.With("component", "lease"), cfg.TTL, cfg.DialTimeout)
-
-	port, err := choosePort(ctx, cfg, k, log)
+	etcd := &conn{cfg: etcdCfg}
+	defer func() {
+		if err := etcd.close(); err != nil {
+			log.Debug("etcd client", "err", err)
+		}
+	}()
+	port, lease, err := choosePort(ctx, cfg, etcd, log)
 	if err != nil {
-		k.revoke(ctx)
 		return 1, err
 	}
 	addr := netip.AddrPortFrom(cfg.IP, port)
-	service := registry.Service(cfg.App, cfg.Env)
-	k.key, k.value = registry.Key(cfg.Prefix, cfg.App, cfg.Env, addr), registry.Value(addr)
-	k.claimKey, k.claimValue = registry.PortClaimKey(cfg.Prefix, cfg.IP, port), service
-	cs, _ := parseCheck(cfg.Check) // validated
-	chk, err := cs.probe(addr)
-	if err != nil {
-		return 2, usagef("--check: %v", err)
+	chk, err := spec.probe(addr)
+	if err != nil { // parseCheck expanded a sample address: not expected
+		return 2, usagef("--check: %v", err) // the pick's lease expires by itself
 	}
+	k := newKeeper(etcd, keeperConfig{
+		Key: registry.Key(cfg.Prefix, cfg.App, cfg.Env, addr), Value: registry.Value(addr),
+		ClaimKey: registry.PortClaimKey(cfg.Prefix, cfg.IP, port), ClaimValue: registry.Service(cfg.App, cfg.Env),
+		Lease: lease, TTL: cfg.TTL, OpTimeout: cfg.DialTimeout,
+	}, base.With("component", "lease"))
 
+	var wg sync.WaitGroup // the app's thread, the reaper, the signal router
+	defer wg.Wait()
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	defer signal.Stop(sigchld)
 	env := childEnv(os.Environ(), cfg.PortEnv, cfg.IP.String(), port)
-	child, err := startChild(cfg.Command, env, base.With("component", "child"))
+	child, err := startChild(&wg, cfg.Command, env, base.With("component", "child"))
 	if err != nil {
-		k.revoke(ctx)
+		if _, rerr := k.revoke(ctx); rerr != nil {
+			log.Warn("revoke the port claim: it expires with its lease", "err", rerr)
+		}
 		return startCode(err), err
 	}
 	log.Info("instance", "key", k.key, "value", k.value, "pid", child.Pid())
+	bg, end := context.WithCancel(context.WithoutCancel(ctx)) // until Run returns
+	defer end()
+	drainCtx, hurry := context.WithCancel(bg) // ends on a second signal or the app's exit
+	defer hurry()
+	stop := make(chan os.Signal, 1)
+	wg.Go(func() { reap(bg, child, reapAll, sigchld) })
+	wg.Go(func() { routeSignals(bg, sigs, child, stop, hurry, log) })
 
+	appExited := keepRegistered(ctx, k, health{chk, cfg.Check, cfg.CheckInterval, addr}, stop, child, log)
+	drain(drainCtx, cfg, k, etcd, appExited, base)
+	return child.Stop(cfg.StopTimeout).ExitCode(), nil
+}
+
+// prepare validates cfg, fills in the advertised IP, and parses the check
+// and the etcd client config; every error is a *UsageError.
+func prepare(cfg Config) (Config, checkSpec, clientv3.Config, error) {
+	if err := cfg.Validate(); err != nil {
+		return cfg, checkSpec{}, clientv3.Config{}, err
+	}
+	if !cfg.IP.IsValid() {
+		ip, err := primaryIPv4()
+		if err != nil {
+			return cfg, checkSpec{}, clientv3.Config{}, &UsageError{Msg: err.Error()}
+		}
+		cfg.IP = ip
+	}
+	cs, err := parseCheck(cfg.Check)
+	if err != nil { // Validate parsed it already
+		return cfg, cs, clientv3.Config{}, usagef("--check: %v", err)
+	}
+	cc, err := clientConfig(cfg, retryCap(cfg.TTL))
+	return cfg, cs, cc, err
+}
+
+// health is the app's readiness and health check at its address.
+type health struct {
+	chk      check
+	text     string // --check, for the log
+	interval time.Duration
+	addr     netip.AddrPort
+}
+
+// keepRegistered runs the registration — wait until the app is ready, then
+// keep the key on a live lease while it stays healthy — until ctx ends, a
+// stop signal arrives or the app exits. It reports whether the app exited.
+func keepRegistered(ctx context.Context, k *keeper, h health, stop <-chan os.Signal, child *Child, log *slog.Logger) bool {
+	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopReaper()
-	wg.Go(func() { reap(reapCtx, child, reapAll, sigchld) })
-
-	// Signals: the first SIGTERM/SIGINT stops, a second one cuts the drain
-	// short; everything else goes to the app until the registrar returns.
-	stop := make(chan os.Signal, 1)
-	drainCtx, hurry := context.WithCancel(context.WithoutCancel(ctx))
-	defer hurry()
-	fwdCtx, stopForwarding := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopForwarding()
-	wg.Go(func() { forward(fwdCtx, sigs, child, stop, hurry, log) })
-
-	regCtx, deregister := context.WithCancel(ctx)
-	var regWG sync.WaitGroup
-	regWG.Go(func() { k.run(regCtx) })
-	regWG.Go(func() {
-		watchHealth(regCtx, chk, cfg.CheckInterval, func(healthy bool, err error) {
+	defer cancel()
+	wg.Go(func() { k.run(ctx) })
+	wg.Go(func() {
+		watchHealth(ctx, h.chk, h.interval, func(healthy bool, err error) {
 			if healthy {
-				log.Info("app ready", "check", cfg.Check, "addr", addr.String())
+				log.Info("app ready", "check", h.text, "addr", h.addr.String())
 			} else {
-				log.Warn("app unhealthy, deregistering", "check", cfg.Check, "fails", unhealthyAfter, "err", err)
+				log.Warn("app unhealthy, deregistering", "check", h.text, "fails", unhealthyAfter, "err", err)
 			}
 			k.setWant(healthy)
 		})
 	})
-
-	exitedFirst := false
 	select {
 	case <-ctx.Done():
 		log.Info("stopping: context done")
 	case sig := <-stop:
 		log.Info("stopping", "sig", signalName(sig))
 	case <-child.Exited():
-		exitedFirst = true
+		return true
 	}
+	return false
+}
+
+// drain revokes the lease and, unless the app exited first, waits until the
+// gateways dropped the key: every covering renderer acknowledged the
+// removal or, when the revoke failed, the lease had time to expire. ctx
+// ends early on a second stop signal or when the app exits.
+func drain(ctx context.Context, cfg Config, k *keeper, etcd *conn, appExited bool, log *slog.Logger) {
 	stopping := time.Now()
-	deregister()
-	regWG.Wait()
 	rev, err := k.revoke(ctx)
 	switch {
-	case exitedFirst && err != nil:
-		log.Warn("deregister failed: the key expires with its lease", "err", err, "ttl", cfg.TTL)
-	case exitedFirst:
+	case appExited && err != nil:
+		log.Warn("deregister failed: the key expires with its lease", "component", "registrar", "err", err, "ttl", cfg.TTL)
+	case appExited:
 	case err != nil:
 		// The key expires with its lease, at most a TTL after the last
 		// keep-alive: give gateways that long, within --drain-timeout.
 		wait := min(cfg.TTL, cfg.DrainTimeout) - time.Since(stopping)
-		log.Warn("deregister failed, waiting for the lease to expire", "err", err, "wait", wait)
-		waitExit(drainCtx, child, wait)
+		log.Warn("deregister failed, waiting for the lease to expire", "component", "registrar", "err", err, "wait", wait)
+		if sleepCtx(ctx, wait) != nil {
+			log.Info("lease expiry wait cut short", "component", "registrar")
+		}
 	case rev > 0:
-		cli, _ := etcd.get() // revoke succeeded: connected
-		dctx, cancel := context.WithCancel(drainCtx)
-		wg.Go(func() {
-			select {
-			case <-child.Exited(): // nothing left to drain for
-				cancel()
-			case <-dctx.Done():
-			}
-		})
-		waitDrained(dctx, cli, k.key, rev, cfg.DrainTimeout, base.With("component", "drain"))
-		cancel()
+		cli, err := etcd.get() // the revoke succeeded: connected
+		if err != nil {
+			log.Warn("drain: no etcd client, stopping the app", "component", "drain", "err", err)
+			return
+		}
+		waitDrained(ctx, cli, k.key, rev, cfg.DrainTimeout, log.With("component", "drain"))
 	}
-	st := child.Stop(cfg.StopTimeout)
-	return st.ExitCode(), nil
 }
 
-// choosePort returns --port, or picks one: with a lease granted first so
-// the claim lives on it, or by local checks alone when etcd is unreachable.
-func choosePort(ctx context.Context, cfg Config, k *keeper, log *slog.Logger) (uint16, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the pick's keep-alive
-	claimKey := registry.PortClaimKey(cfg.Prefix, cfg.IP, cfg.Port)
-	if cfg.Port != 0 {
-		if err := bindFree(cfg.IP, cfg.Port); err != nil {
-			log.Warn("fixed port looks busy", "port", cfg.Port, "err", err)
-		}
-		ok, err := k.claimPort(ctx, claimKey, registry.Service(cfg.App, cfg.Env))
-		switch {
-		case err != nil:
-			log.Warn("etcd unreachable at start: the app starts anyway, registration follows when etcd answers", "err", err)
-		case !ok:
-			log.Warn("fixed port is claimed by another instance", "key", claimKey)
-		}
-		return cfg.Port, nil
-	}
-	p := portPick{IP: cfg.IP, Range: cfg.PortRange, ClaimDir: registry.PortsDir(cfg.Prefix, cfg.IP),
-		Service: registry.Service(cfg.App, cfg.Env), Claim: k.claimPort}
-	port, err := pickPort(ctx, p, log)
-	if err != nil {
-		return 0, err
-	}
-	log.Info("port picked", "port", port, "range", cfg.PortRange.String(), "claimed", k.lease != 0)
-	return port, nil
-}
-
-// forward routes signals until ctx ends: the first stop signal to stop, a
-// second one calls hurry, the others to the app.
-func forward(ctx context.Context, sigs <-chan os.Signal, child *Child, stop chan<- os.Signal, hurry func(), log *slog.Logger) {
+// routeSignals routes signals until ctx ends: the first stop signal to
+// stop; a second one, or the app's exit, calls hurry (the drain stops
+// waiting); the others to the app.
+func routeSignals(ctx context.Context, sigs <-chan os.Signal, child *Child, stop chan<- os.Signal, hurry func(), log *slog.Logger) {
 	stopping := false
+	exited := child.Exited()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-exited: // nothing left to drain for
+			hurry()
+			exited = nil
 		case sig := <-sigs:
 			s, _ := sig.(syscall.Signal)
 			switch {
@@ -203,16 +210,5 @@ func forward(ctx context.Context, sigs <-chan os.Signal, child *Child, stop chan
 				child.Forward(s)
 			}
 		}
-	}
-}
-
-// waitExit waits d, or less if ctx ends or the app exits.
-func waitExit(ctx context.Context, child *Child, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-child.Exited():
-	case <-t.C:
 	}
 }

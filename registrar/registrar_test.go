@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/registry"
 )
@@ -186,6 +187,31 @@ func TestRunStopsProcessGroup(t *testing.T) {
 		t.Fatalf("registrar exit = %d, %v; want 0", code, err)
 	}
 	member.wait(t, "sigterm", 5*time.Second)
+}
+
+// TestRunKillsLeftoverGroup: an app that exits by itself and leaves a
+// process in its group behind: the registrar kills that process before it
+// returns, so nothing the app started outlives the registrar.
+func TestRunKillsLeftoverGroup(t *testing.T) {
+	h := newHarness(t)
+	a, member := h.newApp(), h.newApp()
+	r := h.start(h.config(a, "group="+member.out, "exit-after=1s", "exit=3"))
+	pid, _ := strconv.Atoi(a.wait(t, "member", 10*time.Second).detail)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) }) // only if it survived: a failure
+	member.wait(t, "pid", 10*time.Second)
+	if code, err := r.wait(t, 10*time.Second); code != 3 || err != nil {
+		t.Fatalf("registrar exit = %d, %v; want the app's 3", code, err)
+	}
+	// SIGKILLed before Run returned: only its death is left to happen.
+	waitfor.Cond(t, 500*time.Millisecond, "the app's leftover group member dies", func() error {
+		if proc.Alive(pid) {
+			return fmt.Errorf("member %d still running", pid)
+		}
+		return nil
+	})
+	if _, ok := member.find("sigterm"); ok {
+		t.Errorf("leftover member got SIGTERM; want SIGKILL once the app is gone")
+	}
 }
 
 // TestRunAppExits: an app that exits by itself is deregistered at once and

@@ -26,6 +26,7 @@ import (
 
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/proctest"
 )
 
 // writeServingCert writes a self-signed certificate for 127.0.0.1, good as
@@ -64,10 +65,7 @@ func startTLSEtcd(t *testing.T, cert, key string) string {
 	t.Helper()
 	var urls []url.URL
 	for _, scheme := range []string{"https", "http"} {
-		p, err := embedetcd.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := proctest.FreePort(t)
 		urls = append(urls, url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", p)})
 	}
 	cfg := embed.NewConfig()

@@ -22,7 +22,8 @@ const (
 	DefaultConfDir        = "/etc/rollcall"
 	DefaultEndpoint       = "127.0.0.1:2379"
 	DefaultEmbedListen    = "127.0.0.1:2379"
-	DefaultCooldown       = time.Second
+	DefaultCooldown       = time.Second // the reload budget's refill: one apply per cooldown
+	DefaultReloadBurst    = 2           // applies the reload budget allows at once
 	DefaultCommandTimeout = 30 * time.Second
 	DefaultAckTTL         = 10 * time.Second
 	DefaultNginxPID       = "/run/nginx.pid"           // Debian's nginx
@@ -38,8 +39,9 @@ type Config struct {
 	Prefix         string        // global key prefix, replaces every resource's prefix (confd)
 	Onetime        bool          // one list, one apply, return
 	Noop           bool          // render and check, print diffs, install nothing
-	Wait           *confd.Wait   // nil = apply at once and coalesce; else trailing quiescence
-	Cooldown       time.Duration // after an apply, changes within this window coalesce
+	Wait           *confd.Wait   // nil = apply at once within the reload budget; else trailing quiescence
+	Cooldown       time.Duration // reload budget: one apply per Cooldown once the burst is spent; 0 = no budget
+	ReloadBurst    int           // reload budget: applies allowed at once; 0 = DefaultReloadBurst
 	Interval       time.Duration // optional safety re-list; 0 = never
 	EmbedEtcd      string        // data dir of an in-process etcd; "" = none
 	EmbedListen    string        // client address of the in-process etcd
@@ -99,6 +101,7 @@ type fileConfig struct {
 	Endpoints      []string `toml:"endpoints"`
 	Wait           string   `toml:"wait"`
 	Cooldown       string   `toml:"cooldown"`
+	ReloadBurst    *int     `toml:"reload_burst"`
 	EmbedEtcd      string   `toml:"embed_etcd"`
 	EmbedListen    string   `toml:"embed_listen"`
 	MetricsAddr    string   `toml:"metrics_addr"`
@@ -124,8 +127,9 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.Prefix, "prefix", "", "key prefix; when set it replaces every resource's prefix (confd's rule)")
 	fs.BoolVar(&c.Onetime, "onetime", false, "render once and exit; non-zero if any resource failed")
 	fs.BoolVar(&c.Noop, "noop", false, "render and check, print a unified diff, install nothing")
-	fs.StringVar(&wait, "wait", "", "min:max trailing quiescence (off: apply at once, coalesce bursts)")
-	fs.DurationVar(&c.Cooldown, "cooldown", DefaultCooldown, "changes within this time after an apply coalesce into the next")
+	fs.StringVar(&wait, "wait", "", "min:max trailing quiescence (off: apply at once, throttle only a sustained stream)")
+	fs.DurationVar(&c.Cooldown, "cooldown", DefaultCooldown, "reload budget: one apply per cooldown once --reload-burst applies are spent; full again after a cooldown without changes (0 = no budget)")
+	fs.IntVar(&c.ReloadBurst, "reload-burst", DefaultReloadBurst, "reload budget: applies allowed at once")
 	fs.DurationVar(&c.Interval, "interval", 0, "optional safety re-list interval (0 = off)")
 	fs.StringVar(&c.EmbedEtcd, "embed-etcd", "", "run an in-process etcd with its data in DIR")
 	fs.StringVar(&c.EmbedListen, "embed-listen", DefaultEmbedListen, "client address of the in-process etcd")
@@ -245,6 +249,9 @@ func (c *Config) mergeFile(path string, must bool, set map[string]bool) error {
 	if !set["onetime"] && f.Onetime != nil {
 		c.Onetime = *f.Onetime
 	}
+	if !set["reload-burst"] && f.ReloadBurst != nil {
+		c.ReloadBurst = *f.ReloadBurst
+	}
 	if !set["noop"] && f.Noop != nil {
 		c.Noop = *f.Noop
 	}
@@ -318,6 +325,9 @@ func (c *Config) Validate() error {
 	if c.CommandTimeout == 0 {
 		c.CommandTimeout = DefaultCommandTimeout
 	}
+	if c.ReloadBurst == 0 {
+		c.ReloadBurst = DefaultReloadBurst
+	}
 	if c.AckTTL == 0 {
 		c.AckTTL = DefaultAckTTL
 	}
@@ -343,6 +353,8 @@ func (c *Config) Validate() error {
 		return usagef("no etcd endpoints")
 	case c.Cooldown < 0:
 		return usagef("--cooldown %v: negative", c.Cooldown)
+	case c.ReloadBurst < 0:
+		return usagef("--reload-burst %d: negative", c.ReloadBurst)
 	case c.Interval < 0:
 		return usagef("--interval %v: negative", c.Interval)
 	case c.CommandTimeout < 0:

@@ -26,19 +26,19 @@ func TestParseArgs(t *testing.T) {
 	}{
 		{name: "defaults", check: func(c Config) string {
 			if !reflect.DeepEqual(c.Endpoints, []string{"127.0.0.1:2379"}) || c.Prefix != "" || c.Onetime || c.Noop ||
-				c.Wait != nil || c.Cooldown != time.Second || c.EmbedListen != "127.0.0.1:2379" || c.ID == "" ||
+				c.Wait != nil || c.Cooldown != time.Second || c.ReloadBurst != 2 || c.EmbedListen != "127.0.0.1:2379" || c.ID == "" ||
 				c.CommandTimeout != 30*time.Second || c.LogLevel != "info" {
 				return "unexpected defaults"
 			}
 			return ""
 		}},
 		{name: "flags", args: []string{"--endpoints", "a:1, b:2", "--prefix", "/p/", "--onetime", "--noop", "--wait", "2s:10s",
-			"--cooldown", "250ms", "--interval", "1m", "--embed-etcd", "/d", "--embed-listen", "127.0.0.1:1", "--metrics-addr", ":9",
+			"--cooldown", "250ms", "--reload-burst", "3", "--interval", "1m", "--embed-etcd", "/d", "--embed-listen", "127.0.0.1:1", "--metrics-addr", ":9",
 			"--id", "gw", "--log-level", "debug", "--cacert", "ca", "--cert", "c", "--key", "k", "--user", "u", "--command-timeout", "5s"},
 			env: map[string]string{"ETCD_PASSWORD": "pw"},
 			check: func(c Config) string {
 				want := Config{ConfDir: c.ConfDir, Endpoints: []string{"a:1", "b:2"}, Prefix: "/p", Onetime: true, Noop: true,
-					Wait: w(2*time.Second, 10*time.Second), Cooldown: 250 * time.Millisecond, Interval: time.Minute, EmbedEtcd: "/d",
+					Wait: w(2*time.Second, 10*time.Second), Cooldown: 250 * time.Millisecond, ReloadBurst: 3, Interval: time.Minute, EmbedEtcd: "/d",
 					EmbedListen: "127.0.0.1:1", MetricsAddr: ":9", ID: "gw", LogLevel: "debug", CACert: "ca", Cert: "c", Key: "k",
 					User: "u", Password: "pw", CommandTimeout: 5 * time.Second, AckTTL: DefaultAckTTL,
 					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto}
@@ -94,6 +94,7 @@ basic_auth = true
 endpoints = ["x:1"]
 wait = "1s:3s"
 cooldown = "2s"
+reload_burst = 4
 embed_etcd = "/var/lib/e"
 embed_listen = "127.0.0.1:3"
 metrics_addr = "127.0.0.1:4"
@@ -103,7 +104,7 @@ onetime = true
 noop = true
 `, check: func(c Config) string {
 			if !reflect.DeepEqual(c.Endpoints, []string{"x:1"}) || *c.Wait != *w(time.Second, 3*time.Second) ||
-				c.Cooldown != 2*time.Second || c.EmbedEtcd != "/var/lib/e" || c.EmbedListen != "127.0.0.1:3" ||
+				c.Cooldown != 2*time.Second || c.ReloadBurst != 4 || c.EmbedEtcd != "/var/lib/e" || c.EmbedListen != "127.0.0.1:3" ||
 				c.MetricsAddr != "127.0.0.1:4" || c.ID != "gw9" || c.CommandTimeout != 9*time.Second || !c.Onetime || !c.Noop {
 				return "got " + reflectString(c)
 			}
@@ -132,6 +133,7 @@ noop = true
 		{name: "bad wait", args: []string{"--wait", "soon"}, err: "--wait"},
 		{name: "wait max below min", args: []string{"--wait", "5s:1s"}, err: "--wait"},
 		{name: "negative cooldown", args: []string{"--cooldown", "-1s"}, err: "--cooldown"},
+		{name: "negative reload burst", args: []string{"--reload-burst", "-1"}, err: "--reload-burst"},
 		{name: "negative interval", args: []string{"--interval", "-1s"}, err: "--interval"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, err: "--log-level"},
 		{name: "cert without key", args: []string{"--cert", "c"}, err: "--cert and --key"},

@@ -105,7 +105,7 @@ func (r *Renderer) loadResources(now time.Time) {
 	for _, res := range rs {
 		st := &resState{res: res, name: filepath.Base(res.Path), prefixes: res.WatchPrefixes()}
 		if o := old[res.Path]; o != nil {
-			st.appliedRev, st.failures, st.reloadPending = o.appliedRev, o.failures, o.reloadPending
+			st.reloadPending = o.reloadPending
 		}
 		states = append(states, st)
 	}
@@ -127,34 +127,16 @@ func (r *Renderer) loadResources(now time.Time) {
 		}
 	}
 	r.states = states
-	r.full = true
-	clear(r.pending)
+	r.byID = make(map[string]*resState, len(states))
+	waits := make(map[string]*confd.Wait, len(states))
+	prefixes := make(map[string][]string, len(states))
 	for _, st := range states {
-		st.group = r.group(st.res.Wait)
-		r.pending[st] = true
-		st.group.Poke(now)
+		r.byID[st.res.Path] = st
+		waits[st.res.Path] = st.res.Wait
+		prefixes[st.res.Path] = st.prefixes
 	}
+	r.index = newKeyIndex(prefixes)
+	r.sched.Load(now, waits) // keeps each resource's failures and applied revision
 	r.m.resources.Set(float64(len(states)))
 	r.updateCurrent()
-}
-
-// group is the quiescence group of a resource's wait (its own, else the
-// global --wait, else at once with cooldown).
-func (r *Renderer) group(w *confd.Wait) *quiet {
-	if w == nil {
-		w = r.cfg.Wait
-	}
-	var key confd.Wait
-	if w != nil {
-		key = *w
-	}
-	g := r.groups[key]
-	if g == nil {
-		g = &quiet{cooldown: r.cfg.Cooldown}
-		if key.Max > 0 {
-			g.wait = &key
-		}
-		r.groups[key] = g
-	}
-	return g
 }

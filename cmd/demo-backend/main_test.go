@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -31,10 +31,7 @@ func TestMain(m *testing.M) {
 
 func TestServeAndReport(t *testing.T) {
 	t.Parallel()
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	report := filepath.Join(t.TempDir(), "report.json")
 	cmd := exec.Command(os.Args[0], "--report", report)
 	cmd.Env = append(os.Environ(), "DEMO_BACKEND_TEST_CHILD=1", fmt.Sprintf("PORT=%d", port), "HOST_IP=127.0.0.1")

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,36 +21,15 @@ import (
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
-// bin holds the programs the demo runs, built once by TestMain.
-var (
-	bin      string
-	buildErr error
-)
+// bins are the programs the demo runs, built once by TestMain as `make
+// build` builds them (internal/proctest).
+var bins proctest.Binaries
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if !testing.Short() {
-		dir, err := os.MkdirTemp("", "rollcall-demo-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		bin = dir
-		cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/",
-			"./cmd/demo", "./cmd/registrar", "./cmd/renderer", "./cmd/demo-backend", "./cmd/nginx-reload")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { proctest.Main(m, &bins) }
 
 func TestUpstreamServers(t *testing.T) {
 	t.Parallel()
@@ -89,13 +67,8 @@ func TestParseMissingBinaries(t *testing.T) {
 // check that nothing is left behind.
 func demoCmd(t *testing.T, tmp string, args ...string) *exec.Cmd {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("runs etcd, nginx and processes: skipped in -short mode")
-	}
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	cmd := exec.Command(filepath.Join(bin, "demo"), append([]string{"--bin", bin, "--repo", filepath.Join("..", "..")}, args...)...)
+	bins.Need(t)
+	cmd := exec.Command(bins.Path("demo"), append([]string{"--bin", bins.Dir, "--repo", filepath.Join("..", "..")}, args...)...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	return cmd
 }
@@ -110,7 +83,7 @@ func assertClean(t *testing.T, tmp string) {
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
-		if b, err := os.ReadFile(p); err == nil && (bytes.Contains(b, []byte(tmp)) || bytes.Contains(b, []byte(bin))) {
+		if b, err := os.ReadFile(p); err == nil && (bytes.Contains(b, []byte(tmp)) || bytes.Contains(b, []byte(bins.Dir))) {
 			t.Errorf("process left running: %s %q", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 		}
 	}
@@ -209,12 +182,7 @@ func interrupt(t *testing.T, args []string, after string) {
 // binaries (skipped in -short mode).
 func readmeAndBinaries(t *testing.T) []byte {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("runs the built binaries: skipped in -short mode")
-	}
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
+	bins.Need(t)
 	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +196,7 @@ func TestReadmeFlags(t *testing.T) {
 	readme := readmeAndBinaries(t)
 	flagRE := regexp.MustCompile(`(?m)^\s+--?([a-z][a-z0-9-]*)\b`)
 	for _, prog := range []string{"registrar", "renderer"} {
-		out, _ := exec.Command(filepath.Join(bin, prog), "--help").CombinedOutput()
+		out, _ := exec.Command(bins.Path(prog), "--help").CombinedOutput()
 		flags := flagRE.FindAllSubmatch(out, -1)
 		if len(flags) < 10 {
 			t.Fatalf("%s --help lists %d flags; want the usage text:\n%s", prog, len(flags), out)
@@ -284,8 +252,8 @@ func TestReadmeDockerfile(t *testing.T) {
 	cli := etcd.Client(t)
 	env["ETCD_ENDPOINTS"] = etcd.Endpoint
 	env["REGISTRAR_IP"] = "127.0.0.1"
-	args := append(slices.Clone(entrypoint[1:dash+1]), filepath.Join(bin, "demo-backend"))
-	cmd := exec.Command(filepath.Join(bin, "registrar"), args...)
+	args := append(slices.Clone(entrypoint[1:dash+1]), bins.Path("demo-backend"))
+	cmd := exec.Command(bins.Path("registrar"), args...)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -15,10 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -26,6 +24,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/nginxconf"
+	"github.com/rollcall/rollcall/internal/proc"
 )
 
 func main() {
@@ -131,16 +132,20 @@ const (
 
 func (d *demo) steps(ctx context.Context) error {
 	fmt.Fprintf(d.out, "rollcall demo — work dir %s\n", d.dir)
-	etcdPort, metricsPort := freePort(), freePort()
-	if etcdPort == 0 || metricsPort == 0 {
-		return errors.New("no free port on 127.0.0.1")
+	etcdPort, err := proc.FreePort()
+	if err != nil {
+		return err
+	}
+	metricsPort, err := proc.FreePort()
+	if err != nil {
+		return err
 	}
 	endpoint := fmt.Sprintf("127.0.0.1:%d", etcdPort)
 	d.metricsAddr = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 
 	// nginx first, when there is one: its glob include matches nothing until
 	// the renderer writes the upstream.
-	if bin := lookNginx(); bin != "" && !d.cfg.noNginx {
+	if bin, err := nginxconf.Lookup(); err == nil && !d.cfg.noNginx {
 		n, err := startNginx(ctx, d, bin)
 		if err != nil {
 			return err
@@ -152,45 +157,14 @@ func (d *demo) steps(ctx context.Context) error {
 		return err
 	}
 
-	args := []string{filepath.Join(d.cfg.bin, "renderer"),
-		"--confdir", filepath.Join(d.dir, "confdir"),
-		"--embed-etcd", filepath.Join(d.dir, "etcd"),
-		"--embed-listen", endpoint,
-		"--metrics-addr", d.metricsAddr,
-		"--id", "demo"}
-	if d.nginx != nil { // a plain `nginx -s reload` (no nginx-reload built) is confirmed against this master
-		args = append(args, "--nginx-pid", filepath.Join(d.nginx.prefix, "nginx.pid"))
-	}
-	renderer, err := d.ps.start("renderer", nil, args...)
+	renderer, err := d.startRenderer(ctx, endpoint, dest)
 	if err != nil {
 		return err
 	}
-	d.say("renderer started: embedded etcd on %s, metrics on http://%s/metrics", endpoint, d.metricsAddr)
-	if err := d.until(ctx, "the renderer writes the upstream", renderer, func() error {
-		_, err := os.Stat(dest)
-		return err
-	}); err != nil {
+	regs, err := d.startBackends(endpoint)
+	if err != nil {
 		return err
 	}
-
-	// Three backends, each through registrar.
-	var regs []*proc
-	for i := 1; i <= 3; i++ {
-		p, err := d.ps.start(fmt.Sprintf("registrar-%d", i), nil, filepath.Join(d.cfg.bin, "registrar"),
-			"--app", appName, "--env", envName,
-			"--endpoints", endpoint,
-			"--ip", "127.0.0.1",
-			"--ttl", "2s",
-			"--drain-timeout", "5s",
-			"--stop-timeout", "5s",
-			"--", filepath.Join(d.cfg.bin, "demo-backend"))
-		if err != nil {
-			return err
-		}
-		regs = append(regs, p)
-	}
-	d.say("started 3 demo backends: registrar --app %s --env %s --endpoints %s --ip 127.0.0.1 --ttl 2s --drain-timeout 5s -- demo-backend",
-		appName, envName, endpoint)
 	var servers []string
 	if err := d.until(ctx, "three servers in the upstream", renderer, func() error {
 		servers, err = upstreamServers(dest)
@@ -209,10 +183,55 @@ func (d *demo) steps(ctx context.Context) error {
 	return d.withNginx(ctx, regs, dest, renderer, servers)
 }
 
-// withNginx shows the spread through nginx, then stops backend 1 under load.
-func (d *demo) withNginx(ctx context.Context, regs []*proc, dest string, renderer *proc, servers []string) error {
-	url := d.nginx.url("/")
-	if err := d.until(ctx, "nginx serves all three", renderer, func() error {
+// startRenderer starts the renderer with its embedded etcd on endpoint and
+// waits for its first render to dest.
+func (d *demo) startRenderer(ctx context.Context, endpoint, dest string) (*proc.Proc, error) {
+	args := []string{filepath.Join(d.cfg.bin, "renderer"),
+		"--confdir", filepath.Join(d.dir, "confdir"),
+		"--embed-etcd", filepath.Join(d.dir, "etcd"),
+		"--embed-listen", endpoint,
+		"--metrics-addr", d.metricsAddr,
+		"--id", "demo"}
+	if d.nginx != nil { // a plain `nginx -s reload` (no nginx-reload built) is confirmed against this master
+		args = append(args, "--nginx-pid", filepath.Join(d.nginx.Prefix, "nginx.pid"))
+	}
+	renderer, err := d.ps.start("renderer", nil, args...)
+	if err != nil {
+		return nil, err
+	}
+	d.say("renderer started: embedded etcd on %s, metrics on http://%s/metrics", endpoint, d.metricsAddr)
+	return renderer, d.until(ctx, "the renderer writes the upstream", renderer, func() error {
+		_, err := os.Stat(dest)
+		return err
+	})
+}
+
+// startBackends starts three demo backends, each through registrar.
+func (d *demo) startBackends(endpoint string) ([]*proc.Proc, error) {
+	var regs []*proc.Proc
+	for i := 1; i <= 3; i++ {
+		p, err := d.ps.start(fmt.Sprintf("registrar-%d", i), nil, filepath.Join(d.cfg.bin, "registrar"),
+			"--app", appName, "--env", envName,
+			"--endpoints", endpoint,
+			"--ip", "127.0.0.1",
+			"--ttl", "2s",
+			"--drain-timeout", "5s",
+			"--stop-timeout", "5s",
+			"--", filepath.Join(d.cfg.bin, "demo-backend"))
+		if err != nil {
+			return nil, err
+		}
+		regs = append(regs, p)
+	}
+	d.say("started 3 demo backends: registrar --app %s --env %s --endpoints %s --ip 127.0.0.1 --ttl 2s --drain-timeout 5s -- demo-backend",
+		appName, envName, endpoint)
+	return regs, nil
+}
+
+// showSpread waits until 30 requests through nginx reach all three
+// backends without a failure, and shows how they spread.
+func (d *demo) showSpread(ctx context.Context, url string, renderer *proc.Proc) error {
+	return d.until(ctx, "nginx serves all three", renderer, func() error {
 		if err := d.nginx.settled(); err != nil {
 			return err
 		}
@@ -229,7 +248,13 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc, dest string, rendere
 		}
 		d.say("30 requests through nginx (%s): %s", url, tr)
 		return nil
-	}); err != nil {
+	})
+}
+
+// withNginx shows the spread through nginx, then stops backend 1 under load.
+func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, renderer *proc.Proc, servers []string) error {
+	url := d.nginx.URL("/")
+	if err := d.showSpread(ctx, url, renderer); err != nil {
 		return err
 	}
 
@@ -252,14 +277,14 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc, dest string, rendere
 	}
 	d.say("8 clients keep sending requests; SIGTERM to backend 1's registrar (%s)", gone)
 	t0 := time.Now()
-	if err := regs[0].terminate(); err != nil {
+	if err := regs[0].Terminate(); err != nil {
 		return err
 	}
-	if err := regs[0].wait(ctx); err != nil {
+	if err := regs[0].Wait(ctx); err != nil {
 		return err
 	}
 	d.say("registrar 1 exited (%v) after %v; its log from the signal on:\n%s",
-		regs[0].cmd.ProcessState, time.Since(t0).Round(time.Millisecond), regs[0].since("msg=stopping"))
+		regs[0].State(), time.Since(t0).Round(time.Millisecond), since(regs[0], "msg=stopping"))
 	d.showFile("rendered upstream now", dest)
 	// Keep the load going a moment longer so a late route to the stopped
 	// backend would show up as a failure.
@@ -289,17 +314,17 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc, dest string, rendere
 }
 
 // withoutNginx shows the upstream file change when backend 1 stops.
-func (d *demo) withoutNginx(ctx context.Context, regs []*proc, dest string, renderer *proc) error {
+func (d *demo) withoutNginx(ctx context.Context, regs []*proc.Proc, dest string, renderer *proc.Proc) error {
 	d.say("no nginx (not installed, or --no-nginx): showing the rendered file only; apt-get install nginx-light for the rest")
 	t0 := time.Now()
-	if err := regs[0].terminate(); err != nil {
+	if err := regs[0].Terminate(); err != nil {
 		return err
 	}
-	if err := regs[0].wait(ctx); err != nil {
+	if err := regs[0].Wait(ctx); err != nil {
 		return err
 	}
 	d.say("SIGTERM to backend 1's registrar: it exited after %v; its log from the signal on:\n%s",
-		time.Since(t0).Round(time.Millisecond), regs[0].since("msg=stopping"))
+		time.Since(t0).Round(time.Millisecond), since(regs[0], "msg=stopping"))
 	if err := d.until(ctx, "two servers in the upstream", renderer, func() error {
 		s, err := upstreamServers(dest)
 		if err == nil && len(s) != 2 {
@@ -317,20 +342,20 @@ func (d *demo) withoutNginx(ctx context.Context, regs []*proc, dest string, rend
 
 // backendAddr is the address registrar r's demo-backend serves, read from
 // its log line "serving addr=..." and checked against the upstream.
-func backendAddr(r *proc, servers []string) (string, error) {
-	b, err := os.ReadFile(r.log)
+func backendAddr(r *proc.Proc, servers []string) (string, error) {
+	b, err := os.ReadFile(r.Log)
 	if err != nil {
 		return "", err
 	}
 	m := regexp.MustCompile(`msg=serving component=demo-backend addr=(\S+)`).FindSubmatch(b)
 	if m == nil || !slices.Contains(servers, string(m[1])) {
-		return "", fmt.Errorf("backend 1's address not found in its log:\n%s", r.tail(10))
+		return "", fmt.Errorf("backend 1's address not found in its log:\n%s", tail(r, 10))
 	}
 	return string(m[1]), nil
 }
 
 // until polls cond every 50ms until it succeeds, ctx ends, or watched exits.
-func (d *demo) until(ctx context.Context, what string, watched *proc, cond func() error) error {
+func (d *demo) until(ctx context.Context, what string, watched *proc.Proc, cond func() error) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -338,14 +363,14 @@ func (d *demo) until(ctx context.Context, what string, watched *proc, cond func(
 		if err == nil {
 			return nil
 		}
-		if watched != nil && !watched.running() {
-			return fmt.Errorf("waiting for %s: %s exited (%v):\n%s", what, watched.name, watched.cmd.ProcessState, watched.tail(20))
+		if watched != nil && !watched.Running() {
+			return fmt.Errorf("waiting for %s: %s exited (%v):\n%s", what, watched.Name, watched.State(), tail(watched, 20))
 		}
 		select {
 		case <-ctx.Done():
 			msg := fmt.Sprintf("waiting for %s: %v", what, err)
 			if watched != nil {
-				msg += "\n" + watched.name + " output:\n" + watched.tail(20)
+				msg += "\n" + watched.Name + " output:\n" + tail(watched, 20)
 			}
 			return errors.New(msg)
 		case <-tick.C:
@@ -404,27 +429,4 @@ func upstreamServers(path string) ([]string, error) {
 		out = append(out, string(m[1]))
 	}
 	return out, nil
-}
-
-// freePort returns a free port on 127.0.0.1, or 0.
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// lookNginx finds nginx on PATH or in /usr/sbin, or returns "".
-func lookNginx() string {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	for _, p := range []string{"/usr/sbin/nginx", "/sbin/nginx"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
 }

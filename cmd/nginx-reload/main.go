@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rollcall/rollcall/internal/nginxconf"
 	"github.com/rollcall/rollcall/nginxreload"
 )
 
@@ -82,17 +83,16 @@ func parse(args []string, stderr io.Writer) (nginxreload.Config, error) {
 	return c, nil
 }
 
-// lookNginx resolves the nginx binary, also trying /usr/sbin when "nginx"
-// is not on PATH (Debian installs it there; users' PATH often lacks it).
+// lookNginx resolves the nginx binary; plain "nginx" is also looked for
+// where Debian installs it (users' PATH often lacks /usr/sbin).
 func lookNginx(name string) (string, error) {
-	bin, err := exec.LookPath(name)
-	if err == nil {
-		return bin, nil
-	}
+	lookup := func() (string, error) { return exec.LookPath(name) }
 	if name == "nginx" {
-		if _, e := os.Stat("/usr/sbin/nginx"); e == nil {
-			return "/usr/sbin/nginx", nil
-		}
+		lookup = nginxconf.Lookup
 	}
-	return "", fmt.Errorf("--nginx: %w", err)
+	bin, err := lookup()
+	if err != nil {
+		return "", fmt.Errorf("--nginx: %w", err)
+	}
+	return bin, nil
 }

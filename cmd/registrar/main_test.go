@@ -8,15 +8,18 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/client/pkg/v3/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -32,9 +35,12 @@ func TestMain(m *testing.M) {
 	testutil.MustTestMainWithLeakDetection(m)
 }
 
-// testApp listens on $PORT, appends the signals it gets to out (one name
-// a line) and exits 5 on SIGTERM.
+// testApp listens on $PORT, writes its pid to out.pid, appends the signals
+// it gets to out (one name a line) and exits 5 on SIGTERM.
 func testApp(out string) int {
+	if err := os.WriteFile(out+".pid", []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return 97
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH)
 	l, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("HOST_IP"), os.Getenv("PORT")))
@@ -104,10 +110,11 @@ func TestMainUsage(t *testing.T) {
 	}
 }
 
-// TestMainProcess runs the registrar as a real process: it catches
-// SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH and SIGTERM itself, forwards
-// the first five, deregisters on the last, and exits with the app's code.
-func TestMainProcess(t *testing.T) {
+// startMain runs the registrar binary (app web in env, with extra flags) on
+// a new etcd, wrapping the test app that records its signals in out, and
+// returns once the instance is registered: the command, a client and the key.
+func startMain(t *testing.T, env string, extra ...string) (*exec.Cmd, *clientv3.Client, *mvccpb.KeyValue, string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts etcd and processes")
 	}
@@ -115,26 +122,43 @@ func TestMainProcess(t *testing.T) {
 	s := etcdtest.Start(t)
 	cli := s.Client(t)
 	out := t.TempDir() + "/signals"
-	cmd, _ := registrarCmd(t, "--app", "web", "--env", "PRE", "--endpoints", s.Endpoint, "--ip", "127.0.0.1",
-		"--ttl", "2s", "--drain-timeout", "1s", "--", os.Args[0], "app", out)
+	args := append([]string{"--app", "web", "--env", env, "--endpoints", s.Endpoint, "--ip", "127.0.0.1", "--ttl", "2s"}, extra...)
+	cmd, _ := registrarCmd(t, append(args, "--", os.Args[0], "app", out)...)
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+	cmd.WaitDelay = time.Second // an app that outlived the registrar would hold the output open
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var key string
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil { // not waited for by the test
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	var kv *mvccpb.KeyValue
 	waitfor.Cond(t, 15*time.Second, "instance registered", func() error {
-		resp, err := cli.Get(ctx, "/web_PRE/", clientv3.WithPrefix())
+		resp, err := cli.Get(t.Context(), "/web_"+env+"/", clientv3.WithPrefix())
 		if err != nil || len(resp.Kvs) != 1 {
 			return fmt.Errorf("got %v, %v", resp, err)
 		}
-		key = string(resp.Kvs[0].Key)
+		kv = resp.Kvs[0]
 		return nil
 	})
+	return cmd, cli, kv, out
+}
+
+// TestMainProcess runs the registrar as a real process: it catches
+// SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH and SIGTERM itself, forwards
+// the first five, deregisters on the last, and exits with the app's code.
+func TestMainProcess(t *testing.T) {
+	cmd, cli, kv, out := startMain(t, "PRE", "--drain-timeout", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := string(kv.Key)
 	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH} {
-		cmd.Process.Signal(sig)
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
 		waitfor.Cond(t, 5*time.Second, "app got "+sig.String(), func() error {
 			b, _ := os.ReadFile(out)
 			if !strings.Contains(string(b), sig.String()+"\n") {
@@ -143,7 +167,9 @@ func TestMainProcess(t *testing.T) {
 			return nil
 		})
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	if code := exitCode(cmd.Wait()); code != 5 {
 		t.Fatalf("registrar exit = %d; want the app's 5", code)
 	}
@@ -151,4 +177,42 @@ func TestMainProcess(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("%s after stop = %v, %v; want gone", key, resp, err)
 	}
+}
+
+// TestMainKilled kills a real registrar process (not PID 1) with SIGKILL:
+// the app dies with it (the kernel's parent-death signal) and its port is
+// free at once, so a supervisor restarting the registrar finds no stray copy.
+func TestMainKilled(t *testing.T) {
+	cmd, _, kv, out := startMain(t, "KILL")
+	addr := string(kv.Value)
+	b, err := os.ReadFile(out + ".pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(app, syscall.SIGKILL) }) // only if it survived: a failure
+
+	killed := time.Now()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("registrar exited 0 after SIGKILL")
+	}
+	// The signal is sent as the registrar dies: 500ms is ample, while an app
+	// the kernel does not kill would run on for ever.
+	waitfor.Cond(t, 500*time.Millisecond, fmt.Sprintf("app %d dies with its registrar", app), func() error {
+		if proc.Alive(app) {
+			return fmt.Errorf("app %d still running", app)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("port still taken: %w", err)
+		}
+		return l.Close()
+	})
+	t.Logf("app gone and %s free %v after kill -9 of the registrar", addr, time.Since(killed).Round(time.Millisecond))
 }

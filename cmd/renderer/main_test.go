@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 )
 
 func TestExitCodes(t *testing.T) {
@@ -23,10 +23,7 @@ func TestExitCodes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bad, "renderer.toml"), []byte("colour = 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port, err := embedetcd.FreePort() // nothing listens there
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t) // nothing listens there
 	tests := []struct {
 		name string
 		args []string

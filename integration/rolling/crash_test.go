@@ -1,6 +1,7 @@
 package rolling_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/internal/proc"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -17,7 +20,7 @@ import (
 // shipped proxy template's proxy_next_upstream retries the dead instance's
 // requests on another, so every GET succeeds, and the key goes within the TTL.
 func TestCrash(t *testing.T) {
-	needBinaries(t)
+	bins.Need(t)
 	g := startGateway(t, gatewayConfig{
 		server:    "        include @PREFIX@/rendered-server-*.conf;\n",
 		resources: shippedResources,
@@ -40,14 +43,16 @@ func TestCrash(t *testing.T) {
 		return nil
 	})
 
-	apps := descendants(victim.reg.cmd.Process.Pid)
+	apps := proc.Descendants(victim.reg.Pid())
 	if len(apps) == 0 {
-		t.Fatalf("no app process below registrar %d", victim.reg.cmd.Process.Pid)
+		t.Fatalf("no app process below registrar %d", victim.reg.Pid())
 	}
 	killed := time.Now()
-	victim.reg.signal(t, syscall.SIGKILL) // the registrar first: it must not deregister
+	proctest.Signal(t, victim.reg, syscall.SIGKILL) // the registrar first: it must not deregister
 	for _, pid := range apps {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		// The app dies with its registrar (parent-death signal): it may be
+		// gone already.
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			t.Fatalf("kill -9 app %d: %v", pid, err)
 		}
 	}

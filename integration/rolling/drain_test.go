@@ -3,6 +3,8 @@ package rolling_test
 import (
 	"testing"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/proctest"
 )
 
 // TestDrainLayouts: with a real renderer and real registrars, the drain
@@ -11,7 +13,7 @@ import (
 // registrar below the renderer's prefix, a per-app resource. The app is
 // stopped only after the ack, and got no request after its SIGTERM.
 func TestDrainLayouts(t *testing.T) {
-	needBinaries(t)
+	bins.Need(t)
 	svc := "/" + app + "_" + env
 	for _, tc := range []struct {
 		name              string
@@ -36,8 +38,8 @@ func TestDrainLayouts(t *testing.T) {
 			a, b := g.startBackend(t, 5*time.Second), g.startBackend(t, 5*time.Second)
 			waitServed(t, url, addrs([]*backend{a, b}), 20*time.Second)
 			a.stop(t)
-			a.reg.assertLogged(t, "drain: waiting for renderers")
-			a.reg.assertLogged(t, "drain: renderers acknowledged")
+			proctest.AssertLogged(t, a.reg, "drain: waiting for renderers")
+			proctest.AssertLogged(t, a.reg, "drain: renderers acknowledged")
 			if r := a.readReport(t); r.AfterSignal > 0 {
 				t.Errorf("%s got %d requests after its SIGTERM", a.addr, r.AfterSignal)
 			}

@@ -17,9 +17,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/proc"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/registry"
 )
@@ -36,7 +37,7 @@ type gateway struct {
 	etcd     *etcdtest.Server
 	cli      *clientv3.Client
 	nginx    *nginxtest.Server
-	renderer *proc
+	renderer *proc.Proc
 	confdir  string
 	known    map[string]bool // instance keys seen so far
 	cfg      gatewayConfig
@@ -85,27 +86,24 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	var extra []string
 	if c.plainReload {
 		extra = []string{"--nginx-pid", filepath.Join(g.nginx.Prefix, "nginx.pid"), "--nginx-error-log", filepath.Join(g.nginx.Prefix, "error.log")}
-	} else if _, err := os.Stat(binPath("nginx-reload")); err == nil {
-		reload = fmt.Sprintf("%s --nginx %s --pid %s --timeout 10s -- %s", binPath("nginx-reload"),
+	} else if _, err := os.Stat(bins.Path("nginx-reload")); err == nil {
+		reload = fmt.Sprintf("%s --nginx %s --pid %s --timeout 10s -- %s", bins.Path("nginx-reload"),
 			g.nginx.Bin, filepath.Join(g.nginx.Prefix, "nginx.pid"), strings.Join(g.nginx.Args(), " "))
 	}
 	for name, r := range c.resources(t, g.nginx.Prefix, check, reload) {
 		writeFile(t, filepath.Join(g.confdir, "conf.d", name), r)
 	}
 
-	metrics, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.renderer = startProc(t, "renderer", nil, 15*time.Second, append([]string{binPath("renderer"),
+	metrics := proctest.FreePort(t)
+	g.renderer = proctest.Start(t, "renderer", nil, 15*time.Second, append([]string{bins.Path("renderer"),
 		"--confdir", g.confdir,
 		"--endpoints", g.etcd.Endpoint,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--id", "gw1",
 		"--log-level", "debug", "--prefix", c.prefix}, extra...)...)
 	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
-		if !g.renderer.running() {
-			return fmt.Errorf("renderer exited: %v", g.renderer.cmd.ProcessState)
+		if !g.renderer.Running() {
+			return fmt.Errorf("renderer exited: %v", g.renderer.State())
 		}
 		_, err := g.ack(t)
 		return err
@@ -221,7 +219,7 @@ func (g *gateway) instances(t *testing.T) ([]string, error) {
 type backend struct {
 	addr   string // ip:port, as registered
 	key    string
-	reg    *proc
+	reg    *proc.Proc
 	report string // demo-backend's JSON report, written when it exits
 }
 
@@ -230,7 +228,7 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 	t.Helper()
 	b := &backend{report: filepath.Join(t.TempDir(), "report.json")}
 	name := fmt.Sprintf("registrar-%d", len(g.known)+1)
-	b.reg = startProc(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, binPath("registrar"),
+	b.reg = proctest.Start(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, bins.Path("registrar"),
 		"--app", app, "--env", env,
 		"--endpoints", g.etcd.Endpoint,
 		"--prefix", g.cfg.regPrefix,
@@ -238,10 +236,10 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 		"--ttl", ttl.String(),
 		"--drain-timeout", drain.String(),
 		"--stop-timeout", "5s",
-		"--", binPath("demo-backend"))
+		"--", bins.Path("demo-backend"))
 	waitfor.Cond(t, 15*time.Second, name+" registers", func() error {
-		if !b.reg.running() {
-			return fmt.Errorf("registrar exited: %v", b.reg.cmd.ProcessState)
+		if !b.reg.Running() {
+			return fmt.Errorf("registrar exited: %v", b.reg.State())
 		}
 		keys, err := g.instances(t)
 		if err != nil {
@@ -267,8 +265,8 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 // stop sends SIGTERM to the registrar and returns when it exited.
 func (b *backend) stop(t *testing.T) time.Time {
 	t.Helper()
-	b.reg.signal(t, syscall.SIGTERM)
-	return b.reg.wait(t, 30*time.Second)
+	proctest.Signal(t, b.reg, syscall.SIGTERM)
+	return proctest.Wait(t, b.reg, 30*time.Second)
 }
 
 // backendReport is demo-backend's --report file.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -22,7 +23,7 @@ const rollingServer = `
 // clients: with drain acknowledgements no request fails; with
 // --drain-timeout 0 the failures it would cost are reported.
 func TestRollingDeploy(t *testing.T) {
-	needBinaries(t)
+	bins.Need(t)
 	typed := gatewayConfig{server: rollingServer, resources: upstreamResource}
 	// A confd setup as it is: getvs template, plain `nginx -s reload`.
 	confd := gatewayConfig{server: rollingServer, resources: confdResource,
@@ -73,9 +74,9 @@ func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClea
 		})
 		exited[i] = o.stop(t)
 		if wantClean {
-			o.reg.assertLogged(t, "drain: renderers acknowledged")
+			proctest.AssertLogged(t, o.reg, "drain: renderers acknowledged")
 		}
-		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.cmd.ProcessState)
+		t.Logf("replaced %s by %s (registrar exit %v)", o.addr, n.addr, o.reg.State())
 	}
 	l.keepOn(t, 500, "after the last replacement")
 	st := l.finish(t)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 )
 
 // Server is an embedded etcd owned by one test. Stop and Restart keep the
@@ -30,14 +31,8 @@ type Server struct {
 // Start starts a server on free loopback ports; it stops at test cleanup.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	cp, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pp, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp := proctest.FreePort(t)
+	pp := proctest.FreePort(t)
 	s := &Server{
 		t:      t,
 		dir:    t.TempDir(),

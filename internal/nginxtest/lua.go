@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/lua"
 )
 
@@ -25,10 +25,7 @@ type Lua struct {
 func (s *Server) Lua(t testing.TB, dictSize string) Lua {
 	t.Helper()
 	LookupLua(t)
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	dir := filepath.Join(s.Prefix, "lua")
 	if err := lua.Install(dir); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ package nginxtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/nginxconf"
+	"github.com/rollcall/rollcall/internal/proctest"
 )
 
 // Config is spliced into nginx.conf.
@@ -28,28 +30,24 @@ type Config struct {
 	Server  string // inside the main server { listen 127.0.0.1:Port; }
 }
 
-// Server is a running nginx master.
+// Server is a running nginx master. Bin, Prefix, Conf, Port and the
+// command-line helpers (Args, CommandLine, URL) come from nginxconf.Instance.
 type Server struct {
-	Bin    string // path of the nginx binary
-	Prefix string // nginx -p; holds nginx.conf, nginx.pid, error.log
-	Conf   string // path of nginx.conf
-	Port   int    // the main server's port
-	cmd    *exec.Cmd
-	done   chan struct{}
+	nginxconf.Instance
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // ModulesConf, in Config.Main, loads the dynamic modules Debian enables
 // (the Lua module among them), as Debian's own nginx.conf does.
-const ModulesConf = "include /etc/nginx/modules-enabled/*.conf;"
-
-const debianModules = "/usr/lib/nginx/modules"
+const ModulesConf = nginxconf.ModulesConf
 
 // LookupLua finds nginx and Debian's Lua module (libnginx-mod-http-lua),
 // skipping the test (failing it under CI) when either is missing.
 func LookupLua(t testing.TB) string {
 	t.Helper()
 	bin := Lookup(t)
-	if _, err := os.Stat(filepath.Join(debianModules, "ngx_http_lua_module.so")); err != nil {
+	if !nginxconf.HasLua() {
 		if os.Getenv("CI") != "" {
 			t.Fatal("nginx Lua module not installed (CI): .ci/run must install libnginx-mod-http-lua")
 		}
@@ -61,17 +59,12 @@ func LookupLua(t testing.TB) string {
 // Lookup finds nginx, skipping the test (failing it under CI) when missing.
 func Lookup(t testing.TB) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
+	bin, err := nginxconf.Lookup()
 	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx", "/sbin/nginx"} {
-			if _, e := os.Stat(p); e == nil {
-				return p
-			}
-		}
 		if os.Getenv("CI") != "" {
 			t.Fatal("nginx not installed (CI): .ci/run must install it")
 		}
-		t.Skip("nginx not installed")
+		t.Skip(err)
 	}
 	return bin
 }
@@ -82,22 +75,18 @@ func Lookup(t testing.TB) string {
 func New(t testing.TB) *Server {
 	t.Helper()
 	bin := Lookup(t)
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	prefix := t.TempDir()
 	// Workers may run as another user: let them into the prefix.
 	if err := os.Chmod(prefix, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// Debian's modules-enabled files name modules relative to the prefix.
-	if _, err := os.Stat(debianModules); err == nil {
-		if err := os.Symlink(debianModules, filepath.Join(prefix, "modules")); err != nil {
-			t.Fatal(err)
-		}
+	if err := nginxconf.LinkModules(prefix); err != nil {
+		t.Fatal(err)
 	}
-	return &Server{Bin: bin, Prefix: prefix, Conf: filepath.Join(prefix, "nginx.conf"), Port: port}
+	return &Server{Instance: nginxconf.Instance{
+		Bin: bin, Prefix: prefix, Conf: filepath.Join(prefix, "nginx.conf"), Port: proctest.FreePort(t),
+	}}
 }
 
 // Start is New followed by Start.
@@ -110,36 +99,7 @@ func Start(t testing.TB, c Config) *Server {
 
 // WriteConf writes nginx.conf from c.
 func (s *Server) WriteConf(c Config) error {
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	p := s.Prefix
-	conf := fmt.Sprintf(`%s
-%[7]s
-daemon off;
-worker_processes %[8]d;
-worker_shutdown_timeout 5s;
-pid %[2]s/nginx.pid;
-error_log stderr notice;
-error_log %[2]s/error.log notice;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %[2]s/body;
-    proxy_temp_path %[2]s/proxy;
-    fastcgi_temp_path %[2]s/fastcgi;
-    uwsgi_temp_path %[2]s/uwsgi;
-    scgi_temp_path %[2]s/scgi;
-%[3]s
-    server {
-        listen 127.0.0.1:%[4]d;
-        location = /_ready { return 200 "%[6]s"; }
-%[5]s
-    }
-}
-`, user, p, c.HTTP, s.Port, c.Server, s.token(), c.Main, max(c.Workers, 1))
-	return os.WriteFile(s.Conf, []byte(conf), 0o644)
+	return s.Instance.WriteConf(nginxconf.Conf{Main: c.Main, Workers: c.Workers, HTTP: c.HTTP, Server: c.Server, Ready: s.token()})
 }
 
 // token is what this instance's /_ready answers: a free port found by
@@ -162,8 +122,17 @@ func (s *Server) Start(t testing.TB, c Config) {
 		t.Fatalf("start nginx: %v", err)
 	}
 	s.done = make(chan struct{})
-	go func() { s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(s.stop)
+	go func() { // ends with nginx; stop waits for done
+		if err := s.cmd.Wait(); err != nil {
+			t.Logf("nginx exited: %v", err)
+		}
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Logf("stop nginx: %v", err)
+		}
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get(s.URL("/_ready"))
@@ -186,28 +155,23 @@ func (s *Server) Start(t testing.TB, c Config) {
 	}
 }
 
-func (s *Server) stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
+// stop sends SIGQUIT (a graceful shutdown), waits up to 10s, then kills
+// the process group.
+func (s *Server) stop() error {
+	if s.Exited() {
+		return nil
 	}
-	s.cmd.Process.Signal(syscall.SIGQUIT)
+	if err := s.cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("SIGQUIT: %w", err)
+	}
 	select {
 	case <-s.done:
+		return nil
 	case <-time.After(10 * time.Second):
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 		<-s.done
+		return fmt.Errorf("no exit within 10s of SIGQUIT, killed (%v)", err)
 	}
-}
-
-// Args are the flags that point nginx at this instance: -p, -c, -e.
-func (s *Server) Args(extra ...string) []string {
-	return append([]string{"-p", s.Prefix, "-c", s.Conf, "-e", "stderr"}, extra...)
-}
-
-// CommandLine returns a shell-ready nginx command for this instance, e.g.
-// CommandLine("-t", "-q") for a check_cmd or CommandLine("-s", "reload").
-func (s *Server) CommandLine(extra ...string) string {
-	return s.Bin + " " + strings.Join(s.Args(extra...), " ")
 }
 
 // Run runs nginx with this instance's flags plus extra, returning its output.
@@ -231,11 +195,6 @@ func (s *Server) MasterPID() (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
-}
-
-// URL is http://127.0.0.1:Port + path.
-func (s *Server) URL(path string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", s.Port, path)
 }
 
 // Exited reports whether the master process has exited.
