@@ -57,6 +57,7 @@ type Config struct {
 	NginxPID       string        // the nginx master's pid file, to confirm plain nginx reloads; "" = Debian's
 	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
 	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
+	Push           string        // resources with push: auto (push when nginx's Lua module is found, default), on, off (reload path)
 
 	Stdout io.Writer        // where --noop prints diffs; nil = os.Stdout
 	Reload <-chan os.Signal // SIGHUP relayed by cmd/: reload resources as on a file change
@@ -111,6 +112,7 @@ type fileConfig struct {
 	NginxPID       string   `toml:"nginx_pid"`
 	NginxErrorLog  string   `toml:"nginx_error_log"`
 	NginxConfirm   string   `toml:"nginx_confirm"`
+	Push           string   `toml:"push"`
 }
 
 // ParseArgs builds a Config from command-line args (without the program
@@ -145,6 +147,7 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
 	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
 	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
+	fs.StringVar(&c.Push, "push", PushAuto, "resources with push = URL: auto (push when nginx's Lua module is installed), on, or off (render, check and reload instead)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			var b strings.Builder
@@ -223,6 +226,7 @@ func (c *Config) mergeFile(path string, must bool, set map[string]bool) error {
 	str("nginx-pid", &c.NginxPID, f.NginxPID)
 	str("nginx-error-log", &c.NginxErrorLog, f.NginxErrorLog)
 	str("nginx-confirm", &c.NginxConfirm, f.NginxConfirm)
+	str("push", &c.Push, f.Push)
 	if !set["strict-values"] && f.StrictValues != nil {
 		c.LaxValues = !*f.StrictValues
 	}
@@ -340,6 +344,9 @@ func (c *Config) Validate() error {
 	if c.NginxConfirm == "" {
 		c.NginxConfirm = ConfirmAuto
 	}
+	if c.Push == "" {
+		c.Push = PushAuto
+	}
 	if c.ID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -367,6 +374,8 @@ func (c *Config) Validate() error {
 		return usagef("--cert and --key go together")
 	case c.NginxConfirm != ConfirmAuto && c.NginxConfirm != ConfirmAll && c.NginxConfirm != ConfirmNone:
 		return usagef("--nginx-confirm %q: want auto, all or none", c.NginxConfirm)
+	case c.Push != PushAuto && c.Push != PushOn && c.Push != PushOff:
+		return usagef("--push %q: want auto, on or off", c.Push)
 	}
 	if c.Wait != nil && (c.Wait.Min < 0 || c.Wait.Max < c.Wait.Min) {
 		return usagef("--wait %v:%v: want 0 <= min <= max", c.Wait.Min, c.Wait.Max)

@@ -3,6 +3,8 @@ package confd
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/user"
 	"path"
@@ -31,6 +33,7 @@ type Resource struct {
 	CheckCmd  string      // may use {{.src}} (the staged file)
 	ReloadCmd string      // may use {{.src}} and {{.dest}}
 	Wait      *Wait       // per-resource `wait = "min:max"` (rollcall extension), nil = not set
+	Push      string      // `push = "http://127.0.0.1:8089/rollcall/peers"` (rollcall extension): the output is a peer set pushed to nginx's Lua module; "" = not set
 
 	tmpl    *template.Template // parsed; cloned and bound to a store per render
 	watch   []string           // WatchPrefixes, computed once
@@ -92,6 +95,7 @@ type tomlTemplate struct {
 	CheckCmd  string   `toml:"check_cmd"`
 	ReloadCmd string   `toml:"reload_cmd"`
 	Wait      string   `toml:"wait"`
+	Push      string   `toml:"push"`
 }
 
 // LoadDir loads every <confdir>/conf.d/*.toml in name order (hidden files
@@ -204,6 +208,12 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 		}
 		r.Wait = &w
 	}
+	if t.Push != "" {
+		if err := checkPushURL(t.Push); err != nil {
+			return nil, fmt.Errorf("push: %w", err)
+		}
+		r.Push = t.Push
+	}
 	for name, cmd := range map[string]string{"check_cmd": t.CheckCmd, "reload_cmd": t.ReloadCmd} {
 		if _, err := template.New(name).Parse(cmd); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
@@ -228,6 +238,24 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 	r.watch = watchPrefixes(r.Prefix, r.Keys)
 	r.svcDirs = serviceDirs(r.Prefix, r.Keys)
 	return r, nil
+}
+
+// checkPushURL accepts only an http URL on this host: the peers endpoint
+// refuses remote callers, and a push over the network would be one more
+// thing to secure.
+func checkPushURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q: want http://127.0.0.1:<port>/<path>", s)
+	}
+	host := u.Hostname()
+	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%q: not a loopback address (the endpoint takes local callers only)", s)
+	}
+	return nil
 }
 
 // parseMode reads confd's mode string. confd parses it with base 0, so "644"
