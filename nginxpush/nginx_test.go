@@ -386,6 +386,15 @@ func TestNginxPushRetriesFailedPeer(t *testing.T) {
 	}
 	got := g.served(t, "a_b", 40) // served fails the test on any non-200
 	wantServed(t, got, b1, b2)
+	// A peer whose connection failed is skipped afterwards (for 10s): one
+	// refused connection per dead peer, not one per request.
+	log, err := os.ReadFile(filepath.Join(g.ngx.Prefix, "error.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), "connect() failed"); n != 2 {
+		t.Errorf("%d refused connections in 40 requests over 2 dead peers; want 2 (dead peers skipped after a failure)", n)
+	}
 }
 
 func dead2(t *testing.T) netip.AddrPort { return deadAddr(t) }

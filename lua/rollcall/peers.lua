@@ -314,6 +314,13 @@ function _M.init(opts)
     end
 end
 
+-- A peer that refused or failed a connection is skipped for this long
+-- while others are usable: nginx's own max_fails=1 fail_timeout=10s, so a
+-- crashed instance costs one failed connection per worker, not one per
+-- request until its key expires.
+local FAIL_TIMEOUT = 10
+local down = {} -- per worker: address -> until when it is skipped
+
 -- Per worker: the parsed state and the dict version it was read at, plus a
 -- round-robin position per app that survives updates.
 local cache = { version = nil, apps = {} }
@@ -330,6 +337,12 @@ local function current()
         local st = parse(d:get("state" .. (d:get("slot") or 0)) or "")
         if st then
             cache = { version = v, apps = st.apps }
+            local now = ngx.now()
+            for addr, u in pairs(down) do
+                if u <= now then
+                    down[addr] = nil
+                end
+            end
         elseif v == nil or v == 0 then
             cache = { version = v, apps = {} }
         end
@@ -337,13 +350,34 @@ local function current()
     return cache
 end
 
+-- pick returns the first peer from start, in round-robin order, that this
+-- request has not tried and that is not marked down; else the first not
+-- tried; nil when every peer was tried.
+local function pick(peers, start, tried, now)
+    local n = #peers
+    local fallback
+    for k = 0, n - 1 do
+        local j = (start - 1 + k) % n + 1
+        if not tried[j] then
+            local u = down[peers[j][3]]
+            if not u or u <= now then
+                return j
+            end
+            fallback = fallback or j
+        end
+    end
+    return fallback
+end
+
 -- balance picks the peer for upstream `name`: call it from the upstream's
 -- balancer_by_lua_block. Round-robin per worker; when nginx retries
--- (proxy_next_upstream) each further try goes to the next peer, so a failed
--- connection is retried on another one, up to proxy_next_upstream_tries.
+-- (proxy_next_upstream) each further try goes to a peer this request has
+-- not tried, up to proxy_next_upstream_tries, and a peer whose connection
+-- failed is skipped for FAIL_TIMEOUT.
 function _M.balance(name)
     local ctx = ngx.ctx
     local peers = ctx.rollcall_peers
+    local now = ngx.now()
     local i
     if not peers then
         peers = current().apps[name]
@@ -354,9 +388,10 @@ function _M.balance(name)
             ngx.log(ngx.ERR, "rollcall.peers: no peers for upstream ", name)
             return
         end
-        i = (rr[name] or 0) % #peers + 1
-        rr[name] = i
-        ctx.rollcall_peers, ctx.rollcall_first, ctx.rollcall_try = peers, i, 0
+        local start = (rr[name] or 0) % #peers + 1
+        rr[name] = start
+        ctx.rollcall_peers, ctx.rollcall_tried = peers, {}
+        i = pick(peers, start, ctx.rollcall_tried, now)
         if #peers > 1 then
             local ok, err = balancer.set_more_tries(#peers - 1)
             if not ok then
@@ -364,9 +399,16 @@ function _M.balance(name)
             end
         end
     else
-        ctx.rollcall_try = ctx.rollcall_try + 1
-        i = (ctx.rollcall_first - 1 + ctx.rollcall_try) % #peers + 1
+        local last = ctx.rollcall_last
+        if balancer.get_last_failure() == "failed" then
+            down[peers[last][3]] = now + FAIL_TIMEOUT
+        end
+        i = pick(peers, last % #peers + 1, ctx.rollcall_tried, now)
+        if not i then
+            return ngx.exit(502)
+        end
     end
+    ctx.rollcall_tried[i], ctx.rollcall_last = true, i
     local p = peers[i]
     local ok, err = balancer.set_current_peer(p[1], p[2])
     if not ok then
