@@ -309,3 +309,35 @@ func TestPushBurst(t *testing.T) {
 	}
 	t.Logf("300 changes over 10 apps: %v pushes, 0 reloads", lr.metric("rollcall_renderer_pushes_total", `result="ok"`))
 }
+
+// TestPushOff: without the Lua module (here: --push=off) a resource with
+// push is rendered, checked and reloaded like any other, and the renderer
+// says so once.
+func TestPushOff(t *testing.T) {
+	r := newRig(t)
+	peers := r.resourceWith("peers", "peers.toml.example", "peers.txt", "", map[string]any{"push": "http://127.0.0.1:1/rollcall/peers"})
+	up := r.resource("upstreams", "upstreams.toml", "upstreams.conf", "")
+	px := r.resource("proxy", "proxy.toml", "proxy.conf", "")
+	writeFile(t, up, placeholder, 0o644)
+	writeFile(t, px, placeholder, 0o644)
+	r.startNginx(r.shippedConf())
+	r.onetime("--push=off")
+	a := newBackend(t, "a")
+	r.register("web_prod", a)
+	r.startRenderer("--push=off")
+	r.waitServed(10*time.Second, "web_prod", "a")
+	r.waitReady(10 * time.Second)
+	if got, want := read(t, peers), "web_prod "+a.addr.String()+"\n"; got != want {
+		t.Errorf("peers file %q; want the template's output %q", got, want)
+	}
+	b := newBackend(t, "b")
+	r.register("web_prod", b)
+	r.waitServed(10*time.Second, "web_prod", "a", "b")
+	r.waitReady(10 * time.Second)
+	if n := strings.Count(r.renderer.Output(), "nginx Lua module not found"); n != 1 {
+		t.Errorf("the fallback was announced %d times; want once:\n%s", n, r.renderer.Output())
+	}
+	if got := r.metric("rollcall_renderer_pushes_total"); got != 0 {
+		t.Errorf("pushes_total = %v with --push=off", got)
+	}
+}
