@@ -30,8 +30,8 @@ type luaRig struct {
 	conf  nginxtest.Config
 }
 
-// newLuaRig writes the three resources and starts nginx with placeholders,
-// then runs --onetime (which renders, reloads for the upstreams and pushes).
+// newLuaRig writes the three resources and starts nginx (workers worker
+// processes) with placeholders for the rendered files.
 func newLuaRig(t *testing.T, workers int) *luaRig {
 	t.Helper()
 	r := newRig(t)

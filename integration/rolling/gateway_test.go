@@ -178,16 +178,22 @@ reload_cmd = %q
 // as an operator installs them, their /etc/nginx paths and nginx commands
 // pointed at the test's nginx.
 func shippedResources(t *testing.T, prefix, check, reload string) map[string]string {
-	r := strings.NewReplacer(
-		"/etc/nginx/conf.d/rollcall-upstreams.conf", prefix+"/rendered-http-upstreams.conf",
-		"/etc/nginx/snippets/rollcall-proxy.conf", prefix+"/rendered-server-proxy.conf",
-		"/usr/sbin/nginx -t -q", check,
-		"/usr/local/bin/nginx-reload --pid /run/nginx.pid --error-log /var/log/nginx/error.log", reload)
+	r := shippedPaths(prefix, check, reload)
 	out := map[string]string{}
 	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
 		out[name] = shippedFile(t, name, r)
 	}
 	return out
+}
+
+// shippedPaths points the shipped resources' /etc/nginx paths and nginx
+// commands at the test's nginx.
+func shippedPaths(prefix, check, reload string) *strings.Replacer {
+	return strings.NewReplacer(
+		"/etc/nginx/conf.d/rollcall-upstreams.conf", prefix+"/rendered-http-upstreams.conf",
+		"/etc/nginx/snippets/rollcall-proxy.conf", prefix+"/rendered-server-proxy.conf",
+		"/usr/sbin/nginx -t -q", check,
+		"/usr/local/bin/nginx-reload --pid /run/nginx.pid --error-log /var/log/nginx/error.log", reload)
 }
 
 // shippedFile reads a shipped conf.d file with its paths replaced by r.
@@ -204,11 +210,7 @@ func shippedFile(t *testing.T, name string, r *strings.Replacer) string {
 // upstream fed by the Lua balancer) and proxy.toml, pointed at the test's
 // nginx; gatewayConfig.lua adds the peers resource.
 func luaResources(t *testing.T, prefix, check, reload string) map[string]string {
-	r := strings.NewReplacer(
-		"/etc/nginx/conf.d/rollcall-upstreams.conf", prefix+"/rendered-http-upstreams.conf",
-		"/etc/nginx/snippets/rollcall-proxy.conf", prefix+"/rendered-server-proxy.conf",
-		"/usr/sbin/nginx -t -q", check,
-		"/usr/local/bin/nginx-reload --pid /run/nginx.pid --error-log /var/log/nginx/error.log", reload)
+	r := shippedPaths(prefix, check, reload)
 	return map[string]string{
 		"upstreams.toml": shippedFile(t, "upstreams-lua.toml.example", r),
 		"proxy.toml":     shippedFile(t, "proxy.toml", r),
