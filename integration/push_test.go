@@ -150,7 +150,6 @@ func TestPushNoReload(t *testing.T) {
 		}
 		cur, curKey, next = next, nk, cur
 	}
-	t.Logf("put→routed, each: %v", adds)
 	t.Logf("put→routed through the push path, 50 changes: p50 %v p99 %v max %v", percentile(adds, .5), percentile(adds, .99), percentile(adds, 1))
 	t.Logf("delete→nginx holds it, 50 changes: p50 %v p99 %v max %v", percentile(dels, .5), percentile(dels, .99), percentile(dels, 1))
 	if got := len(lr.reloads()) - reloads0; got != 0 {
@@ -162,8 +161,10 @@ func TestPushNoReload(t *testing.T) {
 	if got := lr.metric("rollcall_renderer_pushes_total", `result="ok"`) - pushes0; got < 100 {
 		t.Errorf("pushes_total{ok} +%v; want at least 100 (one per change)", got)
 	}
-	if p99 := percentile(adds, .99); p99 > 200*time.Millisecond {
-		t.Errorf("put→routed p99 %v; want ≤ 200ms (a reload path takes ~1s per change under the budget)", p99)
+	// Changes this close together are a sustained stream: the reload path
+	// applies one per --cooldown (1s), so each waits about a second.
+	if p50, p99 := percentile(adds, .5), percentile(adds, .99); p50 > 50*time.Millisecond || p99 >= cooldown {
+		t.Errorf("put→routed p50 %v, p99 %v; want p50 ≤ 50ms and p99 under the reload budget's %v", p50, p99, cooldown)
 	}
 
 	// Structural: a new app reloads once, and is served at once after.
