@@ -480,19 +480,23 @@ func TestNginxPushTenThousand(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOpts{apps: []string{"a_b"}})
 	ctx := ctxT(t)
-	p := set(1, map[string][]netip.AddrPort{})
+	v4 := set(0, map[string][]netip.AddrPort{})
+	p := set(0, map[string][]netip.AddrPort{})
 	for i := range 10000 {
 		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xaa, 0xaa, 0xbb, 0xbb, 0xcc, 0xcc, 0xdd, 0xdd, 0xee, byte(i >> 8), 0xff, byte(i)})
 		name := fmt.Sprintf("app%d_prod", i%1000)
 		p.Services[name] = append(p.Services[name], netip.AddrPortFrom(ip, 65535))
+		v4.Services[name] = append(v4.Services[name], netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 20, byte(i >> 8), byte(i)}), 30000))
 	}
-	for v := range int64(3) {
-		p.Version = 10 + v
+	version := int64(10)
+	for _, s := range []PeerSet{v4, v4, p, p, p} { // IPv6 last: the biggest state must fit
+		version++
+		s.Version = version
 		start := time.Now()
-		if err := g.client.Push(ctx, p); err != nil {
-			t.Fatalf("push of 10,000 instances (%d bytes): %v", len(p.Encode()), err)
+		if err := g.client.Push(ctx, s); err != nil {
+			t.Fatalf("push of 10,000 instances (%d bytes): %v", len(s.Encode()), err)
 		}
-		t.Logf("pushed %d bytes (10,000 instances, 1,000 apps) and confirmed in %v", len(p.Encode()), time.Since(start))
+		t.Logf("pushed %d bytes (10,000 instances, 1,000 apps) and confirmed in %v", len(s.Encode()), time.Since(start))
 	}
 	got, err := g.client.Peers(ctx)
 	if err != nil || !got.Equal(p) {

@@ -223,6 +223,31 @@ local function parse(body)
 end
 _M.parse = parse
 
+-- load reads a state the dict holds, which parse checked before it was
+-- stored: workers re-read it after every push, so this skips the checks.
+local function load(body)
+    local st = { apps = {} }
+    local first = true
+    for line in body:gmatch("([^\n]*)\n") do
+        if first then
+            first = false
+        else
+            local peers = {}
+            local name
+            for f in line:gmatch("[^ ]+") do
+                if not name then
+                    name = f
+                else
+                    local host, port = f:match("^(.+):([0-9]+)$")
+                    peers[#peers + 1] = { host, tonumber(port), f }
+                end
+            end
+            st.apps[name] = peers
+        end
+    end
+    return st
+end
+
 local function dict()
     local d = ngx.shared[conf.dict]
     if not d then
@@ -334,7 +359,8 @@ local function current()
         -- keying the cache on that version re-reads once more if it is
         -- newer. A state that vanished under a concurrent update is read on
         -- the next request; until then the last one serves.
-        local st = parse(d:get("state" .. (d:get("slot") or 0)) or "")
+        local body = d:get("state" .. (d:get("slot") or 0))
+        local st = body and load(body)
         if st then
             cache = { version = v, apps = st.apps }
             local now = ngx.now()
