@@ -18,11 +18,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -120,21 +119,20 @@ func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
 }
 
 func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
-	cc := clientv3.Config{
-		Endpoints:            endpoints,
-		DialTimeout:          5 * time.Second,
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		Username:             cfg.User,
-		Password:             cfg.Password,
-		Logger:               zap.NewNop(),
-	}
-	if cfg.CACert != "" || cfg.Cert != "" {
-		tls, err := transport.TLSInfo{CertFile: cfg.Cert, KeyFile: cfg.Key, TrustedCAFile: cfg.CACert}.ClientConfig()
-		if err != nil {
-			return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
-		}
-		cc.TLS = tls
+	cc, err := etcdclient.Config{
+		Endpoints:        endpoints,
+		DialTimeout:      5 * time.Second,
+		KeepAliveTime:    5 * time.Second,
+		KeepAliveTimeout: 3 * time.Second,
+		RetryCap:         2 * time.Second, // back within ~2s of etcd answering after an outage
+		CACert:           cfg.CACert,
+		Cert:             cfg.Cert,
+		Key:              cfg.Key,
+		User:             cfg.User,
+		Password:         cfg.Password,
+	}.ClientConfig()
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
