@@ -3,7 +3,6 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -66,24 +65,6 @@ func (lr *luaRig) nginxReloads() int {
 	return strings.Count(string(b), "reconfiguring")
 }
 
-// served1 sends one request on a kept-alive connection and returns who
-// answered.
-func served1(c *http.Client, url string) (string, error) {
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, b)
-	}
-	return string(b), nil
-}
-
 func percentile(ds []time.Duration, p float64) time.Duration {
 	s := slices.Sorted(slices.Values(ds))
 	return s[min(len(s)-1, int(float64(len(s))*p))]
@@ -114,7 +95,7 @@ func TestPushNoReload(t *testing.T) {
 		start := time.Now()
 		nk := lr.register("web_prod", next)
 		for {
-			got, err := served1(keep, url)
+			got, err := fetch(keep, url)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +125,7 @@ func TestPushNoReload(t *testing.T) {
 		dels = append(dels, time.Since(start))
 		lr.waitAck(5*time.Second, rev)
 		for range 4 {
-			if got, err := served1(keep, url); err != nil || got != next.name {
+			if got, err := fetch(keep, url); err != nil || got != next.name {
 				t.Fatalf("after removing %s: served by %q, %v", cur.name, got, err)
 			}
 		}
