@@ -64,6 +64,13 @@ func (b *budget) Spend(now time.Time) {
 	b.tat = b.tat.Add(b.every)
 }
 
+// Refund gives back the token of an apply that reloaded nothing.
+func (b *budget) Refund() {
+	if b.every > 0 {
+		b.tat = b.tat.Add(-b.every)
+	}
+}
+
 // quiet is consul-template's quiescence for resources with a wait
 // {Min, Max}: pending changes are due after Min without further changes,
 // and at most Max after the first one.

@@ -471,3 +471,58 @@ func TestSchedulerSince(t *testing.T) {
 		t.Errorf("Since(a) after it applied = %v; want zero", got)
 	}
 }
+
+// TestUnbudgeted: a resource that costs no reload (a pushed peer set) is due
+// at once however spent the budget is, and spends no token; a batch that
+// reloaded nothing gives its token back.
+func TestUnbudgeted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := defaultSched("peers", "upstreams")
+		s.Unbudgeted([]string{"peers"})
+		now := time.Now()
+		rev := int64(1)
+		s.Changed(now, changeSet{rev: rev, all: true})
+		if ids := s.Due(now); !slices.Equal(ids, []string{"peers", "upstreams"}) {
+			t.Fatalf("full pass Due = %v", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"peers", "upstreams"}, reloads: 1})
+		// Spend the budget with reloading batches of upstreams.
+		for range DefaultReloadBurst {
+			rev++
+			s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"upstreams"}})
+			if ids := s.Due(now); !slices.Equal(ids, []string{"upstreams"}) {
+				t.Fatalf("Due = %v; want [upstreams] while the budget lasts", ids)
+			}
+			s.Applied(now, batch{rev: rev, ok: []string{"upstreams"}, reloads: 1})
+		}
+		rev++
+		s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"peers", "upstreams"}})
+		if at, ok := s.Next(); !ok || at.After(now) {
+			t.Fatalf("Next() = %v, %v; want now: a pushed change waits for no token", at, ok)
+		}
+		if ids := s.Due(now); !slices.Equal(ids, []string{"peers"}) {
+			t.Fatalf("Due = %v; want [peers] alone while the budget is spent", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"peers"}})
+		if s.Ack() >= rev {
+			t.Errorf("Ack() = %d covers rev %d while upstreams is pending", s.Ack(), rev)
+		}
+		// upstreams waits for its token, then renders unchanged: no reload,
+		// the token comes back and the next change is due at once.
+		at, _ := s.Next()
+		time.Sleep(at.Sub(now))
+		now = time.Now()
+		if ids := s.Due(now); !slices.Equal(ids, []string{"upstreams"}) {
+			t.Fatalf("Due = %v; want [upstreams] once a token is back", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"upstreams"}})
+		if s.Ack() != rev {
+			t.Errorf("Ack() = %d; want %d", s.Ack(), rev)
+		}
+		rev++
+		s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"upstreams"}})
+		if at, ok := s.Next(); !ok || at.After(now) {
+			t.Errorf("Next() = %v; want now: the unchanged apply gave its token back", at.Sub(now))
+		}
+	})
+}
