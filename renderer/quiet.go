@@ -48,20 +48,21 @@ func (b *budget) Ready() time.Time {
 	return b.tat.Add(-time.Duration(max(b.burst, 1)-1) * b.every)
 }
 
-// Spend takes one token at now (callers check Ready first); the apply of
-// an isolated change takes none.
-func (b *budget) Spend(now time.Time) {
+// Spend takes one token at now (callers check Ready first) and reports
+// whether it did: the apply of an isolated change takes none.
+func (b *budget) Spend(now time.Time) bool {
 	if b.every <= 0 {
-		return
+		return false
 	}
 	if b.free {
 		b.free = false
-		return
+		return false
 	}
 	if b.tat.Before(now) {
 		b.tat = now
 	}
 	b.tat = b.tat.Add(b.every)
+	return true
 }
 
 // Refund gives back the token of an apply that reloaded nothing.

@@ -253,10 +253,7 @@ func (s *scheduler) Due(now time.Time) []string {
 	if retry {
 		s.retryAt = time.Time{}
 	}
-	s.spent = spend && !s.full
-	if s.spent {
-		s.budget.Spend(now)
-	}
+	s.spent = spend && !s.full && s.budget.Spend(now)
 	s.full = false
 	slices.Sort(ids)
 	return ids
