@@ -59,6 +59,7 @@ type Config struct {
 	NginxPID       string        // the nginx master's pid file, to confirm plain nginx reloads; "" = Debian's
 	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
 	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
+	Push           string        // resources with push: auto (push when nginx's Lua module is found, default), on, off (reload path)
 	// HAProxyMasterSocket is HAProxy's master CLI, to confirm reload_cmds
 	// such as `systemctl reload haproxy`; "" = Debian's.
 	HAProxyMasterSocket string
@@ -174,6 +175,7 @@ func (c *Config) defineFlags(f *flags) {
 	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
 	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
 	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
+	fs.StringVar(&c.Push, "push", PushAuto, "resources with push = URL: auto (push when nginx's Lua module is installed), on, or off (render, check and reload instead)")
 	fs.StringVar(&c.HAProxyMasterSocket, "haproxy-master-socket", nginxreload.DefaultMasterSocket, "HAProxy's master CLI: the renderer confirms `systemctl reload haproxy` style reload_cmds through it")
 	fs.StringVar(&f.backend, "backend", "", "confd: etcd or etcdv3 (both mean etcd's v3 API)")
 	fs.StringVar(&f.srvDomain, "srv-domain", "", "confd: find etcd through the SRV record _<backend>._tcp.<domain>.")
@@ -286,7 +288,7 @@ func (c *Config) fillDefaults() {
 		def string
 	}{
 		{&c.ConfDir, DefaultConfDir}, {&c.EmbedListen, DefaultEmbedListen}, {&c.NginxPID, DefaultNginxPID},
-		{&c.NginxErrorLog, DefaultNginxErrorLog}, {&c.NginxConfirm, ConfirmAuto},
+		{&c.NginxErrorLog, DefaultNginxErrorLog}, {&c.NginxConfirm, ConfirmAuto}, {&c.Push, PushAuto},
 		{&c.HAProxyMasterSocket, nginxreload.DefaultMasterSocket},
 	} {
 		if *d.dst == "" {
@@ -334,6 +336,8 @@ func (c *Config) Validate() error {
 		return usagef("--cert and --key (-client-cert and -client-key) go together")
 	case c.NginxConfirm != ConfirmAuto && c.NginxConfirm != ConfirmAll && c.NginxConfirm != ConfirmNone:
 		return usagef("--nginx-confirm %q: want auto, all or none", c.NginxConfirm)
+	case c.Push != PushAuto && c.Push != PushOn && c.Push != PushOff:
+		return usagef("--push %q: want auto, on or off", c.Push)
 	}
 	for _, e := range c.Endpoints {
 		if err := checkEndpoint(e); err != nil {

@@ -45,7 +45,7 @@ func TestParseArgs(t *testing.T) {
 					Wait: w(2*time.Second, 10*time.Second), Cooldown: 250 * time.Millisecond, ReloadBurst: 3, Interval: time.Minute, EmbedEtcd: "/d",
 					EmbedListen: "127.0.0.1:1", MetricsAddr: ":9", ID: "gw", LogLevel: "debug", CACert: "ca", Cert: "c", Key: "k",
 					User: "u", Password: "pw", CommandTimeout: 5 * time.Second, AckTTL: DefaultAckTTL,
-					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto,
+					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto, Push: PushAuto,
 					HAProxyMasterSocket: nginxreload.DefaultMasterSocket}
 				if !reflect.DeepEqual(c, want) {
 					return "got " + reflectString(c)

@@ -52,6 +52,7 @@ type fileConfig struct {
 	NginxPID            string   `toml:"nginx_pid"`
 	NginxErrorLog       string   `toml:"nginx_error_log"`
 	NginxConfirm        string   `toml:"nginx_confirm"`
+	Push                string   `toml:"push"`
 	HAProxyMasterSocket string   `toml:"haproxy_master_socket"`
 }
 
@@ -116,6 +117,7 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 	str("nginx-pid", &c.NginxPID, f.NginxPID)
 	str("nginx-error-log", &c.NginxErrorLog, f.NginxErrorLog)
 	str("nginx-confirm", &c.NginxConfirm, f.NginxConfirm)
+	str("push", &c.Push, f.Push)
 	str("haproxy-master-socket", &c.HAProxyMasterSocket, f.HAProxyMasterSocket)
 	if nodes := append(append([]string{}, f.Endpoints...), f.Nodes...); !set["endpoints"] && len(nodes) > 0 {
 		c.Endpoints = nodes

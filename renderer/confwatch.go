@@ -169,6 +169,7 @@ func (r *Renderer) loadResources(now time.Time) {
 	}
 	r.index = newKeyIndex(prefixes)
 	r.sched.Load(now, waits) // keeps each resource's failures and applied revision
+	r.sched.Unbudgeted(r.tellPush(r.log))
 	r.m.resources.Set(float64(len(states)))
 	r.updateCurrent()
 }

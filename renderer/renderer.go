@@ -42,6 +42,7 @@ type Renderer struct {
 	sched   *scheduler
 	ack     *acker
 	gate    *valueGate // withholds invalid instance values (values.go)
+	push    *pusher    // resources with push (push.go)
 	loadErr int        // resources that failed to load at the last (re)load
 
 	testHookBeforeSnapshot func() // tests: a watcher storing a change between collect and snapshot
@@ -108,6 +109,7 @@ func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
 	r := &Renderer{
 		cfg: cfg, base: log, log: log.With("component", "renderer"), m: m, store: newStore(), stdout: cfg.Stdout,
 		sched: newScheduler(schedConfig{burst: cfg.ReloadBurst, every: cfg.Cooldown, wait: cfg.Wait}),
+		push:  newPusher(cfg.Push),
 	}
 	if r.stdout == nil {
 		r.stdout = os.Stdout
@@ -326,6 +328,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	if len(todo) == 0 {
 		return
 	}
+	todo = r.withPushes(snap, todo)
 	res := r.apply(ctx, snap, todo)
 	end := time.Now()
 	coalesced := r.sched.Applied(end, batch{rev: snap.rev, ok: resIDs(res.ok), failed: resIDs(res.failed), reloads: res.reloads})

@@ -45,12 +45,14 @@ type scheduler struct {
 	full       bool      // a full pass (start, re-list, conf reload) is pending: it spends no token
 	keys       int       // changed keys since the last batch, for reloads_coalesced_total
 	retryAt    time.Time // when failing resources are tried again; zero = none
+	spent      bool      // the batch in flight took a token of the budget
 	ackRev     int64
 }
 
 // item is one resource's scheduling state.
 type item struct {
 	group      *quiet    // nil: the budget
+	free       bool      // costs no reload (a pushed peer set): due at once, spends no token
 	pending    bool      // not applied since its latest change
 	fresh      bool      // a change came since it was last taken: due with its group
 	failures   int       // consecutive failed applies
@@ -91,6 +93,15 @@ func (s *scheduler) Load(now time.Time, waits map[string]*confd.Wait) {
 	s.items = items
 	clear(s.pend)
 	s.markAll(now)
+}
+
+// Unbudgeted marks the resources whose applies cost no reload (peer sets
+// pushed to nginx): a change makes them due at once and spends no token of
+// the reload budget. The rest are budgeted again.
+func (s *scheduler) Unbudgeted(ids []string) {
+	for id, it := range s.items {
+		it.free = slices.Contains(ids, id)
+	}
 }
 
 // group is the quiescence group of a wait (the resource's own, else the
@@ -184,9 +195,10 @@ func (s *scheduler) Next() (at time.Time, ok bool) {
 	}
 	budgeted := false
 	for _, it := range s.pend {
-		if it.fresh && it.group == nil {
+		if it.fresh && it.free {
+			take(time.Time{})
+		} else if it.fresh && it.group == nil {
 			budgeted = true
-			break
 		}
 	}
 	if budgeted {
@@ -221,6 +233,7 @@ func (s *scheduler) Due(now time.Time) []string {
 	spend := false
 	for id, it := range s.pend {
 		switch {
+		case it.fresh && it.free:
 		case it.fresh && it.group == nil && budgetOK:
 			spend = true
 		case it.fresh && due[it.group]:
@@ -240,9 +253,7 @@ func (s *scheduler) Due(now time.Time) []string {
 	if retry {
 		s.retryAt = time.Time{}
 	}
-	if spend && !s.full {
-		s.budget.Spend(now)
-	}
+	s.spent = spend && !s.full && s.budget.Spend(now)
 	s.full = false
 	slices.Sort(ids)
 	return ids
@@ -282,6 +293,12 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 	for _, id := range b.failed {
 		if it := s.items[id]; it != nil {
 			it.failures++
+			// A resource tried without a change of its own (a pushed peer
+			// set checked before an ack) stays pending until it applies.
+			if !it.pending {
+				it.pending, it.since = true, time.Time{}
+				s.pend[id] = it
+			}
 		}
 	}
 	for _, it := range s.pend {
@@ -291,6 +308,12 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 	if worst > 0 {
 		s.retryAt = now.Add(backoff(worst-1, retryBase, retryMax))
 	}
+	// The budget is for reloads: a batch that reloaded nothing (outputs
+	// unchanged, peers pushed) gives its token back.
+	if s.spent && b.reloads == 0 {
+		s.budget.Refund()
+	}
+	s.spent = false
 	if b.reloads > 0 && s.keys > b.reloads {
 		coalesced = s.keys - b.reloads
 	}

@@ -47,6 +47,10 @@ func TestLoadFields(t *testing.T) {
 		}},
 		{"wait", `wait = "2s:10s"`, func(r *Resource) bool { return *r.Wait == Wait{2 * time.Second, 10 * time.Second} }},
 		{"wait min only", `wait = "1s"`, func(r *Resource) bool { return *r.Wait == Wait{time.Second, 4 * time.Second} }},
+		{"push", `push = "http://127.0.0.1:8089/rollcall/peers"`, func(r *Resource) bool { return r.Push == "http://127.0.0.1:8089/rollcall/peers" }},
+		{"push ipv6 loopback", `push = "http://[::1]:8089/rollcall/peers"`, func(r *Resource) bool { return r.Push == "http://[::1]:8089/rollcall/peers" }},
+		{"push localhost", `push = "http://localhost:8089/p"`, func(r *Resource) bool { return r.Push == "http://localhost:8089/p" }},
+		{"no push", ``, func(r *Resource) bool { return r.Push == "" }},
 		{"field names are case-insensitive, as confd", `KEYS = ["/x"]` + "\n" + `Mode = "0600"`, func(r *Resource) bool {
 			return r.Mode == 0o600 && len(r.Keys) == 1
 		}},
@@ -87,6 +91,10 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown group", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ngroup = \"no-such-group-rollcall\"\n", "x", `group "no-such-group-rollcall"`},
 		{"negative uid", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nuid = -2\n", "x", "uid -2: negative"},
 		{"bad wait", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nwait = \"soon\"\n", "x", `wait: parse wait "soon"`},
+		{"push to another host", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\npush = \"http://10.0.0.1:8089/p\"\n", "x", "push: \"http://10.0.0.1:8089/p\": not a loopback address"},
+		{"push by name", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\npush = \"http://gateway:8089/p\"\n", "x", "not a loopback address"},
+		{"push https", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\npush = \"https://127.0.0.1:8089/p\"\n", "x", "want http://127.0.0.1:<port>/<path>"},
+		{"push with user", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\npush = \"http://u:p@127.0.0.1:8089/p\"\n", "x", "want http://"},
 		{"bad check_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ncheck_cmd = \"nginx -t -c {{.src\"\n", "x", "check_cmd:"},
 		{"bad reload_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nreload_cmd = \"{{end}}\"\n", "x", "reload_cmd:"},
 		{"missing template", "[template]\nsrc = \"nope.tmpl\"\ndest = \"/d\"\n", "x", "read template: open"},
