@@ -291,13 +291,16 @@ func peersResource(t *testing.T, l *nginxtest.Lua) string {
 func (g *gateway) reloads(t *testing.T) int {
 	t.Helper()
 	if g.haproxy != nil {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		p, err := nginxreload.ShowProc(ctx, g.haproxy.MasterSocket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p.Reloads
+		var n int
+		// The master's socket refuses connections while it re-executes.
+		waitfor.Cond(t, 10*time.Second, "haproxy show proc", func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			defer cancel()
+			p, err := nginxreload.ShowProc(ctx, g.haproxy.MasterSocket)
+			n = p.Reloads
+			return err
+		})
+		return n
 	}
 	b, err := os.ReadFile(filepath.Join(g.nginx.Prefix, "error.log"))
 	if err != nil {
