@@ -49,49 +49,13 @@ func TestBurstCoalesced(t *testing.T) {
 
 	// Per app, one writer: put 15 instances, then delete the first 5, one
 	// change every 45ms: 200 changes in about 0.9s.
-	addr := func(a, j int) netip.AddrPort {
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(a), byte(j + 1)}), 8080)
-	}
 	want := map[string][]string{}
-	keys := make([][]string, len(apps))
 	for a, svc := range apps {
-		for j := range 15 {
-			keys[a] = append(keys[a], instanceKey(t, svc, addr(a, j)))
-			if j >= 5 {
-				want[svc] = append(want[svc], addr(a, j).String())
-			}
+		for j := 5; j < 15; j++ {
+			want[svc] = append(want[svc], burstAddr(a, j).String())
 		}
 	}
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(apps))
-	for a, svc := range apps {
-		wg.Go(func() {
-			tick := time.NewTicker(45 * time.Millisecond)
-			defer tick.Stop()
-			for k := range 20 {
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-				var err error
-				if k < 15 {
-					_, err = r.kv.Put(ctx, keys[a][k], addr(a, k).String())
-				} else {
-					_, err = r.kv.Delete(ctx, keys[a][k-15])
-				}
-				cancel()
-				if err != nil {
-					errs <- fmt.Errorf("%s change %d: %w", svc, k, err)
-					return
-				}
-				<-tick.C
-			}
-		})
-	}
-	wg.Wait()
-	span := time.Since(start)
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	span := r.burst(apps, 15, 5, 45*time.Millisecond)
 
 	waitfor.Cond(t, 10*time.Second, "rendered files not final", func() error {
 		for _, svc := range apps {
@@ -160,4 +124,47 @@ func TestBurstCoalesced(t *testing.T) {
 	if code != 0 || strings.TrimSpace(stdout) != "" {
 		t.Fatalf("renderer --noop --onetime after the burst: exit %d, diff:\n%s\n%s", code, stdout, stderr)
 	}
+}
+
+// burstAddr is instance j of app a in a burst.
+func burstAddr(a, j int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(a), byte(j + 1)}), 8080)
+}
+
+// burst writes, per app and from one writer each, puts instances
+// (burstAddr) and then deletes the first dels of them, one change every
+// every, and returns how long it took.
+func (r *rig) burst(apps []string, puts, dels int, every time.Duration) time.Duration {
+	r.t.Helper()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(apps))
+	for a, svc := range apps {
+		wg.Go(func() {
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for k := range puts + dels {
+				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+				var err error
+				if k < puts {
+					_, err = r.kv.Put(ctx, instanceKey(r.t, svc, burstAddr(a, k)), burstAddr(a, k).String())
+				} else {
+					_, err = r.kv.Delete(ctx, instanceKey(r.t, svc, burstAddr(a, k-puts)))
+				}
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("%s change %d: %w", svc, k, err)
+					return
+				}
+				<-tick.C
+			}
+		})
+	}
+	wg.Wait()
+	span := time.Since(start)
+	close(errs)
+	for err := range errs {
+		r.t.Fatal(err)
+	}
+	return span
 }

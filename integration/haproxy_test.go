@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -227,48 +226,16 @@ func TestHAProxyBurst(t *testing.T) {
 	// Per app, one writer: put 20 instances, then delete the first 10, one
 	// change every 30ms: 300 changes in about 0.9s.
 	const apps, puts, dels = 10, 20, 10
-	addr := func(a, j int) netip.AddrPort {
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(a), byte(j + 1)}), 8080)
-	}
-	var want []string
+	var names, want []string
 	for a := range apps {
+		names = append(names, fmt.Sprintf("app%d_burst", a))
 		for j := dels; j < puts; j++ {
-			ap := addr(a, j)
+			ap := burstAddr(a, j)
 			want = append(want, fmt.Sprintf("app%d_burst/%s-%d=%s:%d", a, ap.Addr(), ap.Port(), ap.Addr(), ap.Port()))
 		}
 	}
 	slices.Sort(want)
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, apps)
-	for a := range apps {
-		svc := fmt.Sprintf("app%d_burst", a)
-		wg.Go(func() {
-			tick := time.NewTicker(30 * time.Millisecond)
-			defer tick.Stop()
-			for k := range puts + dels {
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-				var err error
-				if k < puts {
-					_, err = r.kv.Put(ctx, instanceKey(t, svc, addr(a, k)), addr(a, k).String())
-				} else {
-					_, err = r.kv.Delete(ctx, instanceKey(t, svc, addr(a, k-puts)))
-				}
-				cancel()
-				if err != nil {
-					errs <- fmt.Errorf("%s change %d: %w", svc, k, err)
-					return
-				}
-				<-tick.C
-			}
-		})
-	}
-	wg.Wait()
-	span := time.Since(start)
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	span := r.burst(names, puts, dels, 30*time.Millisecond)
 	waitfor.Cond(t, 15*time.Second, "HAProxy runs exactly the final servers", func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 		defer cancel()
