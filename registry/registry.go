@@ -158,6 +158,27 @@ type Ack struct {
 	Revision int64     `json:"revision"`
 	Prefixes []string  `json:"prefixes"`
 	Updated  time.Time `json:"updated"`
+	// Applied (optional; older renderers omit it) holds, per resource
+	// prefix, the revision every resource reading under that prefix has
+	// applied, never below Revision: a resource failing under one prefix
+	// does not hold back registrars whose keys only other prefixes cover.
+	Applied map[string]int64 `json:"applied,omitempty"`
+}
+
+// RevisionFor is the revision up to which every change of key is live: the
+// least Applied revision among the prefixes covering key, or Revision when
+// none does (or the renderer publishes no Applied).
+func (a Ack) RevisionFor(key string) int64 {
+	rev, found := int64(0), false
+	for p, r := range a.Applied {
+		if Covers(p, key) && (!found || r < rev) {
+			rev, found = r, true
+		}
+	}
+	if !found || rev < a.Revision {
+		return a.Revision
+	}
+	return rev
 }
 
 // CoversKey reports whether any of the ack's prefixes covers key.

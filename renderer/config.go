@@ -57,6 +57,8 @@ type Config struct {
 	NginxPID       string        // the nginx master's pid file, to confirm plain nginx reloads; "" = Debian's
 	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
 	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
+	GuardShare     float64       // hold a render removing more than this share of a resource's instances; 0 = DefaultGuardShare, >= 1 = off
+	GuardGrace     time.Duration // apply a held render once its view held this long; 0 = DefaultGuardGrace
 
 	Stdout io.Writer        // where --noop prints diffs; nil = os.Stdout
 	Reload <-chan os.Signal // SIGHUP relayed by cmd/: reload resources as on a file change
@@ -111,6 +113,8 @@ type fileConfig struct {
 	NginxPID       string   `toml:"nginx_pid"`
 	NginxErrorLog  string   `toml:"nginx_error_log"`
 	NginxConfirm   string   `toml:"nginx_confirm"`
+	GuardShare     *float64 `toml:"guard_share"`
+	GuardGrace     string   `toml:"guard_grace"`
 }
 
 // ParseArgs builds a Config from command-line args (without the program
@@ -145,6 +149,8 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
 	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
 	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
+	fs.Float64Var(&c.GuardShare, "guard-share", DefaultGuardShare, "hold a render that removes more than this share of a resource's instances at once (1 = off)")
+	fs.DurationVar(&c.GuardGrace, "guard-grace", DefaultGuardGrace, "apply a held render once the same view held this long (or on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			var b strings.Builder
@@ -223,6 +229,9 @@ func (c *Config) mergeFile(path string, must bool, set map[string]bool) error {
 	str("nginx-pid", &c.NginxPID, f.NginxPID)
 	str("nginx-error-log", &c.NginxErrorLog, f.NginxErrorLog)
 	str("nginx-confirm", &c.NginxConfirm, f.NginxConfirm)
+	if !set["guard-share"] && f.GuardShare != nil {
+		c.GuardShare = *f.GuardShare
+	}
 	if !set["strict-values"] && f.StrictValues != nil {
 		c.LaxValues = !*f.StrictValues
 	}
@@ -268,6 +277,7 @@ func (c *Config) mergeFile(path string, must bool, set map[string]bool) error {
 	}{
 		{"cooldown", "cooldown", f.Cooldown, &c.Cooldown},
 		{"command-timeout", "command_timeout", f.CommandTimeout, &c.CommandTimeout},
+		{"guard-grace", "guard_grace", f.GuardGrace, &c.GuardGrace},
 	} {
 		if set[d.flag] || d.v == "" {
 			continue
@@ -359,6 +369,10 @@ func (c *Config) Validate() error {
 		return usagef("--interval %v: negative", c.Interval)
 	case c.CommandTimeout < 0:
 		return usagef("--command-timeout %v: negative", c.CommandTimeout)
+	case c.GuardShare < 0 || c.GuardShare != c.GuardShare:
+		return usagef("--guard-share %v: want a share between 0 and 1 (1 = off)", c.GuardShare)
+	case c.GuardGrace < 0:
+		return usagef("--guard-grace %v: negative", c.GuardGrace)
 	case c.AckTTL < 2*time.Second:
 		return usagef("ack TTL %v: etcd's floor is 2s", c.AckTTL)
 	case strings.ContainsAny(c.ID, "/ \t\n") || c.ID == "." || c.ID == "..":
