@@ -21,8 +21,9 @@ type resState struct {
 	res           *confd.Resource
 	name          string // metrics label and log key: the .toml file name
 	prefixes      []string
-	reloadPending bool // installed, but its reload has not succeeded yet
-	unconfirmed   bool // its pending mark is on disk (stage.go): dest may not be checked or reloaded
+	reloadPending bool     // installed, but its reload has not succeeded yet
+	unconfirmed   bool     // its pending mark is on disk (stage.go): dest may not be checked or reloaded
+	known         []string // service dirs its typed `services` returned: kept when their last key goes
 }
 
 // job is one resource's way through a batch.
@@ -199,7 +200,10 @@ func (r *Renderer) runReloads(ctx context.Context, res *batchResult) {
 func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *job {
 	rs := st.res
 	j := &job{st: st}
-	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
+	out, err := rs.RenderKnown(ctx, snap.For(st.prefixes), st.known)
+	if len(out.Services) > 0 {
+		st.known = slices.Compact(slices.Sorted(slices.Values(slices.Concat(st.known, out.Services))))
+	}
 	if err != nil {
 		r.m.renders.WithLabelValues(st.name, "error").Inc()
 		j.err = fmt.Errorf("render %s: %w", rs.Dest, err)

@@ -113,6 +113,9 @@ func (r *Renderer) loadResources(now time.Time) {
 		st := &resState{res: res, name: filepath.Base(res.Path), prefixes: res.WatchPrefixes()}
 		if o := old[res.Path]; o != nil && o.res.Dest == res.Dest {
 			st.reloadPending, st.unconfirmed = o.reloadPending, o.unconfirmed
+			if slices.Equal(o.prefixes, st.prefixes) {
+				st.known = o.known // apps it rendered stay, with no instances
+			}
 		} else {
 			st.unconfirmed = r.recover(st) // stage.go: a crash's leftovers
 		}
