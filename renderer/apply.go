@@ -329,9 +329,6 @@ func (r *Renderer) installJob(j *job) error {
 		}
 		j.st.unconfirmed = true
 	}
-	if h := r.testHookInstall; h != nil {
-		h(j.st.res.Dest)
-	}
 	err := install(j.staged, j.st.res.Dest)
 	j.staged = ""
 	if err != nil {
@@ -339,6 +336,9 @@ func (r *Renderer) installJob(j *job) error {
 		return err
 	}
 	j.installed = true
+	if h := r.testHookInstall; h != nil {
+		h(j.st.res.Dest)
+	}
 	return nil
 }
 

@@ -49,7 +49,7 @@ type Renderer struct {
 	loadErr []string   // resources that failed to load at the last (re)load
 
 	testHookBeforeSnapshot func()            // tests: a watcher storing a change between collect and snapshot
-	testHookInstall        func(dest string) // tests: runs after the pending mark, before the rename
+	testHookInstall        func(dest string) // tests: runs once a file is installed, before its checks and reload
 
 	watchPrefixes []string
 	watchRegistry []string
