@@ -149,7 +149,7 @@ func (g *valueGate) report(key, value string, err error, msg string) {
 	} else {
 		g.counter.Inc()
 	}
-	g.log.Warn(msg, "key", truncate(key, maxLoggedKey), "value", truncate(value, maxLoggedValue), "err", err)
+	g.log.Warn(msg, "key", truncate(key, maxLoggedKey), "value", truncate(value, maxLoggedValue), "err", truncate(err.Error(), maxLoggedKey))
 }
 
 // forget drops key's report unless it was about value (a typed function's
