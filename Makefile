@@ -2,7 +2,7 @@ GO      ?= go
 GOFLAGS ?= -trimpath
 BIN     ?= bin
 
-.PHONY: all build test test-short bench lint demo tidy-check clean
+.PHONY: all build test test-short fuzz-short bench lint demo tidy-check clean
 
 all: build
 
@@ -12,6 +12,20 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz-short
+
+# Each fuzz target (parsers of untrusted input) for FUZZTIME, on top of the
+# seed corpus (testdata/fuzz) that plain `go test` runs. The packages are
+# listed; their Fuzz* targets are found, so a new target needs no edit here.
+FUZZ_PKGS ?= ./registry ./renderer ./renderer/confd ./cmd/registrar
+FUZZTIME  ?= 5s
+fuzz-short:
+	@set -e; for pkg in $(FUZZ_PKGS); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 test-short:
 	$(GO) test -short -count=1 ./...
