@@ -93,12 +93,17 @@ func (g *guard) Check(id, name string, v view, now time.Time) (until time.Time, 
 		return time.Time{}, false
 	}
 	h := g.holds[id]
-	if h == nil || h.view != v {
-		h = &hold{view: v, since: now, before: base, left: v.n}
-		g.holds[id] = h
+	switch {
+	case h == nil: // one line and one count per hold, however often its view changes
 		g.holdsDone(name)
 		g.log.Warn("mass removal held: keeping the last good file", "resource", name, "instances", base, "left", v.n,
 			"share", fmt.Sprintf("%.0f%%", 100*float64(removed)/float64(base)), "grace", g.grace)
+	case h.view != v:
+		g.log.Debug("mass removal still held: the view changed, the grace period starts again", "resource", name, "left", v.n)
+	}
+	if h == nil || h.view != v {
+		h = &hold{view: v, since: now, before: base, left: v.n}
+		g.holds[id] = h
 	}
 	if end := h.since.Add(g.grace); now.Before(end) {
 		return end, true

@@ -150,3 +150,55 @@ func TestNormalChangesNotHeld(t *testing.T) {
 		t.Errorf("guard_holds_total %v; want 0", v)
 	}
 }
+
+// TestEmptyEtcdHeld: the renderer's etcd is replaced by an empty one on the
+// same address (a new data dir). The re-list would remove every instance:
+// held, the file kept. As registrars register again the view changes; once
+// no more than half of the instances are missing it applies at once.
+func TestEmptyEtcdHeld(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.cfg.GuardGrace = time.Minute
+	h.serveMetrics()
+	dest := h.resource("up", `"/"`, listTmpl, "")
+	h.put(key("api_prod", "10.0.1.1", 80), "10.0.1.1:80")
+	h.put(key("api_prod", "10.0.1.2", 80), "10.0.1.2:80")
+	four := h.webInstances(1, 4)
+	all := "api_prod: 10.0.1.1:80 10.0.1.2:80\n" + four
+	h.start()
+	h.waitFile(dest, all)
+
+	h.etcd.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{Dir: t.TempDir(), ClientAddr: h.etcd.Endpoint, NoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	waitfor.Cond(t, 15*time.Second, "empty etcd held", func() error {
+		if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 1 {
+			return fmt.Errorf("guard_held %v", v)
+		}
+		return nil
+	})
+	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80") // registrars come back: 1 of 6, still held
+	h.put(key("web_prod", "10.0.0.2", 80), "10.0.0.2:80")
+	waitfor.Cond(t, 5*time.Second, "held for the new view", func() error {
+		if code, body := h.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "up.toml (6 -> 2 instances") {
+			return fmt.Errorf("/readyz %d %q", code, body)
+		}
+		return nil
+	})
+	if got := readFile(t, dest); got != all {
+		t.Fatalf("held render installed: %q", got)
+	}
+	h.put(key("web_prod", "10.0.0.3", 80), "10.0.0.3:80") // 3 of 6: half are back
+	h.waitFile(dest, "api_prod:\nweb_prod: 10.0.0.1:80 10.0.0.2:80 10.0.0.3:80\n")
+	if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 0 {
+		t.Errorf("guard_held %v after the release", v)
+	}
+	if v := metric(t, h.reg, "rollcall_renderer_guard_holds_total", "resource", "up.toml"); v != 1 {
+		t.Errorf("guard_holds_total %v; want 1 (one hold, its view changed)", v)
+	}
+}

@@ -95,7 +95,7 @@ func TestGuardRelease(t *testing.T) {
 		t.Fatal("still held after the grace period")
 	}
 	g.Commit("r")
-	if holds != 2 || strings.Count(logs.String(), "mass removal held") != 2 {
+	if holds != 1 || strings.Count(logs.String(), "mass removal held") != 1 {
 		t.Errorf("holds = %d, log:\n%s", holds, logs.String())
 	}
 	// Confirmed by the operator: goes at its next try.
