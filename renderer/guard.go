@@ -78,13 +78,18 @@ func viewOf(kvs []confd.KV) view {
 	return view{n: n, sum: h.Sum64()}
 }
 
-// Check decides whether resource id may render view v at now. When it may
-// not, it returns when to look again (the grace period's end).
-func (g *guard) Check(id, name string, v view, now time.Time) (until time.Time, held bool) {
+// Check decides whether resource id may render view v at now; share is
+// the resource's own guard_share (nil: the global one). When it may not, it
+// returns when to look again (the grace period's end).
+func (g *guard) Check(id, name string, share *float64, v view, now time.Time) (until time.Time, held bool) {
 	g.cand[id] = v.n
 	base, known := g.base[id]
 	removed := base - v.n
-	if g.share >= 1 || !known || removed < guardMinRemoved || float64(removed) <= g.share*float64(base) {
+	limit := g.share
+	if share != nil {
+		limit = *share
+	}
+	if limit >= 1 || !known || removed < guardMinRemoved || float64(removed) <= limit*float64(base) {
 		g.release(id, name, "")
 		return time.Time{}, false
 	}

@@ -48,7 +48,7 @@ func TestGuardDecisions(t *testing.T) {
 			g := newGuard(0, time.Minute, slog.New(slog.DiscardHandler), func(string) {})
 			now := time.Now()
 			for i, v := range tc.steps {
-				_, held := g.Check("r", "r.toml", v, now)
+				_, held := g.Check("r", "r.toml", nil, v, now)
 				if i < len(tc.steps)-1 {
 					if held {
 						t.Fatalf("step %d (%d instances) held", i, v.n)
@@ -74,24 +74,24 @@ func TestGuardRelease(t *testing.T) {
 	holds := 0
 	g := newGuard(0, 10*time.Second, slog.New(slog.NewTextHandler(&logs, nil)), func(string) { holds++ })
 	now := time.Now()
-	g.Check("r", "r.toml", instancesView(1, 4), now)
+	g.Check("r", "r.toml", nil, instancesView(1, 4), now)
 	g.Commit("r")
-	until, held := g.Check("r", "r.toml", instancesView(1, 0), now)
+	until, held := g.Check("r", "r.toml", nil, instancesView(1, 0), now)
 	if !held || !until.Equal(now.Add(10*time.Second)) {
 		t.Fatalf("Check(4 -> 0) = %v, %v; want held until now+10s", until, held)
 	}
-	if _, held := g.Check("r", "r.toml", instancesView(1, 0), now.Add(5*time.Second)); !held {
+	if _, held := g.Check("r", "r.toml", nil, instancesView(1, 0), now.Add(5*time.Second)); !held {
 		t.Fatal("released before the grace period")
 	}
 	// Another view (one instance came back): the grace period starts again.
-	until, held = g.Check("r", "r.toml", instancesView(1, 1), now.Add(6*time.Second))
+	until, held = g.Check("r", "r.toml", nil, instancesView(1, 1), now.Add(6*time.Second))
 	if !held || !until.Equal(now.Add(16*time.Second)) {
 		t.Fatalf("changed view: %v, %v; want held until now+16s", until, held)
 	}
 	if r := g.Reason(func(id string) string { return id }); !strings.Contains(r, "r (4 -> 1 instances") {
 		t.Errorf("Reason = %q", r)
 	}
-	if _, held := g.Check("r", "r.toml", instancesView(1, 1), now.Add(16*time.Second)); held {
+	if _, held := g.Check("r", "r.toml", nil, instancesView(1, 1), now.Add(16*time.Second)); held {
 		t.Fatal("still held after the grace period")
 	}
 	g.Commit("r")
@@ -99,23 +99,33 @@ func TestGuardRelease(t *testing.T) {
 		t.Errorf("holds = %d, log:\n%s", holds, logs.String())
 	}
 	// Confirmed by the operator: goes at its next try.
-	g.Check("r", "r.toml", instancesView(1, 4), now)
+	g.Check("r", "r.toml", nil, instancesView(1, 4), now)
 	g.Commit("r")
-	if _, held := g.Check("r", "r.toml", instancesView(1, 0), now); !held {
+	if _, held := g.Check("r", "r.toml", nil, instancesView(1, 0), now); !held {
 		t.Fatal("4 -> 0 not held")
 	}
 	g.Confirm()
-	if _, held := g.Check("r", "r.toml", instancesView(1, 0), now); held {
+	if _, held := g.Check("r", "r.toml", nil, instancesView(1, 0), now); held {
 		t.Fatal("held after Confirm")
 	}
 	if r := g.Reason(func(id string) string { return id }); r != "" {
 		t.Errorf("Reason after release = %q", r)
 	}
+	// A resource's own share wins.
+	own := 0.9
+	g.Check("r", "r.toml", &own, instancesView(1, 10), now)
+	g.Commit("r")
+	if _, held := g.Check("r", "r.toml", &own, instancesView(1, 2), now); held {
+		t.Error("10 -> 2 held with guard_share 0.9")
+	}
+	if _, held := g.Check("r", "r.toml", &own, instancesView(1, 0), now); !held {
+		t.Error("10 -> 0 not held with guard_share 0.9")
+	}
 	// Off.
 	off := newGuard(1, time.Minute, slog.New(slog.DiscardHandler), func(string) {})
-	off.Check("r", "r.toml", instancesView(1, 4), now)
+	off.Check("r", "r.toml", nil, instancesView(1, 4), now)
 	off.Commit("r")
-	if _, held := off.Check("r", "r.toml", instancesView(1, 0), now); held {
+	if _, held := off.Check("r", "r.toml", nil, instancesView(1, 0), now); held {
 		t.Error("share 1 held a render")
 	}
 }

@@ -385,7 +385,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 // hold asks the guard whether st may render snap; a held resource is added
 // to held with when to look again.
 func (r *Renderer) hold(st *resState, snap *snapshot, now time.Time, held map[string]time.Time) bool {
-	until, ok := r.guard.Check(st.res.Path, st.name, viewOf(snap.For(st.prefixes)), now)
+	until, ok := r.guard.Check(st.res.Path, st.name, st.res.Guard, viewOf(snap.For(st.prefixes)), now)
 	if ok {
 		held[st.res.Path] = until
 		r.m.guardHeld.WithLabelValues(st.name).Set(1)

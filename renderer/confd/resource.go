@@ -31,6 +31,7 @@ type Resource struct {
 	CheckCmd  string      // may use {{.src}} (the staged file)
 	ReloadCmd string      // may use {{.src}} and {{.dest}}
 	Wait      *Wait       // per-resource `wait = "min:max"` (rollcall extension), nil = not set
+	Guard     *float64    // per-resource `guard_share` (rollcall extension): the mass-removal guard's share, nil = global
 
 	tmpl    *template.Template // parsed; cloned and bound to a store per render
 	watch   []string           // WatchPrefixes, computed once
@@ -92,6 +93,7 @@ type tomlTemplate struct {
 	CheckCmd  string   `toml:"check_cmd"`
 	ReloadCmd string   `toml:"reload_cmd"`
 	Wait      string   `toml:"wait"`
+	Guard     *float64 `toml:"guard_share"`
 }
 
 // LoadDir loads every <confdir>/conf.d/*.toml in name order (hidden files
@@ -204,6 +206,10 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 		}
 		r.Wait = &w
 	}
+	if g := t.Guard; g != nil && !(*g >= 0) {
+		return nil, fmt.Errorf("guard_share %v: want a share between 0 and 1 (1 = off)", *g)
+	}
+	r.Guard = t.Guard
 	for name, cmd := range map[string]string{"check_cmd": t.CheckCmd, "reload_cmd": t.ReloadCmd} {
 		if _, err := template.New(name).Parse(cmd); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)

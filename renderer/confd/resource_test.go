@@ -48,6 +48,8 @@ func TestLoadFields(t *testing.T) {
 		}},
 		{"wait", `wait = "2s:10s"`, func(r *Resource) bool { return *r.Wait == Wait{2 * time.Second, 10 * time.Second} }},
 		{"wait min only", `wait = "1s"`, func(r *Resource) bool { return *r.Wait == Wait{time.Second, 4 * time.Second} }},
+		{"guard_share", `guard_share = 0.8`, func(r *Resource) bool { return r.Guard != nil && *r.Guard == 0.8 }},
+		{"no guard_share", ``, func(r *Resource) bool { return r.Guard == nil }},
 		{"field names are case-insensitive, as confd", `KEYS = ["/x"]` + "\n" + `Mode = "0600"`, func(r *Resource) bool {
 			return r.Mode == 0o600 && len(r.Keys) == 1
 		}},
@@ -89,6 +91,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown group", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ngroup = \"no-such-group-rollcall\"\n", "x", `group "no-such-group-rollcall"`},
 		{"negative uid", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nuid = -2\n", "x", "uid -2: negative"},
 		{"bad wait", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nwait = \"soon\"\n", "x", `wait: parse wait "soon"`},
+		{"bad guard_share", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nguard_share = -1.0\n", "x", `guard_share -1`},
 		{"bad check_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ncheck_cmd = \"nginx -t -c {{.src\"\n", "x", "check_cmd:"},
 		{"bad reload_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nreload_cmd = \"{{end}}\"\n", "x", "reload_cmd:"},
 		{"missing template", "[template]\nsrc = \"nope.tmpl\"\ndest = \"/d\"\n", "x", "read template: open"},
