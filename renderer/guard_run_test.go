@@ -37,6 +37,21 @@ func (h *harness) readyz() (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
+// replaceEtcd stops the harness's etcd and starts an empty one on the same
+// address: a new data dir, as when etcd is replaced or restored from
+// another backup.
+func (h *harness) replaceEtcd() {
+	h.t.Helper()
+	h.etcd.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{Dir: h.t.TempDir(), ClientAddr: h.etcd.Endpoint, NoFsync: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(srv.Close)
+}
+
 // webInstances puts web_prod instances 10.0.0.first.. and returns the
 // listTmpl line of instances 1..last.
 func (h *harness) webInstances(first, last int) string {
@@ -168,14 +183,7 @@ func TestEmptyEtcdHeld(t *testing.T) {
 	h.start()
 	h.waitFile(dest, all)
 
-	h.etcd.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
-	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{Dir: t.TempDir(), ClientAddr: h.etcd.Endpoint, NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	h.replaceEtcd()
 	waitfor.Cond(t, 15*time.Second, "empty etcd held", func() error {
 		if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 1 {
 			return fmt.Errorf("guard_held %v", v)
