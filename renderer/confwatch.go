@@ -139,7 +139,9 @@ func (r *Renderer) loadResources(now time.Time) {
 	for _, st := range r.states {
 		if !slices.ContainsFunc(states, func(n *resState) bool { return n.res.Path == st.res.Path }) {
 			r.log.Info("resource removed", "resource", st.name)
-			r.m.lastApplySuccess.DeleteLabelValues(st.name)
+			for _, v := range []interface{ DeleteLabelValues(...string) bool }{r.m.lastApplySuccess, r.m.guardHeld, r.m.resourceFailing} {
+				v.DeleteLabelValues(st.name)
+			}
 		}
 	}
 	r.states = states
