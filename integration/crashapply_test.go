@@ -126,7 +126,7 @@ func TestKilledDuringReload(t *testing.T) {
 	})
 	ents, _ := os.ReadDir(out)
 	for _, e := range ents {
-		if strings.Contains(e.Name(), ".rollcall") {
+		if strings.Contains(e.Name(), ".rollcall-") || strings.HasSuffix(e.Name(), ".rollcall.pending") {
 			t.Errorf("left next to dest: %s", e.Name())
 		}
 	}

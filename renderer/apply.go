@@ -376,6 +376,9 @@ func (r *Renderer) recover(st *resState) bool {
 	if r.cfg.Noop {
 		return false
 	}
+	if n, ok := readInstances(st.res.Dest); ok {
+		r.guard.Seed(st.res.Path, n)
+	}
 	pending, removed, err := leftovers(st.res.Dest)
 	for _, p := range removed {
 		r.log.Info("removed a stale stage file", "resource", st.name, "file", p)

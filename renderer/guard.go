@@ -131,11 +131,23 @@ func (g *guard) release(id, name, why string) {
 }
 
 // Commit records that resource id applied the render it was last checked
-// for.
-func (g *guard) Commit(id string) {
-	if n, ok := g.cand[id]; ok {
+// for; it returns that render's instances and whether they changed.
+func (g *guard) Commit(id string) (n int, changed bool) {
+	n, ok := g.cand[id]
+	if !ok {
+		return 0, false
+	}
+	delete(g.cand, id)
+	old, known := g.base[id]
+	g.base[id] = n
+	return n, !known || old != n
+}
+
+// Seed sets what resource id's installed file was rendered with (by a
+// renderer that ran before this one), unless it is known already.
+func (g *guard) Seed(id string, n int) {
+	if _, ok := g.base[id]; !ok {
 		g.base[id] = n
-		delete(g.cand, id)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/embedetcd"
@@ -208,5 +209,32 @@ func TestEmptyEtcdHeld(t *testing.T) {
 	}
 	if v := metric(t, h.reg, "rollcall_renderer_guard_holds_total", "resource", "up.toml"); v != 1 {
 		t.Errorf("guard_holds_total %v; want 1 (one hold, its view changed)", v)
+	}
+}
+
+// TestRestartOnEmptyEtcdHeld: the renderer restarts and finds an empty etcd
+// (a new data dir on the same address). Its first render would remove every
+// instance the installed file holds: held, as for a renderer that kept
+// running (the instance count is remembered next to dest).
+func TestRestartOnEmptyEtcdHeld(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.cfg.GuardGrace = time.Minute
+	dest := h.resource("up", `"/"`, listTmpl, "")
+	four := h.webInstances(1, 4)
+	h.start()
+	h.waitFile(dest, four)
+	h.stop()
+	h.replaceEtcd()
+	h.reg = prometheus.NewRegistry()
+	h.start()
+	waitfor.Cond(t, 10*time.Second, "first render held", func() error {
+		if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 1 {
+			return fmt.Errorf("guard_held %v", v)
+		}
+		return nil
+	})
+	if got := readFile(t, dest); got != four {
+		t.Fatalf("held render installed: %q", got)
 	}
 }

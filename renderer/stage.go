@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/rollcall/rollcall/renderer/confd"
@@ -198,6 +200,38 @@ func leftovers(dest string) (pending bool, removed []string, err error) {
 		return false, removed, nil
 	}
 	return false, removed, fmt.Errorf("pending mark of %s: %w", dest, err)
+}
+
+// instancesFile, .<dest>.rollcall.instances next to dest, remembers how
+// many instances the installed file was rendered with, so the mass-removal
+// guard (guard.go) compares a restarted renderer's first render — an
+// emptied etcd, say — with what is installed. It is advisory: a lost or
+// unreadable one only leaves that first render unguarded.
+func instancesFile(dest string) string {
+	dir, base := filepath.Split(dest)
+	return filepath.Join(dir, "."+base+".rollcall.instances")
+}
+
+// writeInstances records n for dest (write and rename: never half a number).
+func writeInstances(dest string, n int) error {
+	p := instancesFile(dest)
+	if err := os.WriteFile(p+".tmp", []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("record instances of %s: %w", dest, err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return fmt.Errorf("record instances of %s: %w", dest, err)
+	}
+	return nil
+}
+
+// readInstances reads what writeInstances recorded for dest.
+func readInstances(dest string) (int, bool) {
+	b, err := os.ReadFile(instancesFile(dest))
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n, err == nil && n >= 0
 }
 
 // globEscape quotes filepath.Match's metacharacters.
