@@ -43,12 +43,14 @@ type batchResult struct {
 	reloads    []*reloadGroup // installed and checked; their reloads are yet to run
 }
 
-// apply renders, stages, checks, installs and reloads one batch of
-// resources at snap. Resources whose output is already installed cost
-// nothing; the rest share one check per distinct no-{{.src}} check_cmd and
-// one reload per distinct reload_cmd. A failing resource is logged with the
-// command output, counted, and left out; the others apply. It never returns
-// an error: failures are in the result and stay pending for a retry.
+// apply renders, stages, checks and installs one batch of resources at
+// snap, and returns their reloads to run (res.reloads: runReloads on the
+// caller, or lanes apart from the loop). Resources whose output is already
+// installed (and applied: no pending mark) cost nothing; the rest share one
+// check per distinct no-{{.src}} check_cmd and one reload per distinct
+// reload_cmd. A failing resource is logged with the command output,
+// counted, and left out; the others apply. It never returns an error:
+// failures are in the result and stay pending for a retry.
 func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) batchResult {
 	var res batchResult
 	var jobs []*job
