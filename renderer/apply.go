@@ -155,9 +155,6 @@ func (r *Renderer) runReload(ctx context.Context, g *reloadGroup) error {
 	took := time.Since(start)
 	if err != nil {
 		r.m.reloads.WithLabelValues("failure").Inc()
-		if errors.Is(err, errTimedOut) {
-			r.m.commandTimeouts.WithLabelValues("reload").Inc()
-		}
 		return &CheckError{Resource: g.names(), Kind: "reload", Cmd: g.cmd, Output: out, Err: err}
 	}
 	r.m.reloads.WithLabelValues("ok").Inc()
@@ -363,6 +360,9 @@ func (r *Renderer) runCmd(ctx context.Context, kind, cmd string) (string, error)
 	out, err := runCommand(ctx, cmd, r.cfg.CommandTimeout)
 	took := time.Since(start)
 	r.m.commandDuration.WithLabelValues(kind).Observe(took.Seconds())
+	if errors.Is(err, errTimedOut) {
+		r.m.commandTimeouts.WithLabelValues(kind).Inc()
+	}
 	if err == nil && strings.TrimSpace(out) != "" {
 		// nginx warns on stderr even when it succeeds: say what it said.
 		r.log.Info("command output", "kind", kind, "cmd", cmd, "took", took, "output", out)
