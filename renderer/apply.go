@@ -24,6 +24,7 @@ type resState struct {
 	reloadPending bool     // installed, but its reload has not succeeded yet
 	unconfirmed   bool     // its pending mark is on disk (stage.go): dest may not be checked or reloaded
 	known         []string // service dirs its typed `services` returned: kept when their last key goes
+	onDisk        int      // instances recorded next to dest (stage.go instancesFile); -1 = none
 }
 
 // job is one resource's way through a batch.
@@ -335,6 +336,9 @@ func (r *Renderer) installJob(j *job) error {
 		return err
 	}
 	j.installed = true
+	if n, ok := r.guard.Candidate(j.st.res.Path); ok {
+		r.recordInstances(j.st, n)
+	}
 	if h := r.testHookInstall; h != nil {
 		h(j.st.res.Dest)
 	}
@@ -351,6 +355,9 @@ func (r *Renderer) rollback(j *job) {
 		return
 	}
 	j.installed = false
+	if n, ok := r.guard.Base(j.st.res.Path); ok {
+		r.recordInstances(j.st, n)
+	}
 	r.log.Info("rolled back", "resource", j.st.name, "dest", j.st.res.Dest)
 }
 
@@ -378,8 +385,10 @@ func (r *Renderer) recover(st *resState) bool {
 	if r.cfg.Noop {
 		return false
 	}
+	st.onDisk = -1
 	if n, ok := readInstances(st.res.Dest); ok {
 		r.guard.Seed(st.res.Path, n)
+		st.onDisk = n
 	}
 	pending, removed, err := leftovers(st.res.Dest)
 	for _, p := range removed {
@@ -392,6 +401,19 @@ func (r *Renderer) recover(st *resState) bool {
 		r.log.Warn("installed file may not have been checked or reloaded: checking and reloading it", "resource", st.name, "dest", st.res.Dest)
 	}
 	return pending
+}
+
+// recordInstances notes next to st's dest how many instances the installed
+// file holds, for the guard of a renderer started later.
+func (r *Renderer) recordInstances(st *resState, n int) {
+	if n == st.onDisk {
+		return
+	}
+	if err := writeInstances(st.res.Dest, n); err != nil {
+		r.log.Warn("the guard will not know this file after a restart", "resource", st.name, "err", err)
+		return
+	}
+	st.onDisk = n
 }
 
 func (r *Renderer) succeed(res *batchResult, st *resState, rev int64) {

@@ -112,7 +112,7 @@ func (r *Renderer) loadResources(now time.Time) {
 	for _, res := range rs {
 		st := &resState{res: res, name: filepath.Base(res.Path), prefixes: res.WatchPrefixes()}
 		if o := old[res.Path]; o != nil && o.res.Dest == res.Dest {
-			st.reloadPending, st.unconfirmed = o.reloadPending, o.unconfirmed
+			st.reloadPending, st.unconfirmed, st.onDisk = o.reloadPending, o.unconfirmed, o.onDisk
 			if slices.Equal(o.prefixes, st.prefixes) {
 				st.known = o.known // apps it rendered stay, with no instances
 			}

@@ -131,17 +131,18 @@ func (g *guard) release(id, name, why string) {
 }
 
 // Commit records that resource id applied the render it was last checked
-// for; it returns that render's instances and whether they changed.
-func (g *guard) Commit(id string) (n int, changed bool) {
-	n, ok := g.cand[id]
-	if !ok {
-		return 0, false
+// for.
+func (g *guard) Commit(id string) {
+	if n, ok := g.cand[id]; ok {
+		g.base[id] = n
+		delete(g.cand, id)
 	}
-	delete(g.cand, id)
-	old, known := g.base[id]
-	g.base[id] = n
-	return n, !known || old != n
 }
+
+// Candidate is the instances of the render resource id was last checked
+// for and has not applied yet; Base is what it last applied.
+func (g *guard) Candidate(id string) (int, bool) { n, ok := g.cand[id]; return n, ok }
+func (g *guard) Base(id string) (int, bool)      { n, ok := g.base[id]; return n, ok }
 
 // Seed sets what resource id's installed file was rendered with (by a
 // renderer that ran before this one), unless it is known already.

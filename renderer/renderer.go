@@ -398,11 +398,7 @@ func (r *Renderer) hold(st *resState, snap *snapshot, now time.Time, held map[st
 // applied is what follows a resource's successful apply: the guard counts
 // from it, and no install waits for its reload any more.
 func (r *Renderer) applied(st *resState) {
-	if n, changed := r.guard.Commit(st.res.Path); changed && !r.cfg.Noop {
-		if err := writeInstances(st.res.Dest, n); err != nil {
-			r.log.Warn("the guard will not know this file after a restart", "resource", st.name, "err", err)
-		}
-	}
+	r.guard.Commit(st.res.Path)
 	if st.unconfirmed {
 		if err := clearPending(st.res.Dest); err != nil {
 			r.log.Error("clear pending mark", "resource", st.name, "err", err)
