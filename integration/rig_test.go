@@ -90,6 +90,12 @@ exit $rc
 // and the reload wrapper; prefix replaces the shipped prefix unless empty.
 func (r *rig) resource(name, shipped, dest, prefix string) string {
 	r.t.Helper()
+	return r.resourceWith(name, shipped, dest, prefix, nil)
+}
+
+// resourceWith is resource with more fields set (e.g. push).
+func (r *rig) resourceWith(name, shipped, dest, prefix string, set map[string]any) string {
+	r.t.Helper()
 	var res struct {
 		Template map[string]any `toml:"template"`
 	}
@@ -102,6 +108,9 @@ func (r *rig) resource(name, shipped, dest, prefix string) string {
 	res.Template["reload_cmd"] = r.reloadCmd
 	if prefix != "" {
 		res.Template["prefix"] = prefix
+	}
+	for k, v := range set {
+		res.Template[k] = v
 	}
 	var b bytes.Buffer
 	if err := toml.NewEncoder(&b).Encode(res); err != nil {

@@ -55,6 +55,9 @@ type batchResult struct {
 func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) batchResult {
 	var res batchResult
 	var jobs []*job
+	// Pushed peer sets first: an app that appears has its peers in nginx
+	// before the reload that adds its upstream.
+	sts = r.applyPushes(ctx, snap, sts, &res)
 	for _, j := range r.prepareAll(ctx, snap, sts) {
 		st := j.st
 		switch {

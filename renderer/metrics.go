@@ -33,6 +33,7 @@ type Metrics struct {
 	resources         prometheus.Gauge
 	failing           prometheus.Gauge
 	changeToInstall   prometheus.Histogram
+	pushes            *prometheus.CounterVec // result: ok|failure|unchanged
 	commandTimeouts   *prometheus.CounterVec // kind: check|reload
 	resourceFailing   *prometheus.GaugeVec   // resource
 	guardHeld         *prometheus.GaugeVec   // resource
@@ -77,6 +78,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		changeToInstall: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "change_to_install_seconds",
 			Help:    "From a watched change's arrival to its resource's file installed, minus the resource's own check_cmd (the renderer's share of a change; includes waiting for the reload budget or a --wait).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_total",
+			Help: "Peer sets pushed to nginx's Lua module and confirmed, by result (ok, failure; unchanged = nginx already held it)."}, []string{"result"}),
 		commandTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "command_timeouts_total",
 			Help: "check_cmd and reload_cmd runs killed at --command-timeout."}, []string{"kind"}),
 		resourceFailing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "resource_failing",
@@ -93,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.commandTimeouts, m.resourceFailing, m.guardHeld, m.guardHolds, m.invalidKeys, m.loadFailing)
 		reg.MustRegister(m.renders, m.checks, m.reloads, m.reloadsCoalesced, m.commandDuration, m.watchEvents, m.watchSilent,
 			m.appliedRevision, m.watchRevision, m.etcdRevision, m.lastApplySuccess, m.invalidSkipped, m.etcdUp,
-			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing, m.changeToInstall)
+			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing, m.changeToInstall, m.pushes)
 	}
 	return m
 }

@@ -19,11 +19,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -46,6 +45,7 @@ type Renderer struct {
 	gate    *valueGate // withholds invalid instance values (values.go)
 	guard   *guard     // holds mass removals (guard.go)
 	lanes   *lanes     // reloads run apart from the loop (lanes.go); nil = inline (--onetime)
+	push    *pusher    // resources with push (push.go)
 	loadErr []string   // resources that failed to load at the last (re)load
 
 	testHookBeforeSnapshot func()            // tests: a watcher storing a change between collect and snapshot
@@ -114,6 +114,7 @@ func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
 	r := &Renderer{
 		cfg: cfg, base: log, log: log.With("component", "renderer"), m: m, store: newStore(), stdout: cfg.Stdout,
 		sched: newScheduler(schedConfig{burst: cfg.ReloadBurst, every: cfg.Cooldown, wait: cfg.Wait}),
+		push:  newPusher(cfg.Push),
 	}
 	if r.stdout == nil {
 		r.stdout = os.Stdout
@@ -127,21 +128,20 @@ func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
 }
 
 func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
-	cc := clientv3.Config{
-		Endpoints:            endpoints,
-		DialTimeout:          5 * time.Second,
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		Username:             cfg.User,
-		Password:             cfg.Password,
-		Logger:               zap.NewNop(),
-	}
-	if cfg.CACert != "" || cfg.Cert != "" {
-		tls, err := transport.TLSInfo{CertFile: cfg.Cert, KeyFile: cfg.Key, TrustedCAFile: cfg.CACert}.ClientConfig()
-		if err != nil {
-			return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
-		}
-		cc.TLS = tls
+	cc, err := etcdclient.Config{
+		Endpoints:        endpoints,
+		DialTimeout:      5 * time.Second,
+		KeepAliveTime:    5 * time.Second,
+		KeepAliveTimeout: 3 * time.Second,
+		RetryCap:         2 * time.Second, // back within ~2s of etcd answering after an outage
+		CACert:           cfg.CACert,
+		Cert:             cfg.Cert,
+		Key:              cfg.Key,
+		User:             cfg.User,
+		Password:         cfg.Password,
+	}.ClientConfig()
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
@@ -356,6 +356,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 		}
 		return
 	}
+	todo = r.withPushes(snap, todo)
 	res := r.apply(ctx, snap, todo)
 	reloads := len(res.reloads)
 	if r.lanes == nil {

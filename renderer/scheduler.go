@@ -48,6 +48,7 @@ type scheduler struct {
 	prevChange time.Time // when the latest change arrived, for the budget's refill
 	full       bool      // a full pass (start, re-list, conf reload) is pending: it spends no token
 	keys       int       // changed keys since the last batch, for reloads_coalesced_total
+	spent      bool      // the batch in flight took a token of the budget
 	ackRev     int64
 	prefixAcks map[string]int64 // per watch prefix: what every resource reading under it applied
 }
@@ -55,6 +56,7 @@ type scheduler struct {
 // item is one resource's scheduling state.
 type item struct {
 	group      *quiet    // nil: the budget
+	free       bool      // costs no reload (a pushed peer set): due at once, spends no token
 	pending    bool      // not applied since its latest change
 	fresh      bool      // a change came since it was last taken: due with its group
 	failures   int       // consecutive failed applies
@@ -100,6 +102,15 @@ func (s *scheduler) Load(now time.Time, waits map[string]*confd.Wait) {
 	s.items = items
 	clear(s.pend)
 	s.markAll(now)
+}
+
+// Unbudgeted marks the resources whose applies cost no reload (peer sets
+// pushed to nginx): a change makes them due at once and spends no token of
+// the reload budget. The rest are budgeted again.
+func (s *scheduler) Unbudgeted(ids []string) {
+	for id, it := range s.items {
+		it.free = slices.Contains(ids, id)
+	}
 }
 
 // group is the quiescence group of a wait (the resource's own, else the
@@ -198,6 +209,8 @@ func (s *scheduler) Next() (at time.Time, ok bool) {
 		switch {
 		case it.busy:
 			continue
+		case it.fresh && it.free:
+			take(time.Time{})
 		case it.fresh && it.group == nil:
 			budgeted = true
 		case it.fresh:
@@ -239,6 +252,7 @@ func (s *scheduler) Due(now time.Time) []string {
 		switch {
 		case it.busy:
 			continue
+		case it.fresh && it.free:
 		case it.fresh && it.group == nil && budgetOK:
 			spend = true
 		case it.fresh && due[it.group]:
@@ -256,9 +270,7 @@ func (s *scheduler) Due(now time.Time) []string {
 	for g := range taken {
 		g.Take()
 	}
-	if spend && !s.full {
-		s.budget.Spend(now)
-	}
+	s.spent = spend && !s.full && s.budget.Spend(now)
 	s.full = false
 	slices.Sort(ids)
 	return ids
@@ -302,6 +314,12 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 			it.busy = true
 		}
 	}
+	// The budget is for reloads: a batch that reloaded nothing (outputs
+	// unchanged, peers pushed) gives its token back.
+	if s.spent && b.reloads == 0 {
+		s.budget.Refund()
+	}
+	s.spent = false
 	if b.reloads > 0 && s.keys > b.reloads {
 		coalesced = s.keys - b.reloads
 	}
@@ -326,6 +344,12 @@ func (s *scheduler) done(now time.Time, id string, rev int64, ok bool) {
 	if !ok {
 		it.failures++
 		it.retryAt = now.Add(backoff(it.failures-1, retryBase, retryMax))
+		// A resource tried without a change of its own (a pushed peer set
+		// checked before an ack) stays pending until it applies.
+		if !it.pending {
+			it.pending, it.since = true, time.Time{}
+			s.pend[id] = it
+		}
 		return
 	}
 	it.failures = 0

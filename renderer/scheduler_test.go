@@ -164,6 +164,35 @@ func TestSchedulerIsolatedPattern(t *testing.T) {
 // TestSchedulerBurst is issue 8's 1(b): 200 registrations and 100 removals
 // over 10 apps within 1s cost at most 3 applies, and every app's last
 // change is applied.
+// TestSchedulerIsolatedPatternTight is the same pattern timed from the
+// previous add: the next add comes 1s to 2s after it, so 0.65s to 1.65s
+// after the removal, before the bucket is full again. Each change is still
+// isolated (over half a cooldown after the one before) and waits for nothing.
+func TestSchedulerIsolatedPatternTight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := defaultSched("a")
+		s.Changed(time.Now(), changeSet{rev: 1, all: true})
+		if ids := s.Due(time.Now()); len(ids) != 1 {
+			t.Fatalf("first list: Due = %v", ids)
+		}
+		s.Applied(time.Now(), batch{rev: 1, ok: []string{"a"}})
+		const took = 100 * time.Millisecond
+		var changes []simChange
+		at := time.Second
+		for i := range 20 {
+			changes = append(changes, simChange{at, "a"}, simChange{at + took + 150*time.Millisecond, "a"})
+			at += time.Second + time.Duration(i%11)*100*time.Millisecond
+		}
+		run := simulate(t, s, changes, took)
+		for i, w := range run.waits {
+			if w != 0 {
+				t.Errorf("change %d at %v waited %v; want 0", i, changes[i].at, w)
+			}
+		}
+		t.Logf("%d changes, %d applies, worst wait %v", len(changes), len(run.starts), slices.Max(run.waits))
+	})
+}
+
 func TestSchedulerBurst(t *testing.T) {
 	for _, took := range []time.Duration{10 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond} {
 		t.Run(took.String(), func(t *testing.T) {
@@ -507,4 +536,59 @@ func TestSchedulerApart(t *testing.T) {
 	if !s.Idle() || s.Ack() != 13 {
 		t.Errorf("Idle %v, Ack %d; want true, 13", s.Idle(), s.Ack())
 	}
+}
+
+// TestUnbudgeted: a resource that costs no reload (a pushed peer set) is due
+// at once however spent the budget is, and spends no token; a batch that
+// reloaded nothing gives its token back.
+func TestUnbudgeted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := defaultSched("peers", "upstreams")
+		s.Unbudgeted([]string{"peers"})
+		now := time.Now()
+		rev := int64(1)
+		s.Changed(now, changeSet{rev: rev, all: true})
+		if ids := s.Due(now); !slices.Equal(ids, []string{"peers", "upstreams"}) {
+			t.Fatalf("full pass Due = %v", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"peers", "upstreams"}, reloads: 1})
+		// Spend the budget with reloading batches of upstreams.
+		for range DefaultReloadBurst {
+			rev++
+			s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"upstreams"}})
+			if ids := s.Due(now); !slices.Equal(ids, []string{"upstreams"}) {
+				t.Fatalf("Due = %v; want [upstreams] while the budget lasts", ids)
+			}
+			s.Applied(now, batch{rev: rev, ok: []string{"upstreams"}, reloads: 1})
+		}
+		rev++
+		s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"peers", "upstreams"}})
+		if at, ok := s.Next(); !ok || at.After(now) {
+			t.Fatalf("Next() = %v, %v; want now: a pushed change waits for no token", at, ok)
+		}
+		if ids := s.Due(now); !slices.Equal(ids, []string{"peers"}) {
+			t.Fatalf("Due = %v; want [peers] alone while the budget is spent", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"peers"}})
+		if s.Ack() >= rev {
+			t.Errorf("Ack() = %d covers rev %d while upstreams is pending", s.Ack(), rev)
+		}
+		// upstreams waits for its token, then renders unchanged: no reload,
+		// the token comes back and the next change is due at once.
+		at, _ := s.Next()
+		time.Sleep(at.Sub(now))
+		now = time.Now()
+		if ids := s.Due(now); !slices.Equal(ids, []string{"upstreams"}) {
+			t.Fatalf("Due = %v; want [upstreams] once a token is back", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"upstreams"}})
+		if s.Ack() != rev {
+			t.Errorf("Ack() = %d; want %d", s.Ack(), rev)
+		}
+		rev++
+		s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"upstreams"}})
+		if at, ok := s.Next(); !ok || at.After(now) {
+			t.Errorf("Next() = %v; want now: the unchanged apply gave its token back", at.Sub(now))
+		}
+	})
 }
