@@ -201,7 +201,8 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, &UsageError{Err: fmt.Errorf("usage: renderer [flags]\n%s", f.help())}
 		}
-		return f, &UsageError{Err: err}
+		// flag quotes a bad flag's name as given: keep the message one line.
+		return f, &UsageError{Err: errors.New(strings.ReplaceAll(err.Error(), "\n", `\n`))}
 	}
 	if fs.NArg() > 0 {
 		return f, usagef("unexpected argument %q", fs.Arg(0))
