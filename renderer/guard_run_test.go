@@ -53,6 +53,15 @@ func (h *harness) replaceEtcd() {
 	h.t.Cleanup(srv.Close)
 }
 
+// guardHeld and guardHolds read the guard's metrics of resource up.toml.
+func (h *harness) guardHeld() float64 {
+	return metric(h.t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml")
+}
+
+func (h *harness) guardHolds() float64 {
+	return metric(h.t, h.reg, "rollcall_renderer_guard_holds_total", "resource", "up.toml")
+}
+
 // webInstances puts web_prod instances 10.0.0.first.. and returns the
 // listTmpl line of instances 1..last.
 func (h *harness) webInstances(first, last int) string {
@@ -97,7 +106,7 @@ func TestMassRemovalHeld(t *testing.T) {
 			}
 			deleted := time.Now()
 			waitfor.Cond(t, 5*time.Second, "removal held", func() error {
-				if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 1 {
+				if v := h.guardHeld(); v != 1 {
 					return fmt.Errorf("guard_held %v", v)
 				}
 				if code, body := h.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "mass removal held: up.toml (4 -> 0 instances") {
@@ -129,7 +138,7 @@ func TestMassRemovalHeld(t *testing.T) {
 				}
 				return nil
 			})
-			if v := metric(t, h.reg, "rollcall_renderer_guard_holds_total", "resource", "up.toml"); v != 1 {
+			if v := h.guardHolds(); v != 1 {
 				t.Errorf("guard_holds_total %v; want 1", v)
 			}
 		})
@@ -162,7 +171,7 @@ func TestNormalChangesNotHeld(t *testing.T) {
 	h.waitFile(dest, "web_prod: 10.0.0.6:80\n")
 	h.del(key("web_prod", "10.0.0.6", 80))
 	h.waitFile(dest, "web_prod:\n")
-	if v := metric(t, h.reg, "rollcall_renderer_guard_holds_total", "resource", "up.toml"); v != 0 {
+	if v := h.guardHolds(); v != 0 {
 		t.Errorf("guard_holds_total %v; want 0", v)
 	}
 }
@@ -186,7 +195,7 @@ func TestEmptyEtcdHeld(t *testing.T) {
 
 	h.replaceEtcd()
 	waitfor.Cond(t, 15*time.Second, "empty etcd held", func() error {
-		if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 1 {
+		if v := h.guardHeld(); v != 1 {
 			return fmt.Errorf("guard_held %v", v)
 		}
 		return nil
@@ -204,10 +213,10 @@ func TestEmptyEtcdHeld(t *testing.T) {
 	}
 	h.put(key("web_prod", "10.0.0.3", 80), "10.0.0.3:80") // 3 of 6: half are back
 	h.waitFile(dest, "api_prod:\nweb_prod: 10.0.0.1:80 10.0.0.2:80 10.0.0.3:80\n")
-	if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 0 {
+	if v := h.guardHeld(); v != 0 {
 		t.Errorf("guard_held %v after the release", v)
 	}
-	if v := metric(t, h.reg, "rollcall_renderer_guard_holds_total", "resource", "up.toml"); v != 1 {
+	if v := h.guardHolds(); v != 1 {
 		t.Errorf("guard_holds_total %v; want 1 (one hold, its view changed)", v)
 	}
 }
@@ -229,7 +238,7 @@ func TestRestartOnEmptyEtcdHeld(t *testing.T) {
 	h.reg = prometheus.NewRegistry()
 	h.start()
 	waitfor.Cond(t, 10*time.Second, "first render held", func() error {
-		if v := metric(t, h.reg, "rollcall_renderer_guard_held", "resource", "up.toml"); v != 1 {
+		if v := h.guardHeld(); v != 1 {
 			return fmt.Errorf("guard_held %v", v)
 		}
 		return nil
