@@ -59,6 +59,8 @@ type Config struct {
 	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
 	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
 	Push           string        // resources with push: auto (push when nginx's Lua module is found, default), on, off (reload path)
+	GuardShare     float64       // hold a render removing more than this share of a resource's instances; 0 = DefaultGuardShare, >= 1 = off
+	GuardGrace     time.Duration // apply a held render once its view held this long; 0 = DefaultGuardGrace
 
 	// SRVRecord, when set, names the DNS SRV record listing the etcd
 	// members (confd's -srv-domain / -srv-record); ResolveSRV replaces
@@ -171,6 +173,8 @@ func (c *Config) defineFlags(f *flags) {
 	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
 	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
 	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
+	fs.Float64Var(&c.GuardShare, "guard-share", DefaultGuardShare, "hold a render that removes more than this share of a resource's instances at once (1 = off)")
+	fs.DurationVar(&c.GuardGrace, "guard-grace", DefaultGuardGrace, "apply a held render once the same view held this long (or on SIGHUP)")
 	fs.StringVar(&c.Push, "push", PushAuto, "resources with push = URL: auto (push when nginx's Lua module is installed), on, or off (render, check and reload instead)")
 	fs.StringVar(&f.backend, "backend", "", "confd: etcd or etcdv3 (both mean etcd's v3 API)")
 	fs.StringVar(&f.srvDomain, "srv-domain", "", "confd: find etcd through the SRV record _<backend>._tcp.<domain>.")
@@ -197,7 +201,8 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, &UsageError{Err: fmt.Errorf("usage: renderer [flags]\n%s", f.help())}
 		}
-		return f, &UsageError{Err: err}
+		// flag quotes a bad flag's name as given: keep the message one line.
+		return f, &UsageError{Err: errors.New(strings.ReplaceAll(err.Error(), "\n", `\n`))}
 	}
 	if fs.NArg() > 0 {
 		return f, usagef("unexpected argument %q", fs.Arg(0))
@@ -322,6 +327,10 @@ func (c *Config) Validate() error {
 		return usagef("--interval %v: negative", c.Interval)
 	case c.CommandTimeout < 0:
 		return usagef("--command-timeout %v: negative", c.CommandTimeout)
+	case c.GuardShare < 0 || c.GuardShare != c.GuardShare:
+		return usagef("--guard-share %v: want a share between 0 and 1 (1 = off)", c.GuardShare)
+	case c.GuardGrace < 0:
+		return usagef("--guard-grace %v: negative", c.GuardGrace)
 	case c.AckTTL < 2*time.Second:
 		return usagef("ack TTL %v: etcd's floor is 2s", c.AckTTL)
 	case strings.ContainsAny(c.ID, "/ \t\n") || c.ID == "." || c.ID == "..":

@@ -37,19 +37,28 @@ func TestParseArgs(t *testing.T) {
 		}},
 		{name: "flags", args: []string{"--endpoints", "a:1, b:2", "--prefix", "/p/", "--onetime", "--noop", "--wait", "2s:10s",
 			"--cooldown", "250ms", "--reload-burst", "3", "--interval", "1m", "--embed-etcd", "/d", "--embed-listen", "127.0.0.1:1", "--metrics-addr", ":9",
-			"--id", "gw", "--log-level", "debug", "--cacert", "ca", "--cert", "c", "--key", "k", "--user", "u", "--command-timeout", "5s"},
+			"--id", "gw", "--log-level", "debug", "--cacert", "ca", "--cert", "c", "--key", "k", "--user", "u", "--command-timeout", "5s",
+			"--guard-share", "0.7", "--guard-grace", "5s"},
 			env: map[string]string{"ETCD_PASSWORD": "pw"},
 			check: func(c Config) string {
 				want := Config{ConfDir: c.ConfDir, Endpoints: []string{"a:1", "b:2"}, Prefix: "/p", Onetime: true, Noop: true,
 					Wait: w(2*time.Second, 10*time.Second), Cooldown: 250 * time.Millisecond, ReloadBurst: 3, Interval: time.Minute, EmbedEtcd: "/d",
 					EmbedListen: "127.0.0.1:1", MetricsAddr: ":9", ID: "gw", LogLevel: "debug", CACert: "ca", Cert: "c", Key: "k",
 					User: "u", Password: "pw", CommandTimeout: 5 * time.Second, AckTTL: DefaultAckTTL,
-					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto, Push: PushAuto}
+					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto, Push: PushAuto,
+					GuardShare: 0.7, GuardGrace: 5 * time.Second}
 				if !reflect.DeepEqual(c, want) {
 					return "got " + reflectString(c)
 				}
 				return ""
 			}},
+		{name: "guard keys", file: "guard_share = 0.8\nguard_grace = \"1m\"\n", check: func(c Config) string {
+			if c.GuardShare != 0.8 || c.GuardGrace != time.Minute {
+				return fmt.Sprintf("guard %v %v", c.GuardShare, c.GuardGrace)
+			}
+			return ""
+		}},
+		{name: "guard share negative", args: []string{"--guard-share", "-0.1"}, err: "--guard-share"},
 		{name: "wait min only", args: []string{"--wait", "1s"}, check: func(c Config) string {
 			if *c.Wait != *w(time.Second, 4*time.Second) {
 				return "wait " + c.Wait.String()

@@ -53,6 +53,8 @@ type fileConfig struct {
 	NginxErrorLog  string   `toml:"nginx_error_log"`
 	NginxConfirm   string   `toml:"nginx_confirm"`
 	Push           string   `toml:"push"`
+	GuardShare     *float64 `toml:"guard_share"`
+	GuardGrace     string   `toml:"guard_grace"`
 }
 
 // configPath picks the config file: the one a flag names (--config must
@@ -144,6 +146,9 @@ func (c *Config) mergeFileValues(path string, f fileConfig, set map[string]bool)
 	if !set["reload-burst"] && f.ReloadBurst != nil {
 		c.ReloadBurst = *f.ReloadBurst
 	}
+	if !set["guard-share"] && f.GuardShare != nil {
+		c.GuardShare = *f.GuardShare
+	}
 	if !set["strict-values"] && f.StrictValues != nil {
 		c.LaxValues = !*f.StrictValues
 	}
@@ -160,6 +165,7 @@ func (c *Config) mergeFileValues(path string, f fileConfig, set map[string]bool)
 	}{
 		{"cooldown", "cooldown", f.Cooldown, &c.Cooldown},
 		{"command-timeout", "command_timeout", f.CommandTimeout, &c.CommandTimeout},
+		{"guard-grace", "guard_grace", f.GuardGrace, &c.GuardGrace},
 	} {
 		if set[d.flag] || d.v == "" {
 			continue

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,7 +28,13 @@ import (
 	"github.com/rollcall/rollcall/registry"
 )
 
-func TestMain(m *testing.M) { pkgtestutil.MustTestMainWithLeakDetection(m) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run()) // the fuzzing engine's signal goroutine is no leak
+	}
+	pkgtestutil.MustTestMainWithLeakDetection(m)
+}
 
 // listTmpl prints every service and its valid instances, one line each.
 const listTmpl = `{{range services}}{{.Name}}:{{range .Instances}} {{.}}{{end}}
