@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/etcdclient"
 )
 
@@ -29,7 +30,7 @@ func clientConfig(c Config, retryCap time.Duration) (clientv3.Config, error) {
 		Password:         c.Password,
 	}.ClientConfig()
 	if err != nil {
-		return cc, usagef("--cacert/--cert/--key: %v", err)
+		return cc, cli.Usagef("--cacert/--cert/--key: %v", err)
 	}
 	return cc, nil
 }

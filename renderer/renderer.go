@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
@@ -130,7 +131,7 @@ func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
 		Password:         cfg.Password,
 	}.ClientConfig()
 	if err != nil {
-		return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
+		return nil, &cli.UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
