@@ -63,17 +63,17 @@ func scale(ctx context.Context, opt *options, t *table, layout string) error {
 	if err != nil {
 		return err
 	}
-	rss, err := rssBytes(w.renderer.pid(), "VmRSS")
+	rss, err := rssBytes(w.renderer.Pid(), "VmRSS")
 	if err != nil {
 		return err
 	}
-	hwm, err := rssBytes(w.renderer.pid(), "VmHWM")
+	hwm, err := rssBytes(w.renderer.Pid(), "VmHWM")
 	if err != nil {
 		return err
 	}
 	t.add(name+"renderer RSS", mb, rss).with("≤ 150 MB", "")
 	t.add(name+"renderer peak RSS", mb, hwm).with("≤ 150 MB", "")
-	cpu, err := startCPU(w.renderer.pid())
+	cpu, err := startCPU(w.renderer.Pid())
 	if err != nil {
 		return err
 	}

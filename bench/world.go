@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proc"
 )
 
 // world is one scenario's system: etcd, nginx, a confdir of the shipped
@@ -26,7 +25,7 @@ type world struct {
 	etcd     *etcdProc
 	nginx    *nginx
 	be       *backends
-	renderer *proc
+	renderer *proc.Proc
 	metrics  string // the renderer's --metrics-addr
 	id       string
 	acks     *ackWatch
@@ -84,17 +83,17 @@ func (w *world) close() {
 		w.acks.close()
 	}
 	if w.renderer != nil {
-		w.renderer.stop(10 * time.Second)
+		stop(w.renderer, 10*time.Second)
 	}
-	if w.nginx != nil && w.nginx.proc != nil {
-		w.nginx.stop(10 * time.Second)
+	if w.nginx != nil && w.nginx.Proc != nil {
+		stop(w.nginx.Proc, 10*time.Second)
 	}
 	if w.etcd != nil {
 		w.etcd.close()
 	}
 	w.be.close()
 	if w.dir != "" && !w.opt.keep {
-		os.RemoveAll(w.dir)
+		note("remove work dir", os.RemoveAll(w.dir))
 	}
 }
 
@@ -130,7 +129,7 @@ reload_cmd = %q
 // until /readyz says every resource is applied; it returns how long that
 // took (the first full render).
 func (w *world) startRenderer(ctx context.Context, timeout time.Duration) (time.Duration, error) {
-	port, err := embedetcd.FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return 0, err
 	}
@@ -145,15 +144,17 @@ func (w *world) startRenderer(ctx context.Context, timeout time.Duration) (time.
 	}
 	c := &http.Client{Timeout: time.Second}
 	err = poll(ctx, timeout, 10*time.Millisecond, "renderer ready", func() error {
-		if w.renderer.exited() {
-			return fmt.Errorf("renderer exited: %s", w.renderer.tail())
+		if !w.renderer.Running() {
+			return fmt.Errorf("renderer exited: %s", tail(w.renderer))
 		}
 		resp, err := c.Get("http://" + w.metrics + "/readyz")
 		if err != nil {
 			return err
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		b, err := readBody(resp)
+		if err != nil {
+			return err
+		}
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("/readyz %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 		}

@@ -1,8 +1,6 @@
 package registrar
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -54,14 +52,10 @@ func (c *conn) get() (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// close closes the client, if one was made. The client reports its own
-// shutdown as context.Canceled: that is no error.
+// close closes the client, if one was made.
 func (c *conn) close() error {
 	if c.cli == nil {
 		return nil
 	}
-	if err := c.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("close etcd client: %w", err)
-	}
-	return nil
+	return etcdclient.Close(c.cli)
 }

@@ -88,7 +88,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	defer func() {
+		if err := etcdclient.Close(cli); err != nil {
+			r.log.Warn("stopping", "err", err)
+		}
+	}()
 	r.cli = cli
 	r.loadResources(time.Now())
 	if cfg.Onetime {

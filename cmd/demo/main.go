@@ -389,8 +389,11 @@ func (d *demo) showMetrics(ctx context.Context) {
 		d.say("renderer metrics: %v", err)
 		return
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err = errors.Join(err, resp.Body.Close()); err != nil {
+		d.say("renderer metrics: %v", err)
+		return
+	}
 	var lines []string
 	for _, l := range strings.Split(string(b), "\n") {
 		for _, name := range []string{"reloads_total", "applied_revision ", "renders_total"} {

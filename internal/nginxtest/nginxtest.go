@@ -113,12 +113,14 @@ func (s *Server) Start(t testing.TB, c Config) {
 	for {
 		resp, err := http.Get(s.URL("/_ready"))
 		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) == s.token() {
+			var b []byte
+			b, err = io.ReadAll(resp.Body)
+			if err = errors.Join(err, resp.Body.Close()); err == nil && string(b) == s.token() {
 				return
 			}
-			err = fmt.Errorf("port %d answered by another server: %q", s.Port, b)
+			if err == nil {
+				err = fmt.Errorf("port %d answered by another server: %q", s.Port, b)
+			}
 		}
 		select {
 		case <-s.done:
