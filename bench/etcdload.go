@@ -60,6 +60,13 @@ func etcdLoad(ctx context.Context, opt *options, t *table) error {
 	if err := sleep(ctx, registrarTTL*time.Second/3+time.Second); err != nil {
 		return err
 	}
+	return measureLoad(ctx, opt, t, e, &answers)
+}
+
+// measureLoad measures over opt.etcdWindow, while answers counts the
+// registrars' keep-alive answers: their rate, etcd's CPU and RSS, and the
+// round trip of one more lease's keep-alives.
+func measureLoad(ctx context.Context, opt *options, t *table, e *etcdProc, answers *atomic.Int64) error {
 	cpu, err := startCPU(e.Pid())
 	if err != nil {
 		return err

@@ -63,6 +63,12 @@ func scale(ctx context.Context, opt *options, t *table, layout string) error {
 	if err != nil {
 		return err
 	}
+	return rendererCost(ctx, opt, t, w, name)
+}
+
+// rendererCost adds the renderer's memory (now and peak) and its CPU over
+// opt.idle without changes.
+func rendererCost(ctx context.Context, opt *options, t *table, w *world, name string) error {
 	rss, err := rssBytes(w.renderer.Pid(), "VmRSS")
 	if err != nil {
 		return err

@@ -119,6 +119,20 @@ func (c *Config) Validate() error {
 	if _, err := parseCheck(c.Check); err != nil {
 		return cli.Usagef("--check: %v", err)
 	}
+	if err := c.validateTimeouts(); err != nil {
+		return err
+	}
+	if _, err := cli.ParseLevel(c.LogLevel); err != nil {
+		return cli.Usagef("--log-level: %v", err)
+	}
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return cli.Usagef("missing command: registrar [flags] -- COMMAND [ARG...]")
+	}
+	return nil
+}
+
+// validateTimeouts checks the check interval and the timeouts.
+func (c *Config) validateTimeouts() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -132,12 +146,6 @@ func (c *Config) Validate() error {
 		if d.v < d.min {
 			return cli.Usagef("%s %v: must be at least %v", d.name, d.v, d.min)
 		}
-	}
-	if _, err := cli.ParseLevel(c.LogLevel); err != nil {
-		return cli.Usagef("--log-level: %v", err)
-	}
-	if len(c.Command) == 0 || c.Command[0] == "" {
-		return cli.Usagef("missing command: registrar [flags] -- COMMAND [ARG...]")
 	}
 	return nil
 }
