@@ -76,16 +76,8 @@ func burst(ctx context.Context, w *world) (burstResult, error) {
 		res.right, res.why, final = false, err.Error(), at
 	}
 	res.final = final.Sub(t0)
-	// Anything still scheduled would show up as a reload within a second.
-	if err := sleep(ctx, time.Second); err != nil {
-		return res, err
-	}
-	r1, err := w.reloads()
-	if err != nil {
-		return res, err
-	}
-	res.reloads = r1 - r0
-	return res, nil
+	res.reloads, err = w.reloadsSince(ctx, r0)
+	return res, err
 }
 
 // burstWrites puts addrs (key(i) each) and deletes the oldest after every
@@ -204,14 +196,9 @@ func stream(ctx context.Context, w *world) (streamResult, error) {
 	if _, err := w.acks.waitAck(ctx, cs[len(cs)-1].rev, 60*time.Second); err != nil {
 		return res, err
 	}
-	if err := sleep(ctx, time.Second); err != nil {
+	if res.reloads, err = w.reloadsSince(ctx, r0); err != nil {
 		return res, err
 	}
-	r1, err := w.reloads()
-	if err != nil {
-		return res, err
-	}
-	res.reloads = r1 - r0
 	var waits []time.Duration
 	for _, c := range cs {
 		at, _ := w.acks.ackedAt(c.rev)

@@ -208,6 +208,16 @@ func (w *world) reloads() (float64, error) {
 	return n, nil
 }
 
+// reloadsSince is the reload count less r0 once a second has passed: what
+// is still scheduled would show up as a reload within it.
+func (w *world) reloadsSince(ctx context.Context, r0 float64) (float64, error) {
+	if err := sleep(ctx, time.Second); err != nil {
+		return 0, err
+	}
+	r1, err := w.reloads()
+	return r1 - r0, err
+}
+
 // put writes one key and returns the revision it made; del deletes one.
 func (w *world) put(ctx context.Context, key, val string) (int64, error) {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
