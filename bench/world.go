@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -165,13 +166,13 @@ func (w *world) startRenderer(ctx context.Context, timeout time.Duration) (time.
 
 // scrape reads the renderer's /metrics: each sample line's series (name and
 // labels) to its value.
-func (w *world) scrape() (map[string]float64, error) {
+func (w *world) scrape() (m map[string]float64, err error) {
 	resp, err := http.Get("http://" + w.metrics + "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	m := map[string]float64{}
+	defer func() { err = errors.Join(err, resp.Body.Close()) }()
+	m = map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
