@@ -88,6 +88,18 @@ func TestParseArgs(t *testing.T) {
 				}
 				return ""
 			}},
+		{"confd's fatal level means error", args("--log-level", "fatal", "--", "app"), nil, func(c Config) string {
+			if level(c) != slog.LevelError {
+				return "level"
+			}
+			return ""
+		}},
+		{"level from env", args("--", "app"), map[string]string{"REGISTRAR_LOG_LEVEL": "warning"}, func(c Config) string {
+			if level(c) != slog.LevelWarn {
+				return "level"
+			}
+			return ""
+		}},
 		{"command without --", args("app", "x"), nil, func(c Config) string {
 			if !slices.Equal(c.Command, []string{"app", "x"}) {
 				return "command"
