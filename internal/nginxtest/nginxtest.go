@@ -109,9 +109,12 @@ func (s *Server) Start(t testing.TB, c Config) {
 			t.Logf("stop nginx: %v", err)
 		}
 	})
+	// Each probe is bounded too: the port may belong to another server
+	// (free a moment ago) that accepts and never answers.
+	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(s.URL("/_ready"))
+		resp, err := hc.Get(s.URL("/_ready"))
 		if err == nil {
 			var b []byte
 			b, err = io.ReadAll(resp.Body)
