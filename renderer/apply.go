@@ -71,7 +71,9 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 	}
 	if r.cfg.Noop {
 		for _, j := range jobs {
-			os.Remove(j.staged)
+			if err := os.Remove(j.staged); err != nil && j.staged != "" {
+				r.log.Warn("noop: staged file left behind", "resource", j.st.name, "err", err)
+			}
 			r.succeed(&res, j.st, snap.rev)
 		}
 		return res
@@ -246,7 +248,9 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 			j.checkTook = time.Since(start)
 		}
 		if err != nil {
-			os.Remove(j.staged)
+			if rerr := os.Remove(j.staged); rerr != nil {
+				r.log.Warn("staged file left behind", "resource", st.name, "err", rerr)
+			}
 			j.staged, j.err = "", err
 		}
 	} else if c != "" && r.cfg.Noop {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
 
@@ -198,7 +199,7 @@ noop = true
 }
 
 // parseIn runs ParseArgs(-confdir DIR, args...) with file as DIR/renderer.toml
-// (none when ""). With wantErr it checks for a *UsageError of one line
+// (none when ""). With wantErr it checks for a *cli.UsageError of one line
 // (help aside) containing wantErr and returns false; else it fails on any
 // error.
 func parseIn(t *testing.T, file string, args []string, env map[string]string, wantErr string) (Config, bool) {
@@ -211,9 +212,9 @@ func parseIn(t *testing.T, file string, args []string, env map[string]string, wa
 	}
 	c, err := ParseArgs(append([]string{"-confdir", dir}, args...), func(k string) string { return env[k] })
 	if wantErr != "" {
-		var ue *UsageError
+		var ue *cli.UsageError
 		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), wantErr) {
-			t.Fatalf("ParseArgs(%q) = %v; want *UsageError containing %q", args, err, wantErr)
+			t.Fatalf("ParseArgs(%q) = %v; want *cli.UsageError containing %q", args, err, wantErr)
 		}
 		if strings.Contains(err.Error(), "\n") && !strings.HasPrefix(err.Error(), "usage: ") {
 			t.Errorf("ParseArgs(%q) error %q: want one line", args, err)

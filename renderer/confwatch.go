@@ -38,7 +38,11 @@ func (c *confWatcher) Run(ctx context.Context) {
 	if err != nil {
 		c.log.Error("fsnotify unavailable, templates reload on SIGHUP only", "err", err)
 	} else {
-		defer w.Close()
+		defer func() {
+			if err := w.Close(); err != nil {
+				c.log.Warn("close fsnotify watcher", "err", err)
+			}
+		}()
 		c.add(w)
 	}
 	var events <-chan fsnotify.Event
@@ -59,7 +63,7 @@ func (c *confWatcher) Run(ctx context.Context) {
 				default:
 				}
 			}
-			c.signal(ctx)
+			c.signal()
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -83,7 +87,7 @@ func (c *confWatcher) Run(ctx context.Context) {
 			c.log.Warn("fsnotify", "err", err)
 		case <-debounce:
 			debounce = nil
-			c.signal(ctx)
+			c.signal()
 		}
 	}
 }
@@ -121,10 +125,11 @@ func (c *confWatcher) watchDir(w *fsnotify.Watcher, d string) {
 	}
 }
 
-func (c *confWatcher) signal(ctx context.Context) {
+// signal marks a change without blocking: changed holds one, and one
+// pending change says all there is to say.
+func (c *confWatcher) signal() {
 	select {
 	case c.changed <- struct{}{}:
-	case <-ctx.Done():
 	default:
 	}
 }

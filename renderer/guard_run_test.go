@@ -15,16 +15,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
 // serveMetrics gives the harness a metrics address; readyz reads /readyz.
 func (h *harness) serveMetrics() {
 	h.t.Helper()
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	port := proctest.FreePort(h.t)
 	h.cfg.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
 }
 

@@ -138,7 +138,9 @@ func (r *Renderer) serve(ctx context.Context, reg prometheus.Registerer) (stop f
 	return func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil { // scrapes still open after 2s: cut them
+			r.log.Warn("metrics server shutdown", "err", errors.Join(err, srv.Close()))
+		}
 		<-done
 	}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
@@ -93,7 +94,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	defer func() {
+		if err := etcdclient.Close(cli); err != nil {
+			r.log.Warn("stopping", "err", err)
+		}
+	}()
 	r.cli = cli
 	r.loadResources(time.Now())
 	if cfg.Onetime {
@@ -141,7 +146,7 @@ func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
 		Password:         cfg.Password,
 	}.ClientConfig()
 	if err != nil {
-		return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
+		return nil, &cli.UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {

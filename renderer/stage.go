@@ -79,9 +79,8 @@ func stageFile(dest string, t fileState) (path string, err error) {
 		return "", fmt.Errorf("stage %s: %w", dest, err)
 	}
 	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+		if err != nil { // a second Close after a failed one adds "file already closed"
+			err = errors.Join(err, f.Close(), os.Remove(f.Name()))
 		}
 	}()
 	if _, err := f.Write(t.data); err != nil {
@@ -107,8 +106,7 @@ func stageFile(dest string, t fileState) (path string, err error) {
 // install renames the staged file over dest and syncs the directory.
 func install(staged, dest string) error {
 	if err := os.Rename(staged, dest); err != nil {
-		os.Remove(staged)
-		return fmt.Errorf("install %s: %w", dest, err)
+		return errors.Join(fmt.Errorf("install %s: %w", dest, err), os.Remove(staged))
 	}
 	return syncDir(filepath.Dir(dest))
 }
@@ -133,8 +131,7 @@ func syncDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := errors.Join(d.Sync(), d.Close()); err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil

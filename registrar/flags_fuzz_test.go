@@ -1,4 +1,4 @@
-package main
+package registrar
 
 import (
 	"errors"
@@ -6,14 +6,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rollcall/rollcall/registrar"
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/registry"
 )
 
 // FuzzParse: the registrar's flags and environment, whatever they hold
-// (args are split at NUL; env is NAME=value lines). parse never panics,
-// refuses with a usage error (exit 2) or help, and what it accepts is a
-// valid config: app and env names that can carry no syntax into a key, a
+// (args are split at NUL; env is NAME=value lines). ParseArgs never
+// panics, refuses with a usage error (exit 2) or help, and what it accepts
+// is a valid config: app and env names that can carry no syntax into a key, a
 // command to run, and an address key that registry parses back.
 func FuzzParse(f *testing.F) {
 	for _, seed := range [][2]string{
@@ -39,20 +39,19 @@ func FuzzParse(f *testing.F) {
 		if args != "" {
 			argv = strings.Split(args, "\x00")
 		}
-		o, err := parse(argv, func(k string) string { return vars[k] })
-		var ue *registrar.UsageError
+		c, err := ParseArgs(argv, func(k string) string { return vars[k] })
+		var ue *cli.UsageError
 		switch {
 		case errors.Is(err, flag.ErrHelp), errors.As(err, &ue):
 			return
 		case err != nil:
-			t.Fatalf("parse(%q, %q): %v is no usage error", argv, env, err)
+			t.Fatalf("ParseArgs(%q, %q): %v is no usage error", argv, env, err)
 		}
-		c := o.cfg
 		if registry.ValidName(c.App) != nil || registry.ValidName(c.Env) != nil || len(c.Command) == 0 {
-			t.Fatalf("parse(%q, %q) accepted app %q env %q command %q", argv, env, c.App, c.Env, c.Command)
+			t.Fatalf("ParseArgs(%q, %q) accepted app %q env %q command %q", argv, env, c.App, c.Env, c.Command)
 		}
 		if _, _, err := registry.ParseService(registry.Service(c.App, c.Env)); err != nil {
-			t.Fatalf("parse(%q, %q): service %v", argv, env, err)
+			t.Fatalf("ParseArgs(%q, %q): service %v", argv, env, err)
 		}
 	})
 }
