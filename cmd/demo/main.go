@@ -372,7 +372,7 @@ func (d *demo) untilServers(ctx context.Context, count string, n int, renderer *
 	var servers []string
 	err := d.until(ctx, count+" servers in the upstream", renderer, func() error {
 		var err error
-		servers, err = upstreamServers(dest)
+		servers, err = d.servers(dest)
 		if err == nil && len(servers) != n {
 			err = fmt.Errorf("servers %v", servers)
 		}
