@@ -34,6 +34,7 @@ type options struct {
 	floorRuns, regRuns, registrars   int
 	plainRuns                        int
 	idle, etcdWindow                 time.Duration
+	balancerWindow                   time.Duration // the push part's load windows
 	only                             []string
 	keep, quick                      bool
 }
@@ -69,7 +70,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idle, "idle", 60*time.Second, "idle window for the renderer's CPU at scale")
 	fs.DurationVar(&o.etcdWindow, "etcd-window", 20*time.Second, "measuring window of the etcd load test")
 	fs.StringVar(&o.note, "note", "", "a line for RESULTS.md about this run (e.g. what else the machine was doing)")
-	only := fs.String("only", "small,scale,registrar,etcd", "which parts to run")
+	fs.DurationVar(&o.balancerWindow, "balancer-window", 0, "each load window of the push part's balancer cost (0: 10s, 2s with --quick)")
+	only := fs.String("only", "small,scale,registrar,etcd,push", "which parts to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dirs (logs, rendered files)")
 	fs.BoolVar(&o.quick, "quick", false, "a short smoke run: 1 run, 10 changes, 100 apps, 5s idle, 100 registrars")
 	if err := fs.Parse(args); err != nil {
@@ -99,9 +101,12 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 			o.out = ""
 		}
 	}
+	if o.balancerWindow == 0 {
+		o.balancerWindow = map[bool]time.Duration{false: 10 * time.Second, true: 2 * time.Second}[o.quick]
+	}
 	o.only = strings.Split(*only, ",")
 	for _, p := range o.only {
-		if !slices.Contains([]string{"small", "scale", "registrar", "etcd"}, p) {
+		if !slices.Contains([]string{"small", "scale", "registrar", "etcd", "push"}, p) {
 			return nil, fmt.Errorf("--only: unknown part %q", p)
 		}
 	}
@@ -168,6 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			logf("etcd: %d registrars' leases", opt.registrars)
 			return etcdLoad(ctx, opt, t)
 		}},
+		{"push", func() error { return pushPart(ctx, opt, t, logf) }},
 	}
 	failed := false
 	for _, p := range parts {
