@@ -109,7 +109,32 @@ func pushPattern(ctx context.Context, pw *pushWorld, t *table, name string, n in
 	c.record(t, name, pcts, target, "")
 	breakdown(t, name, before, after, changes)
 	t.add(fmt.Sprintf("%snginx reloads during the %d changes", name, changes), count, r1-r0).with("0", "")
+	fl, err := pushFloor(ctx, pw, pw.opt.floorRuns)
+	if err != nil {
+		return err
+	}
+	t.dur(fmt.Sprintf("%snginx's share of a push: the whole peer set POSTed and confirmed (median of %d)", name, pw.opt.floorRuns), fl)
 	return nil
+}
+
+// pushFloor is nginx's own part of one push on this state, the push
+// path's floor: the peer set nginx holds, POSTed again at its version
+// (parsed and validated whole; then not stored, being not newer) and
+// confirmed with a GET. It returns the median of k.
+func pushFloor(ctx context.Context, pw *pushWorld, k int) (time.Duration, error) {
+	held, err := pw.push.Peers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var ds []time.Duration
+	for range k {
+		t0 := time.Now()
+		if err := pw.push.Push(ctx, held); err != nil {
+			return 0, err
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	return percentile(ds, 50), nil
 }
 
 // pushBurst is the burst of issue 8 and 9 on the push path: 200
