@@ -26,9 +26,9 @@ const (
 // balancerCost compares requests/s through one nginx to the same backends
 // behind a static upstream (staticSvc, written in nginx.conf) and behind
 // the Lua balancer (upstream rps_bench, rendered from upstreams-lua.tmpl,
-// its peers pushed), in opt.runs rounds of opt.balancerWindow each,
+// its peers pushed), in opt.runs rounds of window each,
 // alternating which goes first, so both see the same machine state.
-func balancerCost(ctx context.Context, opt *options, t *table) error {
+func balancerCost(ctx context.Context, opt *options, t *table, window time.Duration) error {
 	pw, err := newPushWorld(ctx, opt, "push-rps", rpsPeers)
 	if err != nil {
 		return err
@@ -66,13 +66,13 @@ func balancerCost(ctx context.Context, opt *options, t *table) error {
 	for r := range opt.runs {
 		for k := range 2 {
 			i := (r + k) % 2 // static first in even rounds, Lua first in odd ones
-			res := load(ctx, addr, paths[i], rpsConns, opt.balancerWindow)
+			res := load(ctx, addr, paths[i], rpsConns, window)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			name := map[int]string{0: "static upstream", 1: "Lua balancer, pushed peers"}[i]
 			t.add(fmt.Sprintf("%sbalancer cost: requests/s, %s (%d keep-alive connections × %v)",
-				pushName, name, rpsConns, opt.balancerWindow), rate, res.rate())
+				pushName, name, rpsConns, window), rate, res.rate())
 			sums[i] += res.rate()
 			failed += res.failed
 		}

@@ -101,9 +101,6 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 			o.out = ""
 		}
 	}
-	if o.balancerWindow == 0 {
-		o.balancerWindow = map[bool]time.Duration{false: 10 * time.Second, true: 2 * time.Second}[o.quick]
-	}
 	o.only = strings.Split(*only, ",")
 	for _, p := range o.only {
 		if !slices.Contains([]string{"small", "scale", "registrar", "etcd", "push"}, p) {

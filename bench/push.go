@@ -34,8 +34,12 @@ func pushPart(ctx context.Context, opt *options, t *table, logf func(string, ...
 			return err
 		}
 	}
-	logf("push path: balancer vs static upstream, %d rounds of %d connections × %v each", opt.runs, rpsConns, opt.balancerWindow)
-	if err := balancerCost(ctx, opt, t); err != nil {
+	window := opt.balancerWindow
+	if window == 0 {
+		window = map[bool]time.Duration{false: 10 * time.Second, true: 2 * time.Second}[opt.quick]
+	}
+	logf("push path: balancer vs static upstream, %d rounds of %d connections × %v each", opt.runs, rpsConns, window)
+	if err := balancerCost(ctx, opt, t, window); err != nil {
 		return fmt.Errorf("balancer cost: %w", err)
 	}
 	logf("push path, scale: %d services × %d instances", opt.apps, opt.perApp)
