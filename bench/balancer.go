@@ -34,23 +34,9 @@ func balancerCost(ctx context.Context, opt *options, t *table, window time.Durat
 		return err
 	}
 	defer pw.close()
-	if _, err := pw.startRenderer(ctx, 2*time.Minute); err != nil {
-		return err
-	}
-	var rev int64
-	for _, a := range pw.static {
-		if rev, err = pw.put(ctx, registry.Key("", rpsApp, benchEnv, a), registry.Value(a)); err != nil {
-			return err
-		}
-	}
-	if _, err := pw.acks.waitAck(ctx, rev, time.Minute); err != nil {
-		return err
-	}
 	luaSvc := registry.Service(rpsApp, benchEnv)
-	for _, svc := range []string{staticSvc, luaSvc} {
-		if err := answeredBy(pw.prober(svc), pw.static); err != nil {
-			return fmt.Errorf("%s: %w", svc, err)
-		}
+	if err := rpsSetup(ctx, pw, luaSvc); err != nil {
+		return err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", pw.ngx.Port)
 	paths := [2]string{"/" + staticSvc + "/", "/" + luaSvc + "/"}
@@ -85,6 +71,30 @@ func balancerCost(ctx context.Context, opt *options, t *table, window time.Durat
 		100*sums[1]/sums[0]).with("≥ 90 % (issue 9)", "")
 	t.add(pushName+"balancer cost: failed requests and socket errors", count, float64(failed)).with("0", "")
 	t.add(pushName+"balancer cost: nginx reloads during the load", count, r1-r0).with("0", "")
+	return nil
+}
+
+// rpsSetup starts the renderer, registers the static upstream's backends
+// as luaSvc and checks that both upstreams route to all of them.
+func rpsSetup(ctx context.Context, pw *pushWorld, luaSvc string) error {
+	if _, err := pw.startRenderer(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	var rev int64
+	var err error
+	for _, a := range pw.static {
+		if rev, err = pw.put(ctx, registry.Key("", rpsApp, benchEnv, a), registry.Value(a)); err != nil {
+			return err
+		}
+	}
+	if _, err := pw.acks.waitAck(ctx, rev, time.Minute); err != nil {
+		return err
+	}
+	for _, svc := range []string{staticSvc, luaSvc} {
+		if err := answeredBy(pw.prober(svc), pw.static); err != nil {
+			return fmt.Errorf("%s: %w", svc, err)
+		}
+	}
 	return nil
 }
 
@@ -134,7 +144,7 @@ func loadConn(ctx context.Context, addr string, req []byte, deadline time.Time, 
 			}
 			if err := c.SetDeadline(deadline.Add(5 * time.Second)); err != nil {
 				failed.Add(1)
-				c.Close()
+				c.Close() // the failure is counted; the close adds nothing
 				continue
 			}
 			conn, br = c, bufio.NewReader(c)

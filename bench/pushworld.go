@@ -116,21 +116,7 @@ func (pw *pushWorld) startNginx(ctx context.Context) error {
 		}
 		httpConf += "    include " + path + ";\n"
 	}
-	if err := pw.ngx.WriteConf(nginxconf.Conf{
-		Main: nginxconf.ModulesConf,
-		HTTP: httpConf,
-		// keepalive_requests: the load generator's connections stay open
-		// for the whole window (nginx closes one after 1,000 by default).
-		Server: `        keepalive_requests 1000000;
-        location ~ "^/(?<svc>[A-Za-z0-9][A-Za-z0-9.-]*_[A-Za-z0-9][A-Za-z0-9.-]*)/" {
-            proxy_pass http://$svc;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream off;
-        }
-`,
-		Ready: "bench " + prefix,
-	}); err != nil {
+	if err := pw.ngx.WriteConf(pushConf(httpConf, prefix)); err != nil {
 		return err
 	}
 	if pw.ngxProc, err = iproc.Start(iproc.Spec{Name: "nginx", Args: append([]string{pw.ngx.Bin}, pw.ngx.Args()...),
@@ -148,6 +134,26 @@ func (pw *pushWorld) startNginx(ctx context.Context) error {
 		}
 		return resp.Body.Close()
 	})
+}
+
+// pushConf is nginx.conf's part: Debian's modules, httpConf in http{}
+// and the reload path's location.
+func pushConf(httpConf, prefix string) nginxconf.Conf {
+	return nginxconf.Conf{
+		Main: nginxconf.ModulesConf,
+		HTTP: httpConf,
+		// keepalive_requests: the load generator's connections stay open
+		// for the whole window (nginx closes one after 1,000 by default).
+		Server: `        keepalive_requests 1000000;
+        location ~ "^/(?<svc>[A-Za-z0-9][A-Za-z0-9.-]*_[A-Za-z0-9][A-Za-z0-9.-]*)/" {
+            proxy_pass http://$svc;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream off;
+        }
+`,
+		Ready: "bench " + prefix,
+	}
 }
 
 // luaSetup installs the shipped Lua and snippet below prefix and returns
