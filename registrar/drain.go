@@ -136,5 +136,5 @@ func ackLags(key string, rev int64, kv *mvccpb.KeyValue) bool {
 	if err := json.Unmarshal(kv.Value, &a); err != nil {
 		return false
 	}
-	return a.CoversKey(key) && a.Revision < rev
+	return a.CoversKey(key) && a.RevisionFor(key) < rev
 }

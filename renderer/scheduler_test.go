@@ -472,6 +472,72 @@ func TestSchedulerSince(t *testing.T) {
 	}
 }
 
+// TestSchedulerApart (issue 10 item 4): a failing resource retries on its
+// own backoff and never delays another's change; a busy one (its reload
+// runs apart) is not due until Done; a held one is due at its hold's end;
+// PrefixAcks lets a prefix nobody failing reads go ahead of the global ack.
+func TestSchedulerApart(t *testing.T) {
+	t.Parallel()
+	s := defaultSched("a", "b")
+	now := time.Now()
+	s.Changed(now, changeSet{rev: 10, all: true})
+	s.Applied(now, batch{rev: 10, ok: s.Due(now)})
+	prefixes := map[string][]string{"a": {"/a_prod"}, "b": {"/b_prod"}}
+
+	now = now.Add(5 * time.Second)
+	s.Changed(now, changeSet{rev: 11, ids: []string{"a"}})
+	s.Applied(now, batch{rev: 11, failed: s.Due(now)})
+	retry, ok := s.Next()
+	if !ok || retry.Before(now.Add(retryBase*3/4)) || retry.After(now.Add(retryBase*5/4)) {
+		t.Fatalf("Next() after a failure = %v, %v; want a's backoff from %v", retry, ok, now)
+	}
+	s.Changed(now, changeSet{rev: 12, ids: []string{"b"}})
+	if ids := s.Due(now); !slices.Equal(ids, []string{"b"}) {
+		t.Fatalf("Due with a failing and b changed = %v; want [b] at once", ids)
+	}
+	s.Applied(now, batch{rev: 12, ok: []string{"b"}})
+	if got := s.PrefixAcks(prefixes); got["/a_prod"] != 10 || got["/b_prod"] != 12 || s.Ack() != 10 {
+		t.Errorf("PrefixAcks = %v, Ack = %d; want a at 10, b at 12, global 10", got, s.Ack())
+	}
+	if ids := s.Due(retry); !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("Due at a's retry = %v; want [a]", ids)
+	}
+	// a's reload runs apart: a change of a waits for Done, b's does not.
+	s.Applied(retry, batch{rev: 12, busy: []string{"a"}})
+	s.Changed(retry, changeSet{rev: 13, ids: []string{"a", "b"}})
+	if ids := s.Due(retry.Add(time.Hour)); !slices.Equal(ids, []string{"b"}) {
+		t.Fatalf("Due with a busy = %v; want [b]", ids)
+	}
+	s.Applied(retry, batch{rev: 13, ok: []string{"b"}})
+	if _, ok := s.Next(); ok {
+		t.Error("something due while a is busy and b applied")
+	}
+	s.Done(retry, "a", 12, true)
+	if got := s.PrefixAcks(prefixes); got["/a_prod"] != 12 || got["/b_prod"] != 13 {
+		t.Errorf("PrefixAcks after a's reload = %v; want a at 12 (its change at 13 waits), b at 13", got)
+	}
+	later := retry.Add(2 * time.Hour)
+	if ids := s.Due(later); !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("Due after Done = %v; want a's change of 13", ids)
+	}
+	// held until a time: due then, not before, and counted neither failing nor idle.
+	until := later.Add(30 * time.Second)
+	s.Applied(later, batch{rev: 13, held: map[string]time.Time{"a": until}})
+	if at, ok := s.Next(); !ok || !at.Equal(until) {
+		t.Errorf("Next with a held = %v, %v; want %v", at, ok, until)
+	}
+	if s.Due(until.Add(-time.Second)) != nil || !slices.Equal(s.Held(), []string{"a"}) || s.Failing() != 0 || s.Idle() {
+		t.Errorf("held: Held %v, Failing %d, Idle %v", s.Held(), s.Failing(), s.Idle())
+	}
+	if ids := s.Due(until); !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("Due at the hold's end = %v; want [a]", ids)
+	}
+	s.Applied(until, batch{rev: 13, ok: []string{"a"}})
+	if !s.Idle() || s.Ack() != 13 {
+		t.Errorf("Idle %v, Ack %d; want true, 13", s.Idle(), s.Ack())
+	}
+}
+
 // TestUnbudgeted: a resource that costs no reload (a pushed peer set) is due
 // at once however spent the budget is, and spends no token; a batch that
 // reloaded nothing gives its token back.

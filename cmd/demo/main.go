@@ -170,14 +170,8 @@ func (d *demo) steps(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var servers []string
-	if err := d.until(ctx, "three servers in the upstream", renderer, func() error {
-		servers, err = d.servers(dest)
-		if err == nil && len(servers) != 3 {
-			err = fmt.Errorf("servers %v", servers)
-		}
-		return err
-	}); err != nil {
+	servers, err := d.untilServers(ctx, "three", 3, renderer, dest)
+	if err != nil {
 		return err
 	}
 	d.showFile("rendered upstream", dest)
@@ -348,13 +342,7 @@ func (d *demo) withoutNginx(ctx context.Context, regs []*proc.Proc, dest string,
 	}
 	d.say("SIGTERM to backend 1's registrar: it exited after %v; its log from the signal on:\n%s",
 		time.Since(t0).Round(time.Millisecond), since(regs[0], "msg=stopping"))
-	if err := d.until(ctx, "two servers in the upstream", renderer, func() error {
-		s, err := d.servers(dest)
-		if err == nil && len(s) != 2 {
-			err = fmt.Errorf("servers %v", s)
-		}
-		return err
-	}); err != nil {
+	if _, err := d.untilServers(ctx, "two", 2, renderer, dest); err != nil {
 		return err
 	}
 	d.showFile("rendered upstream now", dest)
@@ -378,6 +366,21 @@ func backendAddr(r *proc.Proc, servers []string) (string, error) {
 }
 
 // until polls cond every 50ms until it succeeds, ctx ends, or watched exits.
+// untilServers waits until the upstream in dest lists n servers (said as
+// count) and returns them; renderer exiting ends the wait.
+func (d *demo) untilServers(ctx context.Context, count string, n int, renderer *proc.Proc, dest string) ([]string, error) {
+	var servers []string
+	err := d.until(ctx, count+" servers in the upstream", renderer, func() error {
+		var err error
+		servers, err = upstreamServers(dest)
+		if err == nil && len(servers) != n {
+			err = fmt.Errorf("servers %v", servers)
+		}
+		return err
+	})
+	return servers, err
+}
+
 func (d *demo) until(ctx context.Context, what string, watched *proc.Proc, cond func() error) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -412,8 +415,11 @@ func (d *demo) showMetrics(ctx context.Context) {
 		d.say("renderer metrics: %v", err)
 		return
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err = errors.Join(err, resp.Body.Close()); err != nil {
+		d.say("renderer metrics: %v", err)
+		return
+	}
 	var lines []string
 	for _, l := range strings.Split(string(b), "\n") {
 		for _, name := range []string{"reloads_total", "pushes_total", "applied_revision ", "renders_total"} {

@@ -136,7 +136,7 @@ func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClea
 
 // drained matches a registrar's log once every renderer acknowledged its
 // removal: after a wait, or already when it first looked.
-var drained = regexp.MustCompile(`drain: renderers acknowledged|drain: no renderer to wait for .*renderers=[1-9]`)
+var drained = regexp.MustCompile(`drain: renderers acknowledged|drain: no renderer to wait for.*renderers=[1-9]`)
 
 func addrs(bs []*backend) []string {
 	out := make([]string, len(bs))

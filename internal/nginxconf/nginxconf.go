@@ -1,8 +1,8 @@
 // Package nginxconf describes a private nginx — its own prefix, one loopback
-// port — as the demo and the tests run it: where the binary is, the
-// nginx.conf, and the command line that points nginx at that prefix. It
-// starts nothing (the demo supervises nginx with internal/proc, the tests
-// with internal/nginxtest).
+// port — as the demo, the bench and the tests run it: where the binary is,
+// the nginx.conf, and the command line that points nginx at that prefix. It
+// starts nothing (the demo and the bench supervise nginx with internal/proc,
+// the tests with internal/nginxtest).
 package nginxconf
 
 import (

@@ -133,16 +133,21 @@ func (s *Server) Start(t testing.TB, c Config) {
 			t.Logf("stop nginx: %v", err)
 		}
 	})
+	// Each probe is bounded too: the port may belong to another server
+	// (free a moment ago) that accepts and never answers.
+	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(s.URL("/_ready"))
+		resp, err := hc.Get(s.URL("/_ready"))
 		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) == s.token() {
+			var b []byte
+			b, err = io.ReadAll(resp.Body)
+			if err = errors.Join(err, resp.Body.Close()); err == nil && string(b) == s.token() {
 				return
 			}
-			err = fmt.Errorf("port %d answered by another server: %q", s.Port, b)
+			if err == nil {
+				err = fmt.Errorf("port %d answered by another server: %q", s.Port, b)
+			}
 		}
 		select {
 		case <-s.done:

@@ -44,6 +44,7 @@ type tomlTemplate struct {
 	ReloadCmd string   `toml:"reload_cmd"`
 	Wait      string   `toml:"wait"`
 	Push      string   `toml:"push"`
+	Guard     *float64 `toml:"guard_share"`
 }
 
 // Loader loads template resources for one renderer configuration.
@@ -199,6 +200,10 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 		}
 		r.Wait = &w
 	}
+	if g := t.Guard; g != nil && !(*g >= 0) {
+		return nil, fmt.Errorf("guard_share %v: want a share between 0 and 1 (1 = off)", *g)
+	}
+	r.Guard = t.Guard
 	if t.Push != "" {
 		if err := checkPushURL(t.Push); err != nil {
 			return nil, fmt.Errorf("push: %w", err)

@@ -51,6 +51,8 @@ func TestLoadFields(t *testing.T) {
 		{"push ipv6 loopback", `push = "http://[::1]:8089/rollcall/peers"`, func(r *Resource) bool { return r.Push == "http://[::1]:8089/rollcall/peers" }},
 		{"push localhost", `push = "http://localhost:8089/p"`, func(r *Resource) bool { return r.Push == "http://localhost:8089/p" }},
 		{"no push", ``, func(r *Resource) bool { return r.Push == "" }},
+		{"guard_share", `guard_share = 0.8`, func(r *Resource) bool { return r.Guard != nil && *r.Guard == 0.8 }},
+		{"no guard_share", ``, func(r *Resource) bool { return r.Guard == nil }},
 		{"field names are case-insensitive, as confd", `KEYS = ["/x"]` + "\n" + `Mode = "0600"`, func(r *Resource) bool {
 			return r.Mode == 0o600 && len(r.Keys) == 1
 		}},
@@ -95,6 +97,7 @@ func TestLoadErrors(t *testing.T) {
 		{"push by name", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\npush = \"http://gateway:8089/p\"\n", "x", "not a loopback address"},
 		{"push https", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\npush = \"https://127.0.0.1:8089/p\"\n", "x", "want http://127.0.0.1:<port>/<path>"},
 		{"push with user", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\npush = \"http://u:p@127.0.0.1:8089/p\"\n", "x", "want http://"},
+		{"bad guard_share", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nguard_share = -1.0\n", "x", `guard_share -1`},
 		{"bad check_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ncheck_cmd = \"nginx -t -c {{.src\"\n", "x", "check_cmd:"},
 		{"bad reload_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nreload_cmd = \"{{end}}\"\n", "x", "reload_cmd:"},
 		{"missing template", "[template]\nsrc = \"nope.tmpl\"\ndest = \"/d\"\n", "x", "read template: open"},
