@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rollcall/rollcall/internal/nginxconf"
@@ -75,9 +74,7 @@ func newPushWorld(ctx context.Context, opt *options, name string, static int) (p
 
 func (pw *pushWorld) close() {
 	if pw.ngxProc != nil {
-		if err := pw.ngxProc.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, "bench: stop nginx:", err)
-		}
+		stop(pw.ngxProc, 10*time.Second)
 	}
 	pw.world.close()
 }
@@ -119,8 +116,7 @@ func (pw *pushWorld) startNginx(ctx context.Context) error {
 	if err := pw.ngx.WriteConf(pushConf(httpConf, prefix)); err != nil {
 		return err
 	}
-	if pw.ngxProc, err = iproc.Start(iproc.Spec{Name: "nginx", Args: append([]string{pw.ngx.Bin}, pw.ngx.Args()...),
-		Log: filepath.Join(pw.dir, "nginx.log")}); err != nil {
+	if pw.ngxProc, err = startProc(pw.dir, "nginx", append([]string{pw.ngx.Bin}, pw.ngx.Args()...)...); err != nil {
 		return err
 	}
 	c := &http.Client{Timeout: time.Second}
