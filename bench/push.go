@@ -168,7 +168,9 @@ func pushBurst(ctx context.Context, pw *pushWorld, t *table, name string) error 
 		return err
 	}
 	t0 := time.Now()
-	last, err := pushBurstWrites(ctx, pw, addrs)
+	last, err := burstWrites(ctx, pw.world, addrs, func(i int) string {
+		return registry.Key("", fmt.Sprintf("burst%d", i%burstApps), benchEnv, addrs[i])
+	})
 	if err != nil {
 		return err
 	}
@@ -194,32 +196,6 @@ func pushBurst(ctx context.Context, pw *pushWorld, t *table, name string) error 
 		r.note = wrong.Error()
 	}
 	return nil
-}
-
-// pushBurstWrites puts addrs (over the burst apps, i % burstApps) and
-// deletes the oldest after every second put, paced evenly over one second,
-// as the reload path's burst does; it returns the last revision.
-func pushBurstWrites(ctx context.Context, pw *pushWorld, addrs []netip.AddrPort) (last int64, err error) {
-	key := func(i int) string {
-		return registry.Key("", fmt.Sprintf("burst%d", i%burstApps), benchEnv, addrs[i])
-	}
-	gap := time.Second / 300
-	t0 := time.Now()
-	for i := range addrs {
-		ops := i + i/2 // writes before this put: i puts, i/2 deletes
-		if err := sleep(ctx, time.Until(t0.Add(time.Duration(ops)*gap))); err != nil {
-			return last, err
-		}
-		if last, err = pw.put(ctx, key(i), registry.Value(addrs[i])); err != nil {
-			return last, err
-		}
-		if i%2 == 1 {
-			if last, err = pw.del(ctx, key(i/2)); err != nil {
-				return last, err
-			}
-		}
-	}
-	return last, nil
 }
 
 // pushBurstCheck compares each burst app's peers in nginx's dict, in the
