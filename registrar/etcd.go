@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -61,10 +62,13 @@ func clientConfig(c Config, retryCap time.Duration) (clientv3.Config, error) {
 // and etcd being down must never stop the app from starting.
 type conn struct {
 	cfg clientv3.Config
+	mu  sync.Mutex // get is called from the keeper and the roster
 	cli *clientv3.Client
 }
 
 func (c *conn) get() (*clientv3.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.cli != nil {
 		return c.cli, nil
 	}

@@ -220,9 +220,22 @@ func TestRunRendersAndReloads(t *testing.T) {
 	if n := h.reloadCount(); n != 3 {
 		t.Errorf("reloads = %d, want 3 (one per isolated change)", n)
 	}
+	// A clean stop marks the ack stopped, then revokes its lease: the
+	// deletion's previous value tells registrars it was no expiry.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wch := h.cli.Watch(ctx, registry.RendererKey("", "gw1"), clientv3.WithPrevKV(), clientv3.WithFilterPut())
 	h.stop()
 	if _, err := h.ack(); err == nil {
 		t.Error("ack key still there after stop: lease not revoked")
+	}
+	wr := <-wch
+	if len(wr.Events) != 1 || wr.Events[0].PrevKv == nil {
+		t.Fatalf("ack deletion = %v, %v; want one with its previous value", wr.Events, wr.Err())
+	}
+	var last registry.Ack
+	if err := json.Unmarshal(wr.Events[0].PrevKv.Value, &last); err != nil || !last.Stopped {
+		t.Errorf("last ack before the stop = %s; want stopped", wr.Events[0].PrevKv.Value)
 	}
 }
 
