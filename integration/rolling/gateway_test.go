@@ -34,13 +34,15 @@ const (
 // gateway is one etcd, one nginx and one renderer process rendering the
 // shipped upstream template for app_env into nginx.
 type gateway struct {
-	etcd     *etcdtest.Server
-	cli      *clientv3.Client
-	nginx    *nginxtest.Server
-	renderer *proc.Proc
-	confdir  string
-	known    map[string]bool // instance keys seen so far
-	cfg      gatewayConfig
+	etcd      *etcdtest.Server  // nil with a cluster
+	cluster   *etcdtest.Cluster // with gatewayConfig.members > 1
+	endpoints string            // every member's, comma-separated
+	cli       *clientv3.Client
+	nginx     *nginxtest.Server
+	renderer  *proc.Proc
+	confdir   string
+	known     map[string]bool // instance keys seen so far
+	cfg       gatewayConfig
 }
 
 // gatewayConfig says what the renderer renders and nginx serves.
@@ -60,14 +62,25 @@ type gatewayConfig struct {
 	plainReload bool
 	// prefix is the renderer's --prefix; regPrefix the registrars'.
 	prefix, regPrefix string
+	// members > 1 runs an etcd cluster (etcdtest.StartCluster) instead of
+	// one server; renderer and registrars get every member's endpoint.
+	members int
+	// beforeRenderer runs once etcd is up, before the renderer starts.
+	beforeRenderer func(g *gateway)
 }
 
 // startGateway starts etcd, nginx and the renderer, and waits until the
 // renderer has acknowledged its first apply.
 func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	t.Helper()
-	g := &gateway{etcd: etcdtest.Start(t), confdir: t.TempDir(), known: map[string]bool{}, cfg: c}
-	g.cli = g.etcd.Client(t)
+	g := &gateway{confdir: t.TempDir(), known: map[string]bool{}, cfg: c}
+	if c.members > 1 {
+		g.cluster = etcdtest.StartCluster(t, c.members)
+		g.cli, g.endpoints = g.cluster.Client(t), strings.Join(g.cluster.Endpoints(), ",")
+	} else {
+		g.etcd = etcdtest.Start(t)
+		g.cli, g.endpoints = g.etcd.Client(t), g.etcd.Endpoint
+	}
 	g.nginx = nginxtest.New(t)
 	// A glob include may match nothing, so nginx starts before the first render.
 	g.nginx.Start(t, nginxtest.Config{
@@ -94,10 +107,13 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 		writeFile(t, filepath.Join(g.confdir, "conf.d", name), r)
 	}
 
+	if c.beforeRenderer != nil {
+		c.beforeRenderer(g)
+	}
 	metrics := proctest.FreePort(t)
 	g.renderer = proctest.Start(t, "renderer", nil, 15*time.Second, append([]string{bins.Path("renderer"),
 		"--confdir", g.confdir,
-		"--endpoints", g.etcd.Endpoint,
+		"--endpoints", g.endpoints,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--id", "gw1",
 		"--log-level", "debug", "--prefix", c.prefix}, extra...)...)
@@ -230,7 +246,7 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 	name := fmt.Sprintf("registrar-%d", len(g.known)+1)
 	b.reg = proctest.Start(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, bins.Path("registrar"),
 		"--app", app, "--env", env,
-		"--endpoints", g.etcd.Endpoint,
+		"--endpoints", g.endpoints,
 		"--prefix", g.cfg.regPrefix,
 		"--ip", "127.0.0.1",
 		"--ttl", ttl.String(),
