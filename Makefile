@@ -1,13 +1,20 @@
 GO      ?= go
 GOFLAGS ?= -trimpath
+LDFLAGS ?= -s -w
 BIN     ?= bin
+# make bench BENCHFLAGS='--quick' (or --runs 5, --idle 10s, --only scale; see bin/bench --help)
+BENCHFLAGS ?=
 
 .PHONY: all build test test-short bench lint demo tidy-check clean
 
 all: build
 
+# Release binaries: what the app image and the gateway get.
+# The registrar goes into every app image: it must stay within 20 MB.
 build:
-	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/...
+	$(GO) build $(GOFLAGS) -ldflags='$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	@size=$$(stat -c %s $(BIN)/registrar); test $$size -le 20000000 || \
+		{ echo "$(BIN)/registrar is $$size bytes: over the 20 MB an app image can carry"; exit 1; }
 
 test:
 	$(GO) vet ./...
@@ -16,7 +23,11 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-bench:
+# The load harness against real etcd and nginx (writes bench/RESULTS.md;
+# ~10 minutes on 2 cores), then the Go micro-benchmarks. Not part of CI.
+bench: build
+	$(GO) build $(GOFLAGS) -o $(BIN)/bench ./bench
+	$(BIN)/bench --bin $(BIN) $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 lint:

@@ -107,8 +107,8 @@ func TestBurstCoalesced(t *testing.T) {
 
 	rl := r.reloads()[reloads0:]
 	metric := r.metric("rollcall_renderer_reloads_total") - metric0
-	// Applies are at least a cooldown apart: one at once, one per cooldown
-	// of burst, one trailing. Within 1s that is 3.
+	// The reload budget: two applies at once, then one per cooldown. Within
+	// 1s that is 3.
 	limit := 2 + int((span+cooldown-1)/cooldown)
 	t.Logf("200 changes over %d apps in %v: %d reload_cmd runs (metrics say %v)", len(apps), span.Round(time.Millisecond), len(rl), metric)
 	if span > time.Second {

@@ -16,7 +16,7 @@ import (
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
-// TestBrokenTemplateEdit: a resource edited into an unknown field, a
+// TestBrokenTemplateEdit: a resource edited to an unknown owner, a
 // template edited into a parse error, then into an execution error, each
 // leave the installed file and nginx alone while the log names the file (and
 // the template line) and a metric counts it; the fixed template is applied,
@@ -40,8 +40,9 @@ func TestBrokenTemplateEdit(t *testing.T) {
 		metric, label       string // grows after the edit
 		register            string // a backend registered while broken
 	}{
-		{"unknown resource field", res, origRes + "bogus = 1\n", origRes,
-			`a_test\.toml.*bogus`, "rollcall_renderer_resource_load_errors_total", "", ""},
+		// (An unknown field only warns, as confd ignores it: TestConfdCommandLine.)
+		{"unknown owner", res, origRes + "owner = \"no-such-user-rollcall\"\n", origRes,
+			`a_test\.toml.*no-such-user-rollcall`, "rollcall_renderer_resource_load_errors_total", "", ""},
 		{"template parse error", tmpl, orig + "{{ if }}\n", "",
 			`upstream\.tmpl:\d+`, "rollcall_renderer_resource_load_errors_total", "", ""},
 		{"template execution error", tmpl, strings.Replace(orig, "{{with service}}", `{{with service}}{{getv "/no/such/key"}}`, 1), "",
@@ -51,10 +52,10 @@ func TestBrokenTemplateEdit(t *testing.T) {
 		offset := len(r.renderer.Output())
 		m0 := r.metric(s.metric, s.label)
 		writeFile(t, s.file, s.content, 0o644)
-		if s.register != "" {
+		r.logSince(10*time.Second, offset, regexp.MustCompile(s.log))
+		if s.register != "" { // once the broken edit is loaded: a change before that applies at once, with the template then loaded
 			r.register("a_test", newBackend(t, s.register))
 		}
-		r.logSince(10*time.Second, offset, regexp.MustCompile(s.log))
 		waitfor.Cond(t, 5*time.Second, s.name+": "+s.metric+" not counted", func() error {
 			if m := r.metric(s.metric, s.label); m == m0 {
 				return fmt.Errorf("%s{%s} still %v", s.metric, s.label, m)

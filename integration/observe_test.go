@@ -119,8 +119,9 @@ func (r *rig) waitApplied(timeout time.Duration, n int) {
 	r.waitReady(timeout)
 }
 
-// cooldown is the renderer's default: changes within it after an apply are
-// coalesced into the next apply.
+// cooldown is the renderer's default --cooldown: the reload budget allows
+// one apply per cooldown in a sustained stream, and is full again after a
+// cooldown without changes.
 const cooldown = time.Second
 
 // waitIdle waits until no resource was applied for at least idle.

@@ -53,8 +53,8 @@ func TestTrafficFollowsRegistrations(t *testing.T) {
 
 // TestSingleRegistrationLatency: with no configured wait, one registration
 // is served through nginx within 1s (the brief allows 2s; it takes ~150ms):
-// right after the renderer started (a startup pass starts no cooldown) and
-// isolated (the renderer idle for longer than its cooldown). It logs
+// right after the renderer started (a startup pass spends no reload budget)
+// and isolated (the renderer idle for longer than its cooldown). It logs
 // put->served and put->reload confirmed.
 func TestSingleRegistrationLatency(t *testing.T) {
 	r := newRig(t)

@@ -2,59 +2,36 @@ package registrar
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	grpcbackoff "google.golang.org/grpc/backoff"
+
+	"github.com/rollcall/rollcall/etcdclient"
 )
 
-// clientConfig builds the etcd client config: quiet logger, dial timeout,
-// reconnect backoff capped at retryCap (gRPC's default cap is 120s, which
-// would keep the instance invisible long after etcd is back), TLS and auth.
+// clientConfig builds the etcd client config (etcdclient: quiet logger, dial
+// and keep-alive times, TLS and auth), with gRPC's reconnect backoff capped
+// at retryCap: its default cap of 120s would keep the instance invisible
+// long after etcd is back.
 func clientConfig(c Config, retryCap time.Duration) (clientv3.Config, error) {
-	cc := clientv3.Config{
-		Endpoints:            c.Endpoints,
-		DialTimeout:          c.DialTimeout,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: c.DialTimeout,
-		Username:             c.User,
-		Password:             c.Password,
-		Logger:               zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: retryCap},
-			MinConnectTimeout: c.DialTimeout,
-		})},
+	cc, err := etcdclient.Config{
+		Endpoints:        c.Endpoints,
+		DialTimeout:      c.DialTimeout,
+		KeepAliveTime:    10 * time.Second,
+		KeepAliveTimeout: c.DialTimeout,
+		RetryCap:         retryCap,
+		CACert:           c.CACert,
+		Cert:             c.Cert,
+		Key:              c.Key,
+		User:             c.User,
+		Password:         c.Password,
+	}.ClientConfig()
+	if err != nil {
+		return cc, usagef("--cacert/--cert/--key: %v", err)
 	}
-	if c.CACert == "" && c.Cert == "" {
-		return cc, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CACert != "" {
-		pem, err := os.ReadFile(c.CACert)
-		if err != nil {
-			return cc, usagef("--cacert: %v", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return cc, usagef("--cacert %s: no PEM certificate", c.CACert)
-		}
-	}
-	if c.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-		if err != nil {
-			return cc, usagef("--cert/--key: %v", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	cc.TLS = tc
 	return cc, nil
 }
 

@@ -109,12 +109,13 @@ func ParseInstanceName(name string) (netip.AddrPort, error) {
 	if i < 0 {
 		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: want <ip>-<port>", name)
 	}
+	var buf [64]byte // canonical forms compared without allocating: once per instance per render
 	ip, err := netip.ParseAddr(name[:i])
-	if err != nil || ip.Zone() != "" || ip.String() != name[:i] {
+	if err != nil || ip.Zone() != "" || string(ip.AppendTo(buf[:0])) != name[:i] {
 		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad ip", name)
 	}
 	port, err := strconv.ParseUint(name[i+1:], 10, 16)
-	if err != nil || port == 0 || strconv.FormatUint(port, 10) != name[i+1:] {
+	if err != nil || port == 0 || string(strconv.AppendUint(buf[:0], port, 10)) != name[i+1:] {
 		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad port", name)
 	}
 	return netip.AddrPortFrom(ip, uint16(port)), nil

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rollcall/rollcall/renderer/confd"
@@ -19,10 +21,7 @@ type resState struct {
 	res           *confd.Resource
 	name          string // metrics label and log key: the .toml file name
 	prefixes      []string
-	group         *quiet
-	appliedRev    int64 // every change up to here is live for this resource
-	failures      int   // consecutive failed applies
-	reloadPending bool  // installed, but its reload has not succeeded yet
+	reloadPending bool // installed, but its reload has not succeeded yet
 }
 
 // job is one resource's way through a batch.
@@ -31,7 +30,8 @@ type job struct {
 	cur, want fileState
 	staged    string // temp file in dest's dir, until installed
 	installed bool
-	reloadCmd string // expanded; "" = none
+	reloadCmd string        // expanded; "" = none
+	checkTook time.Duration // its {{.src}} check_cmd's run
 	err       error
 }
 
@@ -50,8 +50,8 @@ type batchResult struct {
 func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) batchResult {
 	var res batchResult
 	var jobs []*job
-	for _, st := range sts {
-		j := r.prepare(ctx, snap, st)
+	for _, j := range r.prepareAll(ctx, snap, sts) {
+		st := j.st
 		switch {
 		case j.err != nil:
 			r.fail(&res, j)
@@ -79,6 +79,7 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 			r.fail(&res, j)
 			continue
 		}
+		r.observeInstall(j)
 		if c := j.st.res.CheckCmd; c != "" && !usesSrc(c) {
 			cmd, err := expandCmd(c, "", j.st.res.Dest)
 			if err != nil {
@@ -179,7 +180,9 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 	if c := rs.CheckCmd; c != "" && usesSrc(c) {
 		cmd, err := expandCmd(c, j.staged, rs.Dest)
 		if err == nil {
+			start := time.Now()
 			err = r.check(ctx, st.name, cmd)
+			j.checkTook = time.Since(start)
 		}
 		if err != nil {
 			os.Remove(j.staged)
@@ -250,6 +253,15 @@ func (r *Renderer) checkGroup(ctx context.Context, cmd string, group []*job) err
 	return nil
 }
 
+// observeInstall records how long the change j applies took to be
+// installed, without its own check (resources without a change since the
+// last apply, as in a full pass, are not observed).
+func (r *Renderer) observeInstall(j *job) {
+	if since := r.sched.Since(j.st.res.Path); !since.IsZero() {
+		r.m.changeToInstall.Observe((time.Since(since) - j.checkTook).Seconds())
+	}
+}
+
 func (r *Renderer) installJob(j *job) error {
 	err := install(j.staged, j.st.res.Dest)
 	j.staged = ""
@@ -290,16 +302,11 @@ func (r *Renderer) runCmd(ctx context.Context, kind, cmd string) (string, error)
 }
 
 func (r *Renderer) succeed(res *batchResult, st *resState, rev int64) {
-	st.failures = 0
-	if rev > st.appliedRev {
-		st.appliedRev = rev
-	}
 	r.m.lastApplySuccess.WithLabelValues(st.name).SetToCurrentTime()
 	res.ok = append(res.ok, st)
 }
 
 func (r *Renderer) fail(res *batchResult, j *job) {
-	j.st.failures++
 	res.failed = append(res.failed, j.st)
 	r.log.Error("resource not applied", "resource", j.st.name, "dest", j.st.res.Dest, "err", j.err)
 }
@@ -332,4 +339,33 @@ func (r *Renderer) printDiff(ctx context.Context, dest string, cur fileState, st
 		return
 	}
 	fmt.Fprintf(r.stdout, "%s", out)
+}
+
+// prepareAll prepares sts with up to GOMAXPROCS at a time (a full render
+// of a resource per app runs one {{.src}} check per resource), in order.
+// --noop prints diffs: one at a time.
+func (r *Renderer) prepareAll(ctx context.Context, snap *snapshot, sts []*resState) []*job {
+	jobs := make([]*job, len(sts))
+	workers := min(runtime.GOMAXPROCS(0), len(sts))
+	if r.cfg.Noop || workers <= 1 {
+		for i, st := range sts {
+			jobs[i] = r.prepare(ctx, snap, st)
+		}
+		return jobs
+	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				jobs[i] = r.prepare(ctx, snap, sts[i])
+			}
+		})
+	}
+	for i := range sts {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return jobs
 }

@@ -100,7 +100,8 @@ func TestBurstCoalesces(t *testing.T) {
 		want[app] = append(want[app], fmt.Sprintf("10.0.0.1:%d\n", port))
 		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 5 * time.Millisecond)))
 	}
-	t.Logf("200 puts took %v", time.Since(start))
+	span := time.Since(start)
+	t.Logf("200 puts took %v", span)
 	for app, lines := range want {
 		h.waitFile(dests[app], strings.Join(lines, ""))
 	}
@@ -112,8 +113,15 @@ func TestBurstCoalesces(t *testing.T) {
 		return err
 	})
 	t.Logf("burst: %d reloads, %v coalesced", h.reloadCount()-base, metric(t, h.reg, "rollcall_renderer_reloads_coalesced_total"))
-	if n := h.reloadCount() - base; n > 3 || n < 1 {
-		t.Errorf("burst of 200 changes: %d reloads; want 1..3", n)
+	// The budget allows 2 applies at once and one per cooldown after: within
+	// 1s that is 3. A loaded machine can stretch the puts themselves.
+	limit := 3
+	if span > time.Second {
+		limit = 2 + int((span+time.Second-1)/time.Second)
+		t.Logf("the puts took %v, longer than the 1s the scenario is about: allowing %d reloads", span, limit)
+	}
+	if n := h.reloadCount() - base; n > limit || n < 1 {
+		t.Errorf("burst of 200 changes: %d reloads; want 1..%d", n, limit)
 	}
 	if n := metric(t, h.reg, "rollcall_renderer_reloads_total", "result", "ok") - 1; n != float64(h.reloadCount()-base) {
 		t.Errorf("reloads_total counted %v; the reload command ran %d times", n, h.reloadCount()-base)

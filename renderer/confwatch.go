@@ -2,6 +2,8 @@ package renderer
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,8 +20,9 @@ import (
 const confDebounce = 100 * time.Millisecond
 
 // confWatcher signals changed when anything in <dir>/conf.d or
-// <dir>/templates changes (fsnotify on the directories, since editors
-// replace files by rename) or SIGHUP arrives. Events are debounced.
+// <dir>/templates changes, subdirectories included (fsnotify on every
+// directory, since it does not recurse and editors replace files by rename),
+// or SIGHUP arrives. Events are debounced.
 type confWatcher struct {
 	dir     string
 	log     *slog.Logger
@@ -60,6 +63,8 @@ func (c *confWatcher) Run(ctx context.Context) {
 					continue // renderer.toml and friends: restart to change those
 				}
 				c.add(w) // conf.d/ or templates/ may just have appeared
+			} else if ev.Has(fsnotify.Create) {
+				c.add(w) // a new subdirectory (mkdir, or moved in with its files)
 			}
 			c.log.Debug("file changed", "file", ev.Name, "op", ev.Op.String())
 			debounce = time.After(confDebounce)
@@ -76,12 +81,36 @@ func (c *confWatcher) Run(ctx context.Context) {
 	}
 }
 
-// add watches the confdir and its two subdirectories (those that exist).
+// add watches the confdir, conf.d/ and templates/ and every directory
+// below those two (hidden ones left out, as the loader leaves them out).
+// Adding a directory already watched changes nothing.
 func (c *confWatcher) add(w *fsnotify.Watcher) {
-	for _, d := range []string{c.dir, filepath.Join(c.dir, "conf.d"), filepath.Join(c.dir, "templates")} {
-		if err := w.Add(d); err != nil && !os.IsNotExist(err) {
-			c.log.Warn("watch directory", "dir", d, "err", err)
+	c.watchDir(w, c.dir)
+	for _, top := range []string{filepath.Join(c.dir, "conf.d"), filepath.Join(c.dir, "templates")} {
+		err := filepath.WalkDir(top, func(p string, e fs.DirEntry, err error) error {
+			switch {
+			case err != nil:
+				if !errors.Is(err, fs.ErrNotExist) {
+					c.log.Warn("watch directory", "dir", p, "err", err)
+				}
+				return nil
+			case !e.IsDir():
+				return nil
+			case p != top && strings.HasPrefix(e.Name(), "."):
+				return filepath.SkipDir
+			}
+			c.watchDir(w, p)
+			return nil
+		})
+		if err != nil {
+			c.log.Warn("watch directory", "dir", top, "err", err)
 		}
+	}
+}
+
+func (c *confWatcher) watchDir(w *fsnotify.Watcher, d string) {
+	if err := w.Add(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.log.Warn("watch directory", "dir", d, "err", err)
 	}
 }
 
@@ -96,16 +125,19 @@ func (c *confWatcher) signal(ctx context.Context) {
 // loadResources (re)loads conf.d. A resource that fails to load keeps its
 // previous version; removed ones stop; every resource is rendered again.
 func (r *Renderer) loadResources(now time.Time) {
-	rs, errs := confd.LoadDir(r.cfg.ConfDir, r.cfg.Prefix)
+	rs, errs := confd.Loader{Prefix: r.cfg.Prefix, SyncOnly: r.cfg.SyncOnly}.LoadDir(r.cfg.ConfDir)
 	old := map[string]*resState{}
 	for _, st := range r.states {
 		old[st.res.Path] = st
 	}
 	var states []*resState
 	for _, res := range rs {
-		st := &resState{res: res, name: filepath.Base(res.Path), prefixes: res.WatchPrefixes()}
+		st := &resState{res: res, name: resourceName(r.cfg.ConfDir, res.Path), prefixes: res.WatchPrefixes()}
+		for _, w := range res.Warnings {
+			r.log.Warn(w, "resource", res.Path)
+		}
 		if o := old[res.Path]; o != nil {
-			st.appliedRev, st.failures, st.reloadPending = o.appliedRev, o.failures, o.reloadPending
+			st.reloadPending = o.reloadPending
 		}
 		states = append(states, st)
 	}
@@ -127,34 +159,27 @@ func (r *Renderer) loadResources(now time.Time) {
 		}
 	}
 	r.states = states
-	r.full = true
-	clear(r.pending)
+	r.byID = make(map[string]*resState, len(states))
+	waits := make(map[string]*confd.Wait, len(states))
+	prefixes := make(map[string][]string, len(states))
 	for _, st := range states {
-		st.group = r.group(st.res.Wait)
-		r.pending[st] = true
-		st.group.Poke(now)
+		r.byID[st.res.Path] = st
+		waits[st.res.Path] = st.res.Wait
+		prefixes[st.res.Path] = st.prefixes
 	}
+	r.index = newKeyIndex(prefixes)
+	r.sched.Load(now, waits) // keeps each resource's failures and applied revision
 	r.m.resources.Set(float64(len(states)))
 	r.updateCurrent()
 }
 
-// group is the quiescence group of a resource's wait (its own, else the
-// global --wait, else at once with cooldown).
-func (r *Renderer) group(w *confd.Wait) *quiet {
-	if w == nil {
-		w = r.cfg.Wait
+// resourceName names a resource in logs and metrics: its path below conf.d/
+// ("upstreams.toml", "nginx/app.toml": two subdirectories may hold files of
+// one name).
+func resourceName(confdir, path string) string {
+	rel, err := filepath.Rel(filepath.Join(confdir, "conf.d"), path)
+	if err != nil {
+		return filepath.Base(path)
 	}
-	var key confd.Wait
-	if w != nil {
-		key = *w
-	}
-	g := r.groups[key]
-	if g == nil {
-		g = &quiet{cooldown: r.cfg.Cooldown}
-		if key.Max > 0 {
-			g.wait = &key
-		}
-		r.groups[key] = g
-	}
-	return g
+	return rel
 }

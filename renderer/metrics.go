@@ -32,6 +32,7 @@ type Metrics struct {
 	loadErrors        prometheus.Counter
 	resources         prometheus.Gauge
 	failing           prometheus.Gauge
+	changeToInstall   prometheus.Histogram
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: unregistered).
@@ -67,11 +68,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		loadErrors:        counter("resource_load_errors_total", "conf.d resources or templates that failed to load."),
 		resources:         gauge("resources", "Template resources loaded."),
 		failing:           gauge("resources_failing", "Resources whose last apply failed and that wait for a retry with backoff."),
+		changeToInstall: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "change_to_install_seconds",
+			Help:    "From a watched change's arrival to its resource's file installed, minus the resource's own check_cmd (the renderer's share of a change; includes waiting for the reload budget or a --wait).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.renders, m.checks, m.reloads, m.reloadsCoalesced, m.commandDuration, m.watchEvents, m.watchSilent,
 			m.appliedRevision, m.watchRevision, m.etcdRevision, m.lastApplySuccess, m.invalidSkipped, m.etcdUp,
-			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing)
+			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing, m.changeToInstall)
 	}
 	return m
 }

@@ -6,22 +6,54 @@ import (
 	"github.com/rollcall/rollcall/renderer/confd"
 )
 
-// quiet decides when pending changes of a group of resources are applied.
+// budget throttles applies without delaying an isolated change: a token
+// bucket of burst applies, refilled one per every, kept as GCRA's
+// theoretical arrival time (exact with durations, no float drift). A change
+// that comes after every without changes finds the bucket full again: only
+// a sustained stream, never a pattern of isolated changes, is throttled.
 //
-// Without a wait (the default) an isolated change is due at once; changes
-// that arrive while an apply runs or within cooldown after it ends are due
-// when the cooldown ends, together: a burst costs a few applies, never one
-// per change, and nothing is dropped.
-//
-// With a wait {Min, Max} (consul-template's quiescence) changes are due
-// after Min without further changes, and at most Max after the first one.
+// every 0 disables the budget: every change is applied at once.
+type budget struct {
+	burst int
+	every time.Duration
+
+	tat time.Time // the bucket is full at tat; a spend moves it every on
+}
+
+// Refill fills the bucket when the previous change is at least every ago.
+func (b *budget) Refill(now, prevChange time.Time) {
+	if !prevChange.IsZero() && now.Sub(prevChange) >= b.every && b.tat.After(now) {
+		b.tat = now
+	}
+}
+
+// Ready is when the next apply may start.
+func (b *budget) Ready() time.Time {
+	if b.every <= 0 {
+		return time.Time{}
+	}
+	return b.tat.Add(-time.Duration(max(b.burst, 1)-1) * b.every)
+}
+
+// Spend takes one token at now (callers check Ready first).
+func (b *budget) Spend(now time.Time) {
+	if b.every <= 0 {
+		return
+	}
+	if b.tat.Before(now) {
+		b.tat = now
+	}
+	b.tat = b.tat.Add(b.every)
+}
+
+// quiet is consul-template's quiescence for resources with a wait
+// {Min, Max}: pending changes are due after Min without further changes,
+// and at most Max after the first one.
 type quiet struct {
-	wait     *confd.Wait // nil or Max == 0: at once + cooldown
-	cooldown time.Duration
+	wait confd.Wait
 
 	pending     bool
 	first, last time.Time // first and latest change while pending
-	readyAt     time.Time // end of the last apply + cooldown
 }
 
 // Poke records a change at now.
@@ -38,25 +70,15 @@ func (q *quiet) Due() (at time.Time, ok bool) {
 	if !q.pending {
 		return time.Time{}, false
 	}
-	if q.wait != nil && q.wait.Max > 0 {
-		at = q.last.Add(q.wait.Min)
-		if m := q.first.Add(q.wait.Max); m.Before(at) {
-			at = m
-		}
-		return at, true
-	}
-	at = q.first
-	if at.Before(q.readyAt) {
-		at = q.readyAt
+	at = q.last.Add(q.wait.Min)
+	if m := q.first.Add(q.wait.Max); m.Before(at) {
+		at = m
 	}
 	return at, true
 }
 
 // Take marks the pending changes as being applied now.
 func (q *quiet) Take() { q.pending = false }
-
-// Done records that an apply ended at now: the cooldown starts.
-func (q *quiet) Done(now time.Time) { q.readyAt = now.Add(q.cooldown) }
 
 // alarm is one timer re-armed to the earliest deadline; its channel is nil
 // while nothing is due, so a select on it never fires.

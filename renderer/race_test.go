@@ -2,6 +2,7 @@ package renderer
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -10,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall/rollcall/renderer/confd"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestChangeDuringApplyNotLost: a change the watcher stores while the loop
@@ -18,26 +19,9 @@ import (
 // pending changes the apply covered (issue 2: "never skipped").
 func TestChangeDuringApplyNotLost(t *testing.T) {
 	t.Parallel()
-	dir, out := t.TempDir(), t.TempDir()
-	for _, d := range []string{"conf.d", "templates"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dest := filepath.Join(out, "up.conf")
-	if err := os.WriteFile(filepath.Join(dir, "templates/up.tmpl"), []byte(listTmpl), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	toml := "[template]\nsrc = \"up.tmpl\"\ndest = " + `"` + dest + `"` + "\nkeys = [\"/\"]\n"
-	if err := os.WriteFile(filepath.Join(dir, "conf.d/up.toml"), []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := &Renderer{
-		cfg: Config{ConfDir: dir, CommandTimeout: time.Second}, base: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		m: NewMetrics(nil), store: newStore(), groups: map[confd.Wait]*quiet{}, pending: map[*resState]bool{}, stdout: io.Discard,
-	}
-	r.log = r.base
-	r.loadResources(time.Now())
+	dir, dests := testConfdir(t, listTmpl, map[string]string{"up": "/"})
+	dest := dests["up"]
+	r := newTestRenderer(dir)
 	ctx := context.Background()
 	r.store.Replace(map[string]string{key("web_prod", "10.0.0.1", 80): "10.0.0.1:80"}, 1, r.prefixes())
 	r.applyDue(ctx, time.Now())
@@ -60,9 +44,87 @@ func TestChangeDuringApplyNotLost(t *testing.T) {
 	if want := "web_prod: 10.0.0.1:80 10.0.0.2:80 10.0.0.3:80\n"; err != nil || string(b) != want {
 		t.Fatalf("%s = %q, %v; want %q (a change stored during the apply was dropped)", dest, b, err, want)
 	}
-	if len(r.pending) != 0 || r.store.pendingChanges() {
-		t.Errorf("loop not idle: %d pending, store changes waiting %v", len(r.pending), r.store.pendingChanges())
+	if !r.sched.Idle() || r.store.pendingChanges() {
+		t.Errorf("loop not idle: scheduler idle %v, store changes waiting %v", r.sched.Idle(), r.store.pendingChanges())
 	}
+}
+
+// testConfdir writes a confdir with one resource per name (prefix → its
+// keys ["/"], template tmpl) and returns it with each resource's dest.
+func testConfdir(t *testing.T, tmpl string, prefixes map[string]string) (dir string, dests map[string]string) {
+	t.Helper()
+	dir, out := t.TempDir(), t.TempDir()
+	for _, d := range []string{"conf.d", "templates"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "templates/up.tmpl"), []byte(tmpl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dests = map[string]string{}
+	for name, prefix := range prefixes {
+		dests[name] = filepath.Join(out, name+".conf")
+		toml := fmt.Sprintf("[template]\nsrc = \"up.tmpl\"\ndest = %q\nprefix = %q\nkeys = [\"/\"]\n", dests[name], prefix)
+		if err := os.WriteFile(filepath.Join(dir, "conf.d", name+".toml"), []byte(toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, dests
+}
+
+// TestAckNotAheadOfBatch (issue 7 item 5): a change stored between the
+// loop's collect and its snapshot is in the snapshot, but its resource is
+// not in the batch; the acknowledgement must not cover it until that
+// resource is applied (with a resource per app, the ack would otherwise
+// cover a removal nginx never got, and its registrar would stop the app).
+func TestAckNotAheadOfBatch(t *testing.T) {
+	t.Parallel()
+	dir, dests := testConfdir(t, `{{range getvs "/*"}}{{.}} {{end}}`, map[string]string{"a": "/a_prod", "b": "/b_prod"})
+	r := newTestRenderer(dir)
+	ctx := context.Background()
+	r.store.Replace(map[string]string{
+		key("a_prod", "10.0.0.1", 80): "10.0.0.1:80",
+		key("b_prod", "10.0.0.1", 80): "10.0.0.1:80",
+	}, 1, r.prefixes())
+	r.applyDue(ctx, time.Now())
+	if b, err := os.ReadFile(dests["b"]); r.sched.Ack() != 1 || string(b) != "10.0.0.1:80 " {
+		t.Fatalf("after the first list: ack %d, b.conf %q, %v; want 1, \"10.0.0.1:80 \"", r.sched.Ack(), b, err)
+	}
+	r.store.Apply([]change{{key: key("a_prod", "10.0.0.2", 80), value: "10.0.0.2:80"}}, 2)
+	r.testHookBeforeSnapshot = func() { // the watcher stores b's removal now
+		r.testHookBeforeSnapshot = nil
+		r.store.Apply([]change{{key: key("b_prod", "10.0.0.1", 80), del: true}}, 3)
+	}
+	r.applyDue(ctx, time.Now())
+	if r.testHookBeforeSnapshot != nil {
+		t.Fatal("the hook never ran")
+	}
+	b, err := os.ReadFile(dests["b"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, m := r.sched.Ack(), testutil.ToFloat64(r.m.appliedRevision); got != 2 || m != 2 || string(b) != "10.0.0.1:80 " {
+		t.Fatalf("ack %d (applied_revision %v) after a batch of a only, b.conf %q; want 2: b's removal at 3 is not applied", got, m, b)
+	}
+	r.applyDue(ctx, time.Now())
+	b, err = os.ReadFile(dests["b"])
+	if want := ""; err != nil || string(b) != want {
+		t.Errorf("b.conf = %q, %v; want %q", b, err, want)
+	}
+	if got := r.sched.Ack(); got != 3 {
+		t.Errorf("ack %d once b is applied; want 3", got)
+	}
+}
+
+// newTestRenderer is a Renderer without etcd for confdir dir, with no
+// reload budget (every change due at once) and no commands' timeout to wait for.
+func newTestRenderer(dir string) *Renderer {
+	cfg := Config{ConfDir: dir, CommandTimeout: time.Second, ReloadBurst: DefaultReloadBurst}
+	r := newRenderer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(nil))
+	r.stdout = io.Discard
+	r.loadResources(time.Now())
+	return r
 }
 
 // TestCommandOutputLogged: what a successful command prints reaches the log

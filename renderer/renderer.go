@@ -18,13 +18,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
-	"github.com/rollcall/rollcall/renderer/confd"
 )
 
 // Renderer is the state of one Run: its loop owns everything but the
@@ -39,15 +37,14 @@ type Renderer struct {
 	stdout io.Writer
 
 	states  []*resState
-	groups  map[confd.Wait]*quiet
-	pending map[*resState]bool
-	retryAt time.Time // when failed resources are tried again; zero = none
-	changes int       // keys changed since the last apply, for the coalesced metric
-	full    bool      // the next apply is a full pass (first list, conf reload): no cooldown after it
+	byID    map[string]*resState // by res.Path, the scheduler's id
+	index   keyIndex             // which resources a key touches
+	sched   *scheduler
 	ack     *acker
-	ackRev  int64
 	gate    *valueGate // withholds invalid instance values (values.go)
 	loadErr int        // resources that failed to load at the last (re)load
+
+	testHookBeforeSnapshot func() // tests: a watcher storing a change between collect and snapshot
 
 	watchPrefixes []string
 	watchRegistry []string
@@ -73,14 +70,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	r := &Renderer{
-		cfg: cfg, base: log, log: log.With("component", "renderer"), m: NewMetrics(reg), store: newStore(), stdout: cfg.Stdout,
-		groups: map[confd.Wait]*quiet{}, pending: map[*resState]bool{},
-	}
-	if r.stdout == nil {
-		r.stdout = os.Stdout
-	}
-	r.gate = newValueGate(!cfg.LaxValues, log.With("component", "values"), r.m.invalidSkipped)
+	r := newRenderer(cfg, log, NewMetrics(reg))
 	endpoints := cfg.Endpoints
 	if cfg.EmbedEtcd != "" {
 		sctx, cancel := context.WithTimeout(ctx, embedetcd.StartTimeout)
@@ -113,22 +103,34 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	return r.run(ctx)
 }
 
-func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
-	cc := clientv3.Config{
-		Endpoints:            endpoints,
-		DialTimeout:          5 * time.Second,
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		Username:             cfg.User,
-		Password:             cfg.Password,
-		Logger:               zap.NewNop(),
+// newRenderer wires a Renderer for a validated cfg (no etcd client yet).
+func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
+	r := &Renderer{
+		cfg: cfg, base: log, log: log.With("component", "renderer"), m: m, store: newStore(), stdout: cfg.Stdout,
+		sched: newScheduler(schedConfig{burst: cfg.ReloadBurst, every: cfg.Cooldown, wait: cfg.Wait}),
 	}
-	if cfg.CACert != "" || cfg.Cert != "" {
-		tls, err := transport.TLSInfo{CertFile: cfg.Cert, KeyFile: cfg.Key, TrustedCAFile: cfg.CACert}.ClientConfig()
-		if err != nil {
-			return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
-		}
-		cc.TLS = tls
+	if r.stdout == nil {
+		r.stdout = os.Stdout
+	}
+	r.gate = newValueGate(!cfg.LaxValues, log.With("component", "values"), m.invalidSkipped)
+	return r
+}
+
+func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
+	cc, err := etcdclient.Config{
+		Endpoints:        endpoints,
+		DialTimeout:      5 * time.Second,
+		KeepAliveTime:    5 * time.Second,
+		KeepAliveTimeout: 3 * time.Second,
+		RetryCap:         2 * time.Second, // back within ~2s of etcd answering after an outage
+		CACert:           cfg.CACert,
+		Cert:             cfg.Cert,
+		Key:              cfg.Key,
+		User:             cfg.User,
+		Password:         cfg.Password,
+	}.ClientConfig()
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
@@ -263,142 +265,100 @@ func (r *Renderer) setUp(up bool) {
 	}
 }
 
-// collect maps changed keys to the resources they touch and pokes their
-// quiescence groups.
+// collect hands the store's changes, mapped to the resources they touch,
+// to the scheduler.
 func (r *Renderer) collect(now time.Time) {
-	keys, all, ok := r.store.Changes()
-	if !ok || (!all && len(keys) == 0) {
+	c, ok := r.store.Take()
+	if !ok {
 		return
 	}
-	if all && len(r.states) == 0 {
-		r.publish(r.store.Rev()) // nothing to render: still say what is watched
+	cs := changeSet{rev: c.rev, since: c.since, keys: len(c.keys), all: c.all}
+	if !c.all {
+		cs.ids = r.index.touched(c.keys)
 	}
-	r.changes += len(keys)
-	r.full = r.full || all
-	for _, st := range r.states {
-		if all || slices.ContainsFunc(keys, st.res.Touches) {
-			r.pending[st] = true
-			st.group.Poke(now)
-		}
+	r.sched.Changed(now, cs)
+	if c.all && len(r.states) == 0 {
+		r.publish() // nothing to render: still say what is watched
 	}
 	r.updateCurrent()
 }
 
-// arm sets the alarm to the earliest due group or retry.
+// arm sets the alarm to when the scheduler next has something due.
 func (r *Renderer) arm(al *alarm, now time.Time) {
-	var next time.Time
+	var at time.Time
 	ok := false
-	take := func(at time.Time) {
-		if !ok || at.Before(next) {
-			next, ok = at, true
-		}
-	}
 	if r.store.Loaded() {
-		for _, g := range r.groups {
-			if at, due := g.Due(); due {
-				take(at)
-			}
-		}
-		if !r.retryAt.IsZero() {
-			take(r.retryAt)
-		}
+		at, ok = r.sched.Next()
 	}
-	al.Set(now, next, ok)
+	al.Set(now, at, ok)
 }
 
-// applyDue applies the pending resources of every due group, plus failed
-// ones when their retry is due, then publishes the acknowledgement.
+// applyDue applies what the scheduler says is due, then publishes the
+// acknowledgement.
 func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	// Collect before the snapshot: a change stored in between is then in
-	// the snapshot and still waiting in the store, so it is applied again
-	// later; the other way round it would be marked applied without being
-	// in the snapshot, and lost.
+	// the snapshot but not yet collected. It is applied with a later batch,
+	// and the scheduler's ack stays below it (it is bounded by the
+	// collected revision, not the snapshot's).
 	r.collect(now)
+	if !r.store.Loaded() {
+		return
+	}
+	ids := r.sched.Due(now)
+	if ids == nil {
+		return
+	}
+	if h := r.testHookBeforeSnapshot; h != nil {
+		h()
+	}
 	snap := r.store.Snapshot()
-	if snap == nil {
-		return
-	}
-	due := map[*quiet]bool{}
-	for _, g := range r.groups {
-		if at, ok := g.Due(); ok && !at.After(now) {
-			g.Take()
-			due[g] = true
+	var todo []*resState
+	var unlisted []string
+	for _, id := range ids {
+		st := r.byID[id]
+		if snap.Has(st.prefixes) {
+			todo = append(todo, st)
+		} else {
+			unlisted = append(unlisted, id)
 		}
 	}
-	retry := !r.retryAt.IsZero() && !r.retryAt.After(now)
-	if retry {
-		r.retryAt = time.Time{}
-	}
-	var batch []*resState
-	for _, st := range r.states {
-		if r.pending[st] && (due[st.group] || retry && st.failures > 0) && snap.Has(st.prefixes) {
-			batch = append(batch, st)
-		}
-	}
-	if len(batch) == 0 {
+	r.sched.PutBack(unlisted) // due again once their keys are listed
+	if len(todo) == 0 {
 		return
 	}
-	res := r.apply(ctx, snap, batch)
+	res := r.apply(ctx, snap, todo)
 	end := time.Now()
-	// A full pass (startup, conf reload) is no burst of changes: the first
-	// change after it is applied at once, not after a cooldown.
-	if !r.full {
-		for g := range due {
-			g.Done(end)
-		}
+	coalesced := r.sched.Applied(end, batch{rev: snap.rev, ok: resIDs(res.ok), failed: resIDs(res.failed), reloads: res.reloads})
+	if coalesced > 0 {
+		r.m.reloadsCoalesced.Add(float64(coalesced))
 	}
-	r.full = false
-	for _, st := range res.ok {
-		delete(r.pending, st)
-	}
-	worst, failing := 0, 0
-	for st := range r.pending {
-		worst = max(worst, st.failures)
-		if st.failures > 0 {
-			failing++
-		}
-	}
-	if worst > 0 {
-		r.retryAt = end.Add(backoff(worst-1, 500*time.Millisecond, 30*time.Second))
-	}
-	if res.reloads > 0 && r.changes > res.reloads {
-		r.m.reloadsCoalesced.Add(float64(r.changes - res.reloads))
-	}
-	r.changes = 0
-	r.m.failing.Set(float64(failing))
-	r.publish(snap.rev)
+	r.m.failing.Set(float64(r.sched.Failing()))
+	r.publish()
 	r.updateCurrent()
-	r.log.Info("applied", "rev", snap.rev, "resources", len(batch), "failed", len(res.failed), "reloads", res.reloads, "took", end.Sub(now))
+	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "reloads", res.reloads, "took", end.Sub(now))
 }
 
-// publish acknowledges the revision every resource has applied: snap's,
-// unless some resource is still pending or failing at an older one.
-func (r *Renderer) publish(rev int64) {
-	if rev < r.ackRev { // etcd was replaced or restored: a new history
-		r.ackRev = 0
-		for _, st := range r.states {
-			st.appliedRev = min(st.appliedRev, rev)
-		}
+func resIDs(sts []*resState) []string {
+	ids := make([]string, len(sts))
+	for i, st := range sts {
+		ids[i] = st.res.Path
 	}
-	ack := rev
-	for _, st := range r.states {
-		if r.pending[st] {
-			ack = min(ack, st.appliedRev)
-		} else {
-			st.appliedRev = rev
-		}
-	}
-	r.ackRev = max(r.ackRev, ack)
-	r.m.appliedRevision.Set(float64(r.ackRev))
+	return ids
+}
+
+// publish acknowledges the revision every resource has applied.
+func (r *Renderer) publish() {
+	rev := r.sched.Ack()
+	r.m.appliedRevision.Set(float64(rev))
 	if r.ack != nil {
 		ps := r.watchPrefixes
 		if ps == nil {
 			ps = []string{}
 		}
-		r.ack.Publish(registry.Ack{Revision: r.ackRev, Prefixes: ps, Updated: time.Now().UTC()})
+		r.ack.Publish(registry.Ack{Revision: rev, Prefixes: ps, Updated: time.Now().UTC()})
 	}
 }
 
 func (r *Renderer) updateCurrent() {
-	r.current.Store(len(r.pending) == 0 && r.store.Loaded())
+	r.current.Store(r.sched.Idle() && r.store.Loaded())
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rollcall/rollcall/registry"
 	"github.com/rollcall/rollcall/renderer/confd"
@@ -22,7 +23,9 @@ type store struct {
 	loaded   bool                // a complete list has been applied
 	changed  map[string]struct{} // keys changed since the last Take
 	all      bool                // everything changed (first list)
-	snap     *snapshot           // cached snapshot of kvs, nil when stale
+	since    time.Time           // when the oldest change waiting for Take arrived
+	snap     *snapshot           // the last snapshot built; nil after a Replace
+	mods     map[string]struct{} // keys changed since snap was built
 	prefixes []string            // what the last complete list covered
 	dirty    chan struct{}       // cap 1: a change is waiting for Take
 
@@ -37,7 +40,7 @@ type snapshot struct {
 }
 
 func newStore() *store {
-	return &store{kvs: map[string]string{}, changed: map[string]struct{}{}, dirty: make(chan struct{}, 1)}
+	return &store{kvs: map[string]string{}, changed: map[string]struct{}{}, mods: map[string]struct{}{}, dirty: make(chan struct{}, 1)}
 }
 
 // Dirty receives when changes wait to be taken.
@@ -71,6 +74,8 @@ func (s *store) Replace(kvs map[string]string, rev int64, prefixes []string) {
 		}
 	}
 	s.kvs, s.rev, s.loaded, s.snap = kvs, rev, true, nil
+	clear(s.mods)
+	s.arrived()
 	s.poke()
 }
 
@@ -99,11 +104,19 @@ func (s *store) Apply(chs []change, rev int64) {
 			continue
 		}
 		s.changed[c.key] = struct{}{}
+		s.mods[c.key] = struct{}{}
 		n++
 	}
 	if n > 0 {
-		s.snap = nil
+		s.arrived()
 		s.poke()
+	}
+}
+
+// arrived notes when the oldest change waiting for Take came (s.mu held).
+func (s *store) arrived() {
+	if s.since.IsZero() {
+		s.since = time.Now()
 	}
 }
 
@@ -118,18 +131,35 @@ func (s *store) Rev() int64 {
 // the first list or a change of the listed prefixes). ok is false until the
 // first complete list.
 func (s *store) Changes() (keys []string, all, ok bool) {
+	c, ok := s.Take()
+	return c.keys, c.all, ok
+}
+
+// taken is what Take returns.
+type taken struct {
+	keys  []string
+	all   bool
+	rev   int64     // the store's revision: every change up to it is in keys (or all)
+	since time.Time // when the oldest of them arrived
+}
+
+// Take returns the changes since the last Take (or Changes) with the
+// revision they reach, read under one lock. ok is false until the first
+// complete list.
+func (s *store) Take() (c taken, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.loaded {
-		return nil, false, false
+		return taken{}, false
 	}
-	keys = make([]string, 0, len(s.changed))
+	c.keys = make([]string, 0, len(s.changed))
 	for k := range s.changed {
-		keys = append(keys, k)
+		c.keys = append(c.keys, k)
 	}
 	clear(s.changed)
-	all, s.all = s.all, false
-	return keys, all, true
+	c.all, s.all = s.all, false
+	c.rev, c.since, s.since = s.rev, s.since, time.Time{}
+	return c, true
 }
 
 // Loaded reports whether a complete list has been applied.
@@ -156,15 +186,41 @@ func (s *store) Snapshot() *snapshot {
 	if !s.loaded {
 		return nil
 	}
-	if s.snap == nil {
-		kvs := make([]confd.KV, 0, len(s.kvs))
-		for k, v := range s.kvs {
-			kvs = append(kvs, confd.KV{Key: k, Value: v})
-		}
-		slices.SortFunc(kvs, func(a, b confd.KV) int { return strings.Compare(a.Key, b.Key) })
-		s.snap = &snapshot{kvs: kvs, prefixes: s.prefixes}
+	if s.snap == nil || len(s.mods) > 0 {
+		s.snap = &snapshot{kvs: s.sorted(), prefixes: s.prefixes}
+		clear(s.mods)
 	}
 	return &snapshot{rev: s.rev, kvs: s.snap.kvs, prefixes: s.snap.prefixes}
+}
+
+// sorted returns the pairs sorted by key (s.mu held). After a few changes
+// it patches a copy of the last snapshot's pairs (O(keys) copy per change,
+// no sort): at 10,000 keys a full sort is most of what a change costs.
+func (s *store) sorted() []confd.KV {
+	byKey := func(kv confd.KV, k string) int { return strings.Compare(kv.Key, k) }
+	if s.snap != nil && len(s.mods) <= 64 {
+		kvs := make([]confd.KV, len(s.snap.kvs), len(s.snap.kvs)+len(s.mods))
+		copy(kvs, s.snap.kvs) // snapshots are immutable: patch a copy
+		for k := range s.mods {
+			i, found := slices.BinarySearchFunc(kvs, k, byKey)
+			v, ok := s.kvs[k]
+			switch {
+			case ok && found:
+				kvs[i].Value = v
+			case ok:
+				kvs = slices.Insert(kvs, i, confd.KV{Key: k, Value: v})
+			case found:
+				kvs = slices.Delete(kvs, i, i+1)
+			}
+		}
+		return kvs
+	}
+	kvs := make([]confd.KV, 0, len(s.kvs))
+	for k, v := range s.kvs {
+		kvs = append(kvs, confd.KV{Key: k, Value: v})
+	}
+	slices.SortFunc(kvs, func(a, b confd.KV) int { return strings.Compare(a.Key, b.Key) })
+	return kvs
 }
 
 // Has reports whether the snapshot was listed for every one of prefixes: a
@@ -180,8 +236,12 @@ func (sn *snapshot) Has(prefixes []string) bool {
 }
 
 // For returns the pairs under any of prefixes (registry.Covers), each once,
-// in key order. prefixes must be sorted.
+// in key order. prefixes must be sorted. The result may share the
+// snapshot's array: read it, never modify it.
 func (sn *snapshot) For(prefixes []string) []confd.KV {
+	if len(prefixes) == 1 && (prefixes[0] == "/" || prefixes[0] == "") {
+		return sn.kvs // everything: no copy of 10,000 pairs per render
+	}
 	var out []confd.KV
 	for i, p := range prefixes {
 		lo, _ := slices.BinarySearchFunc(sn.kvs, p, func(kv confd.KV, p string) int { return strings.Compare(kv.Key, p) })

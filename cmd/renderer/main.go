@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,17 +22,40 @@ import (
 	"github.com/rollcall/rollcall/renderer"
 )
 
+// srvTimeout bounds the DNS SRV lookup of -srv-domain / -srv-record.
+const srvTimeout = 10 * time.Second
+
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// version is the module version the binary was built from, or its VCS
+// revision for a build from a checkout.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && (v == "" || v == "(devel)") {
+			v = s.Value
+		}
+	}
+	return v
 }
 
 // run returns the exit status: 0, 1 on a runtime error or a failed
 // --onetime, 2 on a usage error.
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, err := renderer.ParseArgs(args, getenv)
 	if err != nil {
 		fmt.Fprintln(stderr, "renderer:", err)
 		return 2
+	}
+	if cfg.PrintVersion {
+		fmt.Fprintln(stdout, "renderer (rollcall)", version())
+		return 0
 	}
 	var level slog.Level
 	switch strings.ToLower(cfg.LogLevel) {
@@ -37,14 +63,24 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		level = slog.LevelDebug
 	case "warn", "warning":
 		level = slog.LevelWarn
-	case "error":
+	case "error", "fatal", "panic": // confd's (logrus) levels above error
 		level = slog.LevelError
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	sctx, cancel := context.WithTimeout(ctx, srvTimeout)
+	err = cfg.ResolveSRV(sctx, net.DefaultResolver)
+	cancel()
+	if err != nil {
+		log.Error("renderer stopped", "err", err)
+		return 1
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

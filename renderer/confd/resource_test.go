@@ -37,8 +37,7 @@ func TestLoadFields(t *testing.T) {
 		{"prefix gets a slash", `prefix = "p"`, func(r *Resource) bool { return r.Prefix == "/p" }},
 		{"mode", `mode = "0640"`, func(r *Resource) bool { return r.Mode == 0o640 }},
 		{"mode 0o", `mode = "0o600"`, func(r *Resource) bool { return r.Mode == 0o600 }},
-		{"mode setgid sticky", `mode = "03775"`, func(r *Resource) bool { return r.Mode == 0o775|os.ModeSetgid|os.ModeSticky }},
-		{"mode setuid", `mode = "04755"`, func(r *Resource) bool { return r.Mode == 0o755|os.ModeSetuid }},
+		{"mode decimal, as confd reads it", `mode = "420"`, func(r *Resource) bool { return r.Mode == 0o644 }},
 		{"uid gid", "uid = 12\ngid = 34", func(r *Resource) bool { return r.UID == 12 && r.GID == 34 }},
 		{"uid 0", "uid = 0", func(r *Resource) bool { return r.UID == 0 && r.GID == -1 }},
 		{"owner group", `owner = "` + root.Username + `"` + "\n" + `group = "` + rootGroup.Name + `"`, func(r *Resource) bool { return r.UID == 0 && r.GID == 0 }},
@@ -71,9 +70,7 @@ func TestLoadErrors(t *testing.T) {
 	tests := []struct {
 		name, toml, tmpl, want string
 	}{
-		{"unknown field", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ndestination = \"/x\"\n", "x", `unknown field "template.destination"`},
-		{"unknown table", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\n[extra]\na = 1\n", "x", `unknown field "extra"`},
-		{"no template table", "src = \"t.tmpl\"\n", "x", `unknown field "src"`},
+		{"no template table", "src = \"t.tmpl\"\n", "x", "no [template] table"},
 		{"empty file", "", "x", "no [template] table"},
 		{"missing src", "[template]\ndest = \"/d\"\n", "x", "src: required"},
 		{"missing dest", "[template]\nsrc = \"t.tmpl\"\n", "x", "dest: required"},
@@ -81,9 +78,10 @@ func TestLoadErrors(t *testing.T) {
 		{"wrong type", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nkeys = \"/x\"\n", "x", "keys"},
 		{"mode as number", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = 644\n", "x", "mode"},
 		{"mode not a number", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"rw-r--r--\"\n", "x", `mode "rw-r--r--": not a number`},
-		{"mode decimal trap", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"644\"\n", "x", `want octal with a leading 0`},
-		{"mode too big", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"017777\"\n", "x", "over 07777"},
-		{"mode zero", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"0000\"\n", "x", "no permissions at all"},
+		{"mode over 32 bits", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"4294967296\"\n", "x", "not a number"},
+		{"mode negative", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"-420\"\n", "x", "not a number"},
+		{"mode zero", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"0000\"\n", "x", "no permission bits"},
+		{"mode decimal 512 is 01000", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"512\"\n", "x", "no permission bits"},
 		{"mode bad octal", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nmode = \"0999\"\n", "x", "not a number"},
 		{"unknown owner", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\nowner = \"no-such-user-rollcall\"\n", "x", `owner "no-such-user-rollcall"`},
 		{"unknown group", "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ngroup = \"no-such-group-rollcall\"\n", "x", `group "no-such-group-rollcall"`},
@@ -113,6 +111,83 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("Load error %q is not a *LoadError naming %s", err, path)
 			}
 		})
+	}
+}
+
+// TestParseMode: the mode a file gets is the one confd gives it
+// (strconv.ParseUint base 0, then os.Chmod keeps the permission bits), with
+// a warning where that is likely not what was meant.
+func TestParseMode(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want os.FileMode
+		warn string // substring; "" = no warning
+	}{
+		{"", 0, ""},
+		{"0644", 0o644, ""},
+		{"0o600", 0o600, ""},
+		{"0O600", 0o600, ""},
+		{"0x1a4", 0o644, ""},
+		{"0600", 0o600, ""},
+		{"644", 0o204, `decimal 644 is 01204; only its permission bits are kept, so the file gets mode 0204, as with confd (write "0644" for octal 644)`},
+		{"755", 0o363, `decimal 755 is 01363; only its permission bits are kept, so the file gets mode 0363`},
+		{"600", 0o130, `decimal 600 is 01130; only its permission bits are kept, so the file gets mode 0130, as with confd (write "0600" for octal 600)`},
+		{"420", 0o644, `decimal 420 is 0644, so the file gets mode 0644, as with confd (write "0420" for octal 420)`},
+		{"493", 0o755, `decimal 493 is 0755, so the file gets mode 0755, as with confd`},
+		{"04755", 0o755, "only its permission bits are kept, so the file gets mode 0755"},
+		{"017777", 0o777, "only its permission bits are kept"},
+		{"1_0", 0o12, "decimal 10 is 012"},
+	}
+	for _, tc := range tests {
+		got, warn, err := parseMode(tc.in)
+		if err != nil || got != tc.want || (tc.warn == "") != (warn == "") || !strings.Contains(warn, tc.warn) {
+			t.Errorf("parseMode(%q) = %#o, %q, %v; want %#o and a warning with %q", tc.in, got, warn, err, tc.want, tc.warn)
+		}
+		if tc.warn != "" && !strings.HasPrefix(warn, "mode "+strconv.Quote(tc.in)+": ") {
+			t.Errorf("parseMode(%q) warning %q does not start with the mode", tc.in, warn)
+		}
+	}
+}
+
+// TestLoadWarnings: what confd silently ignores loads, with a warning
+// naming the field.
+func TestLoadWarnings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, fields string
+		want         []string
+	}{
+		{"clean", `mode = "0644"`, nil},
+		{"unknown field", `destination = "/x"`, []string{`unknown field "template.destination" ignored`}},
+		{"unknown field and decimal mode", "mode = \"644\"\ncolour = 1", []string{`unknown field "template.colour"`, `mode "644": decimal 644`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := newResource(t, tc.fields, "x", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Warnings) != len(tc.want) {
+				t.Fatalf("Warnings = %q; want %d", r.Warnings, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(r.Warnings[i], w) {
+					t.Errorf("Warnings[%d] = %q; want it to contain %q", i, r.Warnings[i], w)
+				}
+			}
+		})
+	}
+	// A table confd does not know, after [template].
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "templates"), 0o755)
+	writeFile(t, filepath.Join(dir, "templates", "t.tmpl"), "x")
+	p := filepath.Join(dir, "r.toml")
+	writeFile(t, p, "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\n[extra]\na = 1\n")
+	r, err := Load(dir, p, "")
+	if err != nil || len(r.Warnings) != 2 || !strings.Contains(r.Warnings[0], `"extra"`) || !strings.Contains(r.Warnings[1], `"extra.a"`) {
+		t.Errorf("Load(unknown table) = %v, %v; want it loaded with warnings naming extra and extra.a", r, err)
 	}
 }
 
@@ -223,7 +298,7 @@ func TestWatchPrefixesIsACopy(t *testing.T) {
 func TestLoadDir(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	for _, d := range []string{"conf.d", "templates", "conf.d/sub.toml"} {
+	for _, d := range []string{"conf.d", "templates", "conf.d/sub.toml", "conf.d/nginx", "conf.d/nginx/apps", "conf.d/.git"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -241,16 +316,26 @@ func TestLoadDir(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "conf.d", "f.toml.example"), res("bad.tmpl", "/tmp/f"))
 	writeFile(t, filepath.Join(dir, "conf.d", "README"), "not a resource")
 	writeFile(t, filepath.Join(dir, "conf.d", ".#a.toml"), "editor lock")
+	// confd walks conf.d recursively: subdirectories load, in path order.
+	writeFile(t, filepath.Join(dir, "conf.d", "nginx", "g.toml"), res("ok.tmpl", "/tmp/g"))
+	writeFile(t, filepath.Join(dir, "conf.d", "nginx", "apps", "h.toml"), res("ok.tmpl", "/tmp/h"))
+	writeFile(t, filepath.Join(dir, "conf.d", "nginx", "apps", "i.toml"), res("ok.tmpl", "/tmp/d"))
+	writeFile(t, filepath.Join(dir, "conf.d", ".git", "j.toml"), res("ok.tmpl", "/tmp/j"))
 
 	rs, errs := LoadDir(dir, "/g")
 	var got []string
 	for _, r := range rs {
-		got = append(got, filepath.Base(r.Path)+" "+r.Prefix)
+		rel, _ := filepath.Rel(filepath.Join(dir, "conf.d"), r.Path)
+		got = append(got, rel+" "+r.Prefix)
 	}
-	if want := []string{"a.toml /g", "d.toml /g"}; !reflect.DeepEqual(got, want) {
+	want := []string{"a.toml /g", "c.toml /g", "d.toml /g", "nginx/apps/h.toml /g", "nginx/g.toml /g"}
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadDir resources = %q; want %q", got, want)
 	}
-	wantErrs := []string{"b.toml: template: ", "c.toml: unknown field", "e.toml: dest /tmp/../tmp/a is already written by"}
+	if w := rs[1].Warnings; len(w) != 1 || !strings.Contains(w[0], `unknown field "template.bogus" ignored`) {
+		t.Errorf("c.toml warnings = %q; want the unknown field", w)
+	}
+	wantErrs := []string{"b.toml: template: ", "e.toml: dest /tmp/../tmp/a is already written by", "i.toml: dest /tmp/d is already written by"}
 	if len(errs) != len(wantErrs) {
 		t.Fatalf("LoadDir errors = %v; want %d", errs, len(wantErrs))
 	}
@@ -261,6 +346,51 @@ func TestLoadDir(t *testing.T) {
 	}
 	if !strings.Contains(errs[0].Error(), "bad.tmpl:1:") {
 		t.Errorf("template error %q does not name bad.tmpl:1", errs[0])
+	}
+}
+
+// TestLoadDirUnreadableSubdir: a subdirectory that cannot be read is an
+// error naming it; the rest loads.
+func TestLoadDirUnreadableSubdir(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() == 0 {
+		t.Skip("root reads any directory")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"conf.d", "templates", "conf.d/locked"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "templates", "ok.tmpl"), "ok")
+	writeFile(t, filepath.Join(dir, "conf.d", "a.toml"), "[template]\nsrc = \"ok.tmpl\"\ndest = \"/tmp/a\"\n")
+	locked := filepath.Join(dir, "conf.d", "locked")
+	if err := os.Chmod(locked, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(locked, 0o755) })
+	rs, errs := LoadDir(dir, "")
+	if len(rs) != 1 || len(errs) != 1 || errs[0].Path != locked || !errors.Is(errs[0], os.ErrPermission) {
+		t.Errorf("LoadDir = %d resources, %v; want a.toml and one permission error for %s", len(rs), errs, locked)
+	}
+}
+
+// TestLoaderSyncOnly: confd's -sync-only loads resources without their
+// commands.
+func TestLoaderSyncOnly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "templates"), 0o755)
+	writeFile(t, filepath.Join(dir, "templates", "t.tmpl"), "x")
+	p := filepath.Join(dir, "r.toml")
+	writeFile(t, p, "[template]\nsrc = \"t.tmpl\"\ndest = \"/d\"\ncheck_cmd = \"false\"\nreload_cmd = \"false\"\n")
+	r, err := Loader{SyncOnly: true}.Load(dir, p)
+	if err != nil || r.CheckCmd != "" || r.ReloadCmd != "" {
+		t.Errorf("Loader{SyncOnly}.Load = %+v, %v; want no commands", r, err)
+	}
+	r, err = Loader{}.Load(dir, p)
+	if err != nil || r.CheckCmd != "false" || r.ReloadCmd != "false" {
+		t.Errorf("Loader{}.Load = %+v, %v; want the commands", r, err)
 	}
 }
 
