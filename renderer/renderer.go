@@ -122,12 +122,15 @@ func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
 		DialTimeout:      5 * time.Second,
 		KeepAliveTime:    5 * time.Second,
 		KeepAliveTimeout: 3 * time.Second,
-		RetryCap:         2 * time.Second, // back within ~2s of etcd answering after an outage
-		CACert:           cfg.CACert,
-		Cert:             cfg.Cert,
-		Key:              cfg.Key,
-		User:             cfg.User,
-		Password:         cfg.Password,
+		// A change made right after etcd returns must be served within 1s,
+		// whatever the outage lasted: reconnect attempts at most 0.5s apart
+		// (a refused dial per endpoint; a 2s cap measured up to 1.7s).
+		RetryCap: 500 * time.Millisecond,
+		CACert:   cfg.CACert,
+		Cert:     cfg.Cert,
+		Key:      cfg.Key,
+		User:     cfg.User,
+		Password: cfg.Password,
 	}.ClientConfig()
 	if err != nil {
 		return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
