@@ -51,10 +51,17 @@ func (c *conn) get() (*clientv3.Client, error) {
 	}
 	cli, err := clientv3.New(c.cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect etcd %v: %w", c.cfg.Endpoints, err)
+		return nil, fmt.Errorf("connect etcd %v: %w", c.cfg.Endpoints, c.explain(err))
 	}
 	c.cli = cli
 	return cli, nil
+}
+
+// explain attaches the connection's real cause (x509, a refused client
+// certificate, a refused address) to an error that only says a deadline
+// passed.
+func (c *conn) explain(err error) error {
+	return etcdclient.Explain(context.Background(), c.cfg, err)
 }
 
 // close closes the client, if one was made. The client reports its own

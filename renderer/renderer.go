@@ -28,13 +28,14 @@ import (
 // Renderer is the state of one Run: its loop owns everything but the
 // atomics, which the HTTP handlers read.
 type Renderer struct {
-	cfg    Config
-	base   *slog.Logger // for components: base.With("component", ...)
-	log    *slog.Logger
-	m      *Metrics
-	cli    *clientv3.Client
-	store  *store
-	stdout io.Writer
+	cfg     Config
+	base    *slog.Logger // for components: base.With("component", ...)
+	log     *slog.Logger
+	m       *Metrics
+	cli     *clientv3.Client
+	etcdCfg clientv3.Config // cli's: to explain connection errors
+	store   *store
+	stdout  io.Writer
 
 	states  []*resState
 	byID    map[string]*resState // by res.Path, the scheduler's id
@@ -83,12 +84,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		endpoints = []string{srv.Endpoint}
 		log.Info("embedded etcd serving", "dir", cfg.EmbedEtcd, "endpoint", srv.Endpoint)
 	}
-	cli, err := newClient(cfg, endpoints)
+	cli, cc, err := newClient(cfg, endpoints)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	r.cli = cli
+	r.cli, r.etcdCfg = cli, cc
 	r.loadResources(time.Now())
 	if cfg.Onetime {
 		return r.once(ctx)
@@ -116,7 +117,7 @@ func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
 	return r
 }
 
-func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
+func newClient(cfg Config, endpoints []string) (*clientv3.Client, clientv3.Config, error) {
 	cc, err := etcdclient.Config{
 		Endpoints:        endpoints,
 		DialTimeout:      5 * time.Second,
@@ -133,13 +134,13 @@ func newClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
 		Password: cfg.Password,
 	}.ClientConfig()
 	if err != nil {
-		return nil, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
+		return nil, cc, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
+		return nil, cc, fmt.Errorf("etcd client: %w", etcdclient.Explain(context.Background(), cc, err))
 	}
-	return cli, nil
+	return cli, cc, nil
 }
 
 // run is the loop: the watcher fills the store and flips its dirty flag;
@@ -183,7 +184,7 @@ func (r *Renderer) once(ctx context.Context) error {
 	w := r.newWatcher(r.prefixes())
 	w.listTimeout = onetimeListTimeout
 	if _, err := w.list(ctx); err != nil {
-		return err
+		return w.explain(ctx, err)
 	}
 	r.store.Changes()
 	res := r.apply(ctx, r.store.Snapshot(), r.states)
@@ -218,7 +219,7 @@ func (r *Renderer) registryPrefixes() []string {
 
 func (r *Renderer) newWatcher(prefixes []string) *watcher {
 	return &watcher{
-		cli: r.cli, prefixes: prefixes, store: r.store, log: r.base.With("component", "watch"), m: r.m,
+		cli: r.cli, etcd: r.etcdCfg, prefixes: prefixes, store: r.store, log: r.base.With("component", "watch"), m: r.m,
 		interval: r.cfg.Interval, up: r.setUp, probeKey: registry.RendererKey(r.cfg.Prefix, r.cfg.ID),
 		registry: r.registryPrefixes(), gate: r.gate,
 	}

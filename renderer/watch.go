@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -27,7 +28,8 @@ const probeEvery = 2 * time.Second
 // list at one revision, then one watch from the next revision.
 type watcher struct {
 	cli         *clientv3.Client
-	prefixes    []string // collapsed: none covers another; sorted
+	etcd        clientv3.Config // cli's, to explain connection errors
+	prefixes    []string        // collapsed: none covers another; sorted
 	store       *store
 	log         *slog.Logger
 	m           *Metrics
@@ -83,7 +85,7 @@ func (w *watcher) Run(ctx context.Context) {
 			continue
 		case err != nil:
 			w.up(false)
-			w.log.Warn("etcd unreachable, keeping the last good files", "err", err)
+			w.log.Warn("etcd unreachable, keeping the last good files", "err", w.explain(ctx, err))
 		}
 		if w.pause(ctx, attempt) != nil {
 			return
@@ -339,6 +341,13 @@ func (w *watcher) probe(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// explain attaches the connection's real cause (x509, a refused client
+// certificate, a refused address) to an error that only says a deadline
+// passed (etcdclient.Explain).
+func (w *watcher) explain(ctx context.Context, err error) error {
+	return etcdclient.Explain(ctx, w.etcd, err)
 }
 
 // pause waits before the next list or watch attempt: a backoff capped at
