@@ -67,6 +67,10 @@ type gatewayConfig struct {
 	members int
 	// beforeRenderer runs once etcd is up, before the renderer starts.
 	beforeRenderer func(g *gateway)
+	// certs makes etcd require client certificates (etcdtest.StartTLS).
+	certs *etcdtest.Certs
+	// extra flags and environment of the renderer and the registrars.
+	rendererArgs, rendererEnv, registrarArgs, registrarEnv []string
 }
 
 // startGateway starts etcd, nginx and the renderer, and waits until the
@@ -78,7 +82,11 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 		g.cluster = etcdtest.StartCluster(t, c.members)
 		g.cli, g.endpoints = g.cluster.Client(t), strings.Join(g.cluster.Endpoints(), ",")
 	} else {
-		g.etcd = etcdtest.Start(t)
+		if c.certs != nil {
+			g.etcd = etcdtest.StartTLS(t, *c.certs)
+		} else {
+			g.etcd = etcdtest.Start(t)
+		}
 		g.cli, g.endpoints = g.etcd.Client(t), g.etcd.Endpoint
 	}
 	g.nginx = nginxtest.New(t)
@@ -111,7 +119,8 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 		c.beforeRenderer(g)
 	}
 	metrics := proctest.FreePort(t)
-	g.renderer = proctest.Start(t, "renderer", nil, 15*time.Second, append([]string{bins.Path("renderer"),
+	extra = append(extra, c.rendererArgs...)
+	g.renderer = proctest.Start(t, "renderer", c.rendererEnv, 15*time.Second, append([]string{bins.Path("renderer"),
 		"--confdir", g.confdir,
 		"--endpoints", g.endpoints,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
@@ -244,15 +253,15 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 	t.Helper()
 	b := &backend{report: filepath.Join(t.TempDir(), "report.json")}
 	name := fmt.Sprintf("registrar-%d", len(g.known)+1)
-	b.reg = proctest.Start(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, bins.Path("registrar"),
-		"--app", app, "--env", env,
+	args := append([]string{bins.Path("registrar"), "--app", app, "--env", env}, g.cfg.registrarArgs...)
+	b.reg = proctest.Start(t, name, append([]string{"DEMO_BACKEND_REPORT=" + b.report}, g.cfg.registrarEnv...), 20*time.Second, append(args,
 		"--endpoints", g.endpoints,
 		"--prefix", g.cfg.regPrefix,
 		"--ip", "127.0.0.1",
 		"--ttl", ttl.String(),
 		"--drain-timeout", drain.String(),
 		"--stop-timeout", "5s",
-		"--", bins.Path("demo-backend"))
+		"--", bins.Path("demo-backend"))...)
 	waitfor.Cond(t, 15*time.Second, name+" registers", func() error {
 		if !b.reg.Running() {
 			return fmt.Errorf("registrar exited: %v", b.reg.State())

@@ -86,10 +86,19 @@ func (s *Server) Restart() {
 // Client returns a client for the server, closed at test cleanup.
 func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
+	return s.AuthClient(t, "", "")
+}
+
+// AuthClient returns a client logged in as user (none when empty), closed
+// at test cleanup.
+func (s *Server) AuthClient(t testing.TB, user, password string) *clientv3.Client {
+	t.Helper()
 	cc := clientv3.Config{
 		Endpoints:   []string{s.Endpoint},
-		DialTimeout: 5 * time.Second,
+		DialTimeout: 20 * time.Second, // a login is slow bcrypt under -race
 		Logger:      zap.NewNop(),
+		Username:    user,
+		Password:    password,
 	}
 	if s.certs != nil {
 		cc.TLS = s.certs.ClientTLS(t)
