@@ -8,12 +8,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/etcdtest"
 )
 
 func TestClientConfigTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cert, key := writeServingCert(t, dir)
+	certs := etcdtest.WriteCerts(t, dir)
+	cert, key := certs.ClientCert, certs.ClientKey
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package registrar
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -59,15 +60,23 @@ func (r *roster) Run(ctx context.Context) {
 	}
 }
 
-// follow watches every dir from now on, with previous values, until ctx is
-// done or the watch fails (a compaction included: the next watch starts
-// from the present, and only a deletion in between goes unseen).
+// follow watches every dir from the present revision on, with previous
+// values, until ctx is done or the watch fails (a compaction included: the
+// next watch starts from the present again). A watch from a known revision
+// resumes there after a disconnect, so a deletion made while the
+// registrar was cut off is still seen.
 func (r *roster) follow(ctx context.Context) error {
 	cli, err := r.etcd.get()
 	if err != nil {
 		return err
 	}
-	return watchDirs(ctx, cli, r.dirs, 0, func(wr clientv3.WatchResponse) bool {
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := cli.Get(gctx, r.dirs[0], clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", r.dirs[0], err)
+	}
+	return watchDirs(ctx, cli, r.dirs, resp.Header.Revision+1, func(wr clientv3.WatchResponse) bool {
 		for _, ev := range wr.Events {
 			r.observe(ev, time.Now())
 		}
