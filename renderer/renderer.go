@@ -28,14 +28,15 @@ import (
 // Renderer is the state of one Run: its loop owns everything but the
 // atomics, which the HTTP handlers read.
 type Renderer struct {
-	cfg     Config
-	base    *slog.Logger // for components: base.With("component", ...)
-	log     *slog.Logger
-	m       *Metrics
-	cli     *clientv3.Client
+	cfg    Config
+	base   *slog.Logger // for components: base.With("component", ...)
+	log    *slog.Logger
+	m      *Metrics
+	cli    *clientv3.Client
+	store  *store
+	stdout io.Writer
+
 	etcdCfg clientv3.Config // cli's: to explain connection errors
-	store   *store
-	stdout  io.Writer
 
 	states  []*resState
 	byID    map[string]*resState // by res.Path, the scheduler's id
@@ -123,15 +124,12 @@ func newClient(cfg Config, endpoints []string) (*clientv3.Client, clientv3.Confi
 		DialTimeout:      5 * time.Second,
 		KeepAliveTime:    5 * time.Second,
 		KeepAliveTimeout: 3 * time.Second,
-		// A change made right after etcd returns must be served within 1s,
-		// whatever the outage lasted: reconnect attempts at most 0.5s apart
-		// (a refused dial per endpoint; a 2s cap measured up to 1.7s).
-		RetryCap: 500 * time.Millisecond,
-		CACert:   cfg.CACert,
-		Cert:     cfg.Cert,
-		Key:      cfg.Key,
-		User:     cfg.User,
-		Password: cfg.Password,
+		RetryCap:         500 * time.Millisecond, // served within 1s of etcd's return after any outage (2s measured up to 1.7s)
+		CACert:           cfg.CACert,
+		Cert:             cfg.Cert,
+		Key:              cfg.Key,
+		User:             cfg.User,
+		Password:         cfg.Password,
 	}.ClientConfig()
 	if err != nil {
 		return nil, cc, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
