@@ -34,19 +34,30 @@ const (
 // gateway is one etcd, one nginx and one renderer process rendering the
 // shipped upstream template for app_env into nginx.
 type gateway struct {
-	etcd      *etcdtest.Server  // nil with a cluster
-	cluster   *etcdtest.Cluster // with gatewayConfig.members > 1
-	endpoints string            // every member's, comma-separated
-	cli       *clientv3.Client
-	nginx     *nginxtest.Server
-	renderer  *proc.Proc
-	confdir   string
-	known     map[string]bool // instance keys seen so far
-	cfg       gatewayConfig
+	cluster   *etcdtest.Cluster // with cfg.members > 1; etcd is nil then
+	endpoints string            // etcd's, or every member's, comma-separated
+
+	etcd     *etcdtest.Server
+	cli      *clientv3.Client
+	nginx    *nginxtest.Server
+	renderer *proc.Proc
+	confdir  string
+	known    map[string]bool // instance keys seen so far
+	cfg      gatewayConfig
 }
 
 // gatewayConfig says what the renderer renders and nginx serves.
 type gatewayConfig struct {
+	// members > 1 runs an etcd cluster (etcdtest.StartCluster) instead of
+	// one server; renderer and registrars get every member's endpoint.
+	members int
+	// certs makes etcd require client certificates (etcdtest.StartTLS).
+	certs *etcdtest.Certs
+	// beforeRenderer runs once etcd is up, before nginx and the renderer.
+	beforeRenderer func(g *gateway)
+	// extra flags and environment of the renderer and the registrars.
+	rendererArgs, rendererEnv, registrarArgs, registrarEnv []string
+
 	// server is spliced into nginx's main server block; @PREFIX@ stands
 	// for the nginx prefix.
 	server string
@@ -62,15 +73,6 @@ type gatewayConfig struct {
 	plainReload bool
 	// prefix is the renderer's --prefix; regPrefix the registrars'.
 	prefix, regPrefix string
-	// members > 1 runs an etcd cluster (etcdtest.StartCluster) instead of
-	// one server; renderer and registrars get every member's endpoint.
-	members int
-	// beforeRenderer runs once etcd is up, before the renderer starts.
-	beforeRenderer func(g *gateway)
-	// certs makes etcd require client certificates (etcdtest.StartTLS).
-	certs *etcdtest.Certs
-	// extra flags and environment of the renderer and the registrars.
-	rendererArgs, rendererEnv, registrarArgs, registrarEnv []string
 }
 
 // startGateway starts etcd, nginx and the renderer, and waits until the
@@ -88,6 +90,9 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 			g.etcd = etcdtest.Start(t)
 		}
 		g.cli, g.endpoints = g.etcd.Client(t), g.etcd.Endpoint
+	}
+	if c.beforeRenderer != nil {
+		c.beforeRenderer(g)
 	}
 	g.nginx = nginxtest.New(t)
 	// A glob include may match nothing, so nginx starts before the first render.
@@ -115,17 +120,13 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 		writeFile(t, filepath.Join(g.confdir, "conf.d", name), r)
 	}
 
-	if c.beforeRenderer != nil {
-		c.beforeRenderer(g)
-	}
 	metrics := proctest.FreePort(t)
-	extra = append(extra, c.rendererArgs...)
 	g.renderer = proctest.Start(t, "renderer", c.rendererEnv, 15*time.Second, append([]string{bins.Path("renderer"),
 		"--confdir", g.confdir,
 		"--endpoints", g.endpoints,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--id", "gw1",
-		"--log-level", "debug", "--prefix", c.prefix}, extra...)...)
+		"--log-level", "debug", "--prefix", c.prefix}, append(extra, c.rendererArgs...)...)...)
 	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
 		if !g.renderer.Running() {
 			return fmt.Errorf("renderer exited: %v", g.renderer.State())
