@@ -18,13 +18,13 @@ import (
 
 // clusterGateway is a gateway on a three-member etcd cluster; the renderer
 // and the registrars get every member's endpoint.
-func clusterGateway(t *testing.T, before func(*gateway)) *gateway {
+func clusterGateway(t *testing.T, ttl time.Duration, before func(*gateway)) *gateway {
 	t.Helper()
 	bins.Need(t)
 	return startGateway(t, gatewayConfig{
 		server: rollingServer, resources: getvsResource("/", "/"+app+"_"+env),
 		templates: map[string]string{"getvs.tmpl": getvsAt("/" + app + "_" + env)}, plainReload: true,
-		members: 3, beforeRenderer: before,
+		members: 3, beforeRenderer: before, ttl: ttl,
 	})
 }
 
@@ -59,12 +59,12 @@ func deletions(t *testing.T, g *gateway) func() []string {
 	}
 }
 
-// TestClusterLeaderKill: the etcd leader stops; no registered instance is
-// deregistered, and an instance registered after the kill is served
-// within 5 s of it.
+// TestClusterLeaderKill: the etcd leader is killed (cut off from clients
+// and peers at once); no registered instance is deregistered, and an
+// instance registered after the kill is served within 5 s of it.
 func TestClusterLeaderKill(t *testing.T) {
 	t.Parallel()
-	g := clusterGateway(t, nil)
+	g := clusterGateway(t, 0, nil)
 	url := g.nginx.URL("/")
 	a, b := g.startBackend(t, 5*time.Second), g.startBackend(t, 5*time.Second)
 	waitServed(t, url, addrs([]*backend{a, b}), 20*time.Second)
@@ -75,10 +75,10 @@ func TestClusterLeaderKill(t *testing.T) {
 		t.Fatal("no leader")
 	}
 	killed := time.Now()
-	l.Stop()
+	g.cluster.Kill(l)
 	c := g.startBackend(t, 5*time.Second)
 	waitServed(t, url, addrs([]*backend{a, b, c}), 5*time.Second-time.Since(killed))
-	t.Logf("leader %s stopped: new instance served %v after", l.Name, time.Since(killed).Round(time.Millisecond))
+	t.Logf("leader %s killed: new instance served %v after", l.Name, time.Since(killed).Round(time.Millisecond))
 	// Two TTLs more: a lease the kill lost would have expired by now.
 	waitfor.Cond(t, 3*ttl, "two TTLs after the kill", func() error {
 		if d := time.Since(killed); d < 2*ttl+time.Second {
@@ -96,8 +96,12 @@ func TestClusterLeaderKill(t *testing.T) {
 // off — stopped, or isolated from the other two so it keeps answering
 // without a leader — and the renderer notices and keeps applying through
 // the other members: an instance registered then is served, and none is
-// lost. The renderer starts with the other two members held off, so its
-// list and watch go to the first; they join once it acknowledged.
+// lost (the registrars' TTL is the default 10s: an isolated member ends
+// the streams of its clients only after three election timeouts, and a
+// lease kept alive through it must outlast that). The watched member is a
+// follower (the leader's case is TestClusterLeaderKill); the renderer
+// starts with the other two held off, so its list and watch go to it; they
+// join once it acknowledged.
 func TestClusterWatchedMember(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -108,12 +112,17 @@ func TestClusterWatchedMember(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			g := clusterGateway(t, func(g *gateway) {
-				for _, m := range g.cluster.Members[1:] {
-					m.Hold(true)
+			var watched *etcdtest.Member
+			var others []*etcdtest.Member
+			g := clusterGateway(t, 10*time.Second, func(g *gateway) {
+				watched = g.cluster.Follower()
+				for _, m := range g.cluster.Members {
+					if m != watched {
+						others = append(others, m)
+						m.Hold(true)
+					}
 				}
 			})
-			watched, others := g.cluster.Members[0], g.cluster.Members[1:]
 			for _, m := range others {
 				m.Hold(false)
 			}

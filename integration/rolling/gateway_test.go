@@ -1,6 +1,7 @@
 package rolling_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -57,6 +58,8 @@ type gatewayConfig struct {
 	beforeRenderer func(g *gateway)
 	// extra flags and environment of the renderer and the registrars.
 	rendererArgs, rendererEnv, registrarArgs, registrarEnv []string
+	// ttl is the registrars' --ttl; 0 = ttl, etcd's floor.
+	ttl time.Duration
 
 	// server is spliced into nginx's main server block; @PREFIX@ stands
 	// for the nginx prefix.
@@ -259,7 +262,7 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 		"--endpoints", g.endpoints,
 		"--prefix", g.cfg.regPrefix,
 		"--ip", "127.0.0.1",
-		"--ttl", ttl.String(),
+		"--ttl", cmp.Or(g.cfg.ttl, ttl).String(),
 		"--drain-timeout", drain.String(),
 		"--stop-timeout", "5s",
 		"--", bins.Path("demo-backend"))...)

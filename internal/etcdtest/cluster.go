@@ -175,6 +175,28 @@ func (c *Cluster) Isolate(m *Member, on bool) {
 	}
 }
 
+// Kill cuts m off from clients and peers at once: what the others see of a
+// kill -9 (open connections drop, nothing reaches it, it reaches no one).
+// Stop is no kill: it hands leadership over and drains its streams first.
+// The member's server stops at cleanup.
+func (c *Cluster) Kill(m *Member) {
+	m.Hold(true)
+	c.Isolate(m, true)
+}
+
+// Follower returns a running member that is not the leader.
+func (c *Cluster) Follower() *Member {
+	c.t.Helper()
+	l := c.WaitLeader(10 * time.Second)
+	for _, m := range c.Members {
+		if m != l && m.e != nil {
+			return m
+		}
+	}
+	c.t.Fatal("no follower")
+	return nil
+}
+
 // Client returns a client of every member, closed at test cleanup.
 func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
