@@ -85,8 +85,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		endpoints = []string{srv.Endpoint}
 		log.Info("embedded etcd serving", "dir", cfg.EmbedEtcd, "endpoint", srv.Endpoint)
 	}
-	cli, cc, err := newClient(cfg, endpoints)
+	cli, cc, err := r.connect(ctx, cfg, endpoints)
 	if err != nil {
+		if ctx.Err() != nil { // stopped while waiting for etcd
+			return nil
+		}
 		return err
 	}
 	defer cli.Close()

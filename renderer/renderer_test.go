@@ -370,3 +370,52 @@ func TestEtcdAuth(t *testing.T) {
 		return err
 	})
 }
+
+// TestRunAuthEtcdDownAtStart: with auth the etcd client logs in when it is
+// made, which fails while etcd is down; the renderer waits for etcd (as
+// for any outage) instead of exiting, and renders once it answers. Refused
+// credentials still end it at once, saying so.
+func TestRunAuthEtcdDownAtStart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
+	for _, step := range []func() error{
+		func() error { _, err := h.cli.UserAdd(ctx, "root", "s3cret"); return err },
+		func() error { _, err := h.cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := h.cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dest := h.resource("up", `"/"`, listTmpl, "")
+
+	h.cfg.User, h.cfg.Password = "root", "wrong"
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	if err := Run(ctx, h.cfg, log, prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "authentication failed") {
+		t.Fatalf("Run with a wrong password = %v; want authentication failed", err)
+	}
+
+	h.etcd.Stop()
+	h.cfg.Password = "s3cret"
+	h.start()
+	waitfor.Cond(t, 20*time.Second, "renderer waits for etcd", func() error {
+		return hasLog(h.logs.String(), "etcd unreachable at start, retrying")
+	})
+	select {
+	case err := <-h.done:
+		t.Fatalf("Run returned while etcd was down: %v", err)
+	default:
+	}
+	h.etcd.Restart()
+	h.waitFile(dest, "web_prod: 10.0.0.1:80\n")
+}
+
+func hasLog(logs, s string) error {
+	if !strings.Contains(logs, s) {
+		return fmt.Errorf("no %q logged", s)
+	}
+	return nil
+}
