@@ -325,6 +325,9 @@ func TestRunDrainAfterOutage(t *testing.T) {
 	r := h.start(cfg)
 	key, value := h.instanceKey(t, a)
 	h.registered(key, value, 10*time.Second)
+	waitfor.Cond(t, 10*time.Second, "registrar follows the acks", func() error {
+		return h.logs.has("roster: following renderer acks")
+	})
 
 	h.etcd.Stop()
 	kcancel() // the renderer is cut off from here on

@@ -86,7 +86,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	wg.Go(func() { reap(bg, child, reapAll, sigchld) })
 	wg.Go(func() { routeSignals(bg, sigs, child, stop, hurry, log) })
 	ros := newRoster(etcd, k.key, base.With("component", "drain"))
-	wg.Go(func() { ros.Run(bg) })
+	wg.Go(func() { ros.Run(bg, cfg.TTL) })
 
 	appExited := keepRegistered(ctx, k, health{chk, cfg.Check, cfg.CheckInterval, addr}, stop, child, log)
 	drain(drainCtx, cfg, k, etcd, ros, appExited, base)

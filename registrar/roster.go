@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -46,8 +47,14 @@ func newRoster(etcd *conn, key string, log *slog.Logger) *roster {
 	return &roster{etcd: etcd, dirs: registry.AckDirs(key), log: log, lost: map[string]lostAck{}}
 }
 
-// Run watches the acks until ctx is done, resuming after any failure.
-func (r *roster) Run(ctx context.Context) {
+// Run watches the acks until ctx is done, resuming after any failure. It
+// starts after a random part of spread: many registrars starting at once
+// (a host or a deploy) then do not add their watches to etcd's busiest
+// moment, their registrations.
+func (r *roster) Run(ctx context.Context, spread time.Duration) {
+	if sleepCtx(ctx, rand.N(spread+1)) != nil {
+		return
+	}
 	for attempt := 0; ; attempt++ {
 		err := r.follow(ctx)
 		if ctx.Err() != nil {
@@ -76,6 +83,7 @@ func (r *roster) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", r.dirs[0], err)
 	}
+	r.log.Debug("roster: following renderer acks", "rev", resp.Header.Revision)
 	return watchDirs(ctx, cli, r.dirs, resp.Header.Revision+1, func(wr clientv3.WatchResponse) bool {
 		for _, ev := range wr.Events {
 			r.observe(ev, time.Now())
