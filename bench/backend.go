@@ -59,7 +59,9 @@ func (b *backends) addN(n int) ([]netip.AddrPort, error) {
 func (b *backends) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b.srv.Shutdown(ctx)
+	if err := b.srv.Shutdown(ctx); err != nil {
+		note("backends shutdown", errors.Join(err, b.srv.Close()))
+	}
 	b.wg.Wait()
 }
 
@@ -73,7 +75,7 @@ type prober struct {
 func newProber(n *nginx, svc string) *prober {
 	return &prober{
 		c:   &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
-		url: n.url("/" + svc + "/"),
+		url: n.URL("/" + svc + "/"),
 	}
 }
 
@@ -84,8 +86,9 @@ func (p *prober) get() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	if _, err := readBody(resp); err != nil {
+		return "", err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("status %d", resp.StatusCode)
 	}

@@ -51,24 +51,10 @@ func burst(ctx context.Context, w *world) (burstResult, error) {
 	if err != nil {
 		return res, err
 	}
-	const ops = 300
-	gap := time.Second / ops
 	t0 := time.Now()
-	var last int64
-	for i, op := 0, 0; i < len(addrs); i++ {
-		if err := sleep(ctx, time.Until(t0.Add(time.Duration(op)*gap))); err != nil {
-			return res, err
-		}
-		if last, err = w.put(ctx, key(i), registry.Value(addrs[i])); err != nil {
-			return res, err
-		}
-		op++
-		if i%2 == 1 {
-			if last, err = w.del(ctx, key(i/2)); err != nil {
-				return res, err
-			}
-			op++
-		}
+	last, err := burstWrites(ctx, w, addrs, key)
+	if err != nil {
+		return res, err
 	}
 	res.spread = time.Since(t0)
 	at, err := w.acks.waitAck(ctx, last, 60*time.Second)
@@ -90,16 +76,32 @@ func burst(ctx context.Context, w *world) (burstResult, error) {
 		res.right, res.why, final = false, err.Error(), at
 	}
 	res.final = final.Sub(t0)
-	// Anything still scheduled would show up as a reload within a second.
-	if err := sleep(ctx, time.Second); err != nil {
-		return res, err
+	res.reloads, err = w.reloadsSince(ctx, r0)
+	return res, err
+}
+
+// burstWrites puts addrs (key(i) each) and deletes the oldest after every
+// second put, paced evenly over one second; it returns the last revision.
+func burstWrites(ctx context.Context, w *world, addrs []netip.AddrPort, key func(int) string) (last int64, err error) {
+	const ops = 300
+	gap := time.Second / ops
+	t0 := time.Now()
+	for i, op := 0, 0; i < len(addrs); i++ {
+		if err := sleep(ctx, time.Until(t0.Add(time.Duration(op)*gap))); err != nil {
+			return last, err
+		}
+		if last, err = w.put(ctx, key(i), registry.Value(addrs[i])); err != nil {
+			return last, err
+		}
+		op++
+		if i%2 == 1 {
+			if last, err = w.del(ctx, key(i/2)); err != nil {
+				return last, err
+			}
+			op++
+		}
 	}
-	r1, err := w.reloads()
-	if err != nil {
-		return res, err
-	}
-	res.reloads = r1 - r0
-	return res, nil
+	return last, nil
 }
 
 var serverRE = regexp.MustCompile(`(?m)^\s*server (\S+);`)
@@ -194,14 +196,9 @@ func stream(ctx context.Context, w *world) (streamResult, error) {
 	if _, err := w.acks.waitAck(ctx, cs[len(cs)-1].rev, 60*time.Second); err != nil {
 		return res, err
 	}
-	if err := sleep(ctx, time.Second); err != nil {
+	if res.reloads, err = w.reloadsSince(ctx, r0); err != nil {
 		return res, err
 	}
-	r1, err := w.reloads()
-	if err != nil {
-		return res, err
-	}
-	res.reloads = r1 - r0
 	var waits []time.Duration
 	for _, c := range cs {
 		at, _ := w.acks.ackedAt(c.rev)

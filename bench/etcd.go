@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/etcdclient"
+	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -48,7 +50,7 @@ func serveEtcd(args []string) int {
 
 // etcdProc is the etcd child and a client of it.
 type etcdProc struct {
-	*proc
+	*proc.Proc
 	endpoint string
 	kv       *clientv3.Client
 }
@@ -58,7 +60,7 @@ func startEtcd(ctx context.Context, dir string) (*etcdProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := embedetcd.FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -67,14 +69,14 @@ func startEtcd(ctx context.Context, dir string) (*etcdProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &etcdProc{proc: p, endpoint: ep}
+	e := &etcdProc{Proc: p, endpoint: ep}
 	if e.kv, err = newClient(ep); err != nil {
-		p.stop(5 * time.Second)
+		stop(p, 5*time.Second)
 		return nil, err
 	}
 	err = poll(ctx, embedetcd.StartTimeout, 20*time.Millisecond, "etcd ready", func() error {
-		if p.exited() {
-			return fmt.Errorf("exited: %s", p.tail())
+		if !p.Running() {
+			return fmt.Errorf("exited: %s", tail(p))
 		}
 		c, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
@@ -99,7 +101,7 @@ func etcdAlone(ctx context.Context, opt *options, name string) (e *etcdProc, dir
 			e.close()
 		}
 		if !opt.keep {
-			os.RemoveAll(dir)
+			note("remove work dir", os.RemoveAll(dir))
 		}
 	}
 	if e, err = startEtcd(ctx, dir); err != nil {
@@ -114,8 +116,8 @@ func newClient(ep string) (*clientv3.Client, error) {
 }
 
 func (e *etcdProc) close() {
-	e.kv.Close()
-	e.stop(10 * time.Second)
+	note("etcd client", etcdclient.Close(e.kv))
+	stop(e.Proc, 10*time.Second)
 }
 
 // ackWatch follows one renderer's acknowledgement key: the renderer

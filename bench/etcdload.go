@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -37,7 +38,7 @@ func etcdLoad(ctx context.Context, opt *options, t *table) error {
 	defer func() {
 		for _, c := range clients {
 			if c != nil {
-				c.Close()
+				note("etcd client", etcdclient.Close(c))
 			}
 		}
 	}()
@@ -59,7 +60,14 @@ func etcdLoad(ctx context.Context, opt *options, t *table) error {
 	if err := sleep(ctx, registrarTTL*time.Second/3+time.Second); err != nil {
 		return err
 	}
-	cpu, err := startCPU(e.pid())
+	return measureLoad(ctx, opt, t, e, &answers)
+}
+
+// measureLoad measures over opt.etcdWindow, while answers counts the
+// registrars' keep-alive answers: their rate, etcd's CPU and RSS, and the
+// round trip of one more lease's keep-alives.
+func measureLoad(ctx context.Context, opt *options, t *table, e *etcdProc, answers *atomic.Int64) error {
+	cpu, err := startCPU(e.Pid())
 	if err != nil {
 		return err
 	}
@@ -76,7 +84,7 @@ func etcdLoad(ctx context.Context, opt *options, t *table) error {
 	name := fmt.Sprintf("etcd, %d registrars' leases (TTL %ds): ", opt.registrars, registrarTTL)
 	t.add(name+"keep-alive requests", rate, float64(n1-n0)/secs)
 	t.add(name+"etcd CPU", pct, share)
-	rss, err := rssBytes(e.pid(), "VmRSS")
+	rss, err := rssBytes(e.Pid(), "VmRSS")
 	if err != nil {
 		return err
 	}

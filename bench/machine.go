@@ -25,8 +25,9 @@ func describeMachine(opt *options) *machine {
 	m.cpu = procField("/proc/cpuinfo", "model name")
 	if kb := procField("/proc/meminfo", "MemTotal"); kb != "" {
 		var n float64
-		fmt.Sscanf(kb, "%f", &n)
-		m.mem = fmt.Sprintf("%.1f GiB", n/(1<<20))
+		if _, err := fmt.Sscanf(kb, "%f", &n); err == nil {
+			m.mem = fmt.Sprintf("%.1f GiB", n/(1<<20))
+		}
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = strings.TrimSpace(string(b))

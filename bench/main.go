@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/nginxconf"
 )
 
 type options struct {
@@ -52,6 +54,44 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{args: args}
+	only := o.define(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick {
+		o.quicken(set)
+	}
+	o.only = strings.Split(*only, ",")
+	for _, p := range o.only {
+		if !slices.Contains([]string{"small", "scale", "registrar", "etcd"}, p) {
+			return nil, fmt.Errorf("--only: unknown part %q", p)
+		}
+	}
+	if o.runs < 1 || o.changes < 1 || o.apps < 1 || o.perApp < 1 || o.scaleChanges < 1 || o.floorRuns < 1 || o.regRuns < 1 || o.registrars < 1 || o.plainRuns < 0 {
+		return nil, errors.New("counts must be positive")
+	}
+	lookup := func() (string, error) { return exec.LookPath(o.nginx) }
+	if o.nginx == "nginx" {
+		lookup = nginxconf.Lookup // also where Debian puts it, off a user's PATH
+	}
+	bin, err := lookup()
+	if err != nil {
+		return nil, fmt.Errorf("nginx: %w (apt-get install nginx-light)", err)
+	}
+	o.nginx = bin
+	if o.bin, err = filepath.Abs(o.bin); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// define declares the flags on fs; it returns --only's value.
+func (o *options) define(fs *flag.FlagSet) *string {
 	fs.StringVar(&o.bin, "bin", "bin", "directory of the binaries make build ships")
 	fs.StringVar(&o.templates, "templates", "templates", "the shipped templates")
 	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
@@ -72,51 +112,28 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	only := fs.String("only", "small,scale,registrar,etcd", "which parts to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dirs (logs, rendered files)")
 	fs.BoolVar(&o.quick, "quick", false, "a short smoke run: 1 run, 10 changes, 100 apps, 5s idle, 100 registrars")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if o.quick {
-		for name, v := range map[string]*int{"runs": &o.runs, "changes": &o.changes, "apps": &o.apps,
-			"scale-changes": &o.scaleChanges, "floor-runs": &o.floorRuns, "registrar-runs": &o.regRuns,
-			"registrars": &o.registrars, "plain-runs": &o.plainRuns} {
-			if !set[name] {
-				*v = map[string]int{"runs": 1, "changes": 10, "apps": 100, "scale-changes": 5,
-					"floor-runs": 3, "registrar-runs": 2, "registrars": 100, "plain-runs": 0}[name]
-			}
-		}
-		if !set["idle"] {
-			o.idle = 5 * time.Second
-		}
-		if !set["etcd-window"] {
-			o.etcdWindow = 5 * time.Second
-		}
-		if !set["out"] {
-			o.out = ""
+	return only
+}
+
+// quicken applies --quick's smaller counts to the flags not set.
+func (o *options) quicken(set map[string]bool) {
+	for name, v := range map[string]*int{"runs": &o.runs, "changes": &o.changes, "apps": &o.apps,
+		"scale-changes": &o.scaleChanges, "floor-runs": &o.floorRuns, "registrar-runs": &o.regRuns,
+		"registrars": &o.registrars, "plain-runs": &o.plainRuns} {
+		if !set[name] {
+			*v = map[string]int{"runs": 1, "changes": 10, "apps": 100, "scale-changes": 5,
+				"floor-runs": 3, "registrar-runs": 2, "registrars": 100, "plain-runs": 0}[name]
 		}
 	}
-	o.only = strings.Split(*only, ",")
-	for _, p := range o.only {
-		if !slices.Contains([]string{"small", "scale", "registrar", "etcd"}, p) {
-			return nil, fmt.Errorf("--only: unknown part %q", p)
-		}
+	if !set["idle"] {
+		o.idle = 5 * time.Second
 	}
-	if o.runs < 1 || o.changes < 1 || o.apps < 1 || o.perApp < 1 || o.scaleChanges < 1 || o.floorRuns < 1 || o.regRuns < 1 || o.registrars < 1 || o.plainRuns < 0 {
-		return nil, errors.New("counts must be positive")
+	if !set["etcd-window"] {
+		o.etcdWindow = 5 * time.Second
 	}
-	bin, err := exec.LookPath(o.nginx)
-	if err != nil {
-		return nil, fmt.Errorf("nginx: %w (apt-get install nginx-light)", err)
+	if !set["out"] {
+		o.out = ""
 	}
-	o.nginx = bin
-	if o.bin, err = filepath.Abs(o.bin); err != nil {
-		return nil, err
-	}
-	return o, nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -134,10 +151,46 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
 	}
-	parts := []struct {
-		name string
-		run  func() error
-	}{
+	failed := false
+	for _, p := range parts(ctx, opt, t, logf) {
+		if !slices.Contains(opt.only, p.name) {
+			continue
+		}
+		if err := p.run(); err != nil {
+			fmt.Fprintf(stderr, "bench: %s: %v\n", p.name, err)
+			failed = true
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	m.took = time.Since(start)
+	m.loadEnd = loadavg()
+	var b bytes.Buffer
+	t.write(&b)
+	fmt.Fprintf(stdout, "\n%s\n%s", m.summary(), b.String())
+	if opt.out != "" && !failed {
+		if err := os.WriteFile(opt.out, results(opt, m, b.String()), 0o644); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		logf("wrote %s", opt.out)
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// part is one --only part: its rows of t.
+type part struct {
+	name string
+	run  func() error
+}
+
+// parts are the harness's parts, in the order they run.
+func parts(ctx context.Context, opt *options, t *table, logf func(string, ...any)) []part {
+	return []part{
 		{"small", func() error {
 			for i := range opt.runs + opt.plainRuns {
 				t.alt = i >= opt.runs
@@ -169,35 +222,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return etcdLoad(ctx, opt, t)
 		}},
 	}
-	failed := false
-	for _, p := range parts {
-		if !slices.Contains(opt.only, p.name) {
-			continue
-		}
-		if err := p.run(); err != nil {
-			fmt.Fprintf(stderr, "bench: %s: %v\n", p.name, err)
-			failed = true
-			if ctx.Err() != nil {
-				break
-			}
-		}
-	}
-	m.took = time.Since(start)
-	m.loadEnd = loadavg()
-	var b bytes.Buffer
-	t.write(&b)
-	fmt.Fprintf(stdout, "\n%s\n%s", m.summary(), b.String())
-	if opt.out != "" && !failed {
-		if err := os.WriteFile(opt.out, results(opt, m, b.String()), 0o644); err != nil {
-			fmt.Fprintln(stderr, "bench:", err)
-			return 1
-		}
-		logf("wrote %s", opt.out)
-	}
-	if failed {
-		return 1
-	}
-	return 0
 }
 
 // small runs the small-config rows once: one resource per service for the

@@ -3,77 +3,51 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/proc"
 )
 
-// proc is a program the harness started, in its own process group, killed
-// with the harness (Pdeathsig) so an interrupted run leaves nothing behind.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
+// startProc runs args (internal/proc: its own process group) with stdout
+// and stderr in dir/<name>.log, killed with the harness so an interrupted
+// run leaves nothing behind.
+func startProc(dir, name string, args ...string) (*proc.Proc, error) {
+	return proc.Start(proc.Spec{Name: name, Args: args, Log: filepath.Join(dir, name+".log"), DieWithParent: true})
 }
 
-// startProc runs args with stdout and stderr in dir/<name>.log.
-func startProc(dir, name string, args ...string) (*proc, error) {
-	p := &proc{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{})}
-	f, err := os.Create(p.log)
+// stop sends SIGTERM, waits up to grace, then kills the process group; a
+// process that had to be killed, or exited non-zero, is said on stderr.
+func stop(p *proc.Proc, grace time.Duration) {
+	if err := p.Stop(syscall.SIGTERM, grace); err != nil {
+		note("stop "+p.Name+" (log "+p.Log+")", err)
+	}
+}
+
+// note says on stderr that err happened, if it did: a cleanup that failed
+// changes no figure, but the operator should know.
+func note(what string, err error) {
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p.cmd = exec.Command(args[0], args[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() { // owned: stop waits for done
-		p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
+		fmt.Fprintf(os.Stderr, "bench: %s: %v\n", what, err)
 	}
 }
 
-// stop sends SIGTERM, waits up to grace, then kills the process group.
-func (p *proc) stop(grace time.Duration) {
-	if p.exited() {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
-		<-p.done
-	}
+// readBody reads and closes resp's body.
+func readBody(resp *http.Response) ([]byte, error) {
+	b, err := io.ReadAll(resp.Body)
+	return b, errors.Join(err, resp.Body.Close())
 }
 
 // tail is the end of p's log, for error messages.
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	return string(b[max(0, len(b)-1500):])
-}
+func tail(p *proc.Proc) string { return p.Tail(20) }
 
 // cpuTicks is utime+stime of pid in clock ticks (/proc/<pid>/stat).
 func cpuTicks(pid int) (int64, error) {

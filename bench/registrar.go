@@ -11,7 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proc"
 )
 
 // registrarRuns measures the registrar as it ships: binary size, RSS, and
@@ -38,7 +38,7 @@ func registrarRuns(ctx context.Context, opt *options, t *table) error {
 }
 
 func registrarOnce(ctx context.Context, opt *options, t *table, e *etcdProc, dir string, i int) error {
-	port, err := embedetcd.FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
@@ -52,12 +52,12 @@ func registrarOnce(ctx context.Context, opt *options, t *table, e *etcdProc, dir
 	if err != nil {
 		return err
 	}
-	defer p.stop(15 * time.Second)
+	defer stop(p, 15*time.Second)
 	var ready time.Time
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	err = poll(ctx, 30*time.Second, time.Millisecond, "demo-backend listens", func() error {
-		if p.exited() {
-			return fmt.Errorf("registrar exited: %s", p.tail())
+		if !p.Running() {
+			return fmt.Errorf("registrar exited: %s", tail(p))
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -77,11 +77,11 @@ func registrarOnce(ctx context.Context, opt *options, t *table, e *etcdProc, dir
 			return err
 		}
 	case <-time.After(30 * time.Second):
-		return fmt.Errorf("registrar %d: key not visible after 30s: %s", i, p.tail())
+		return fmt.Errorf("registrar %d: key not visible after 30s: %s", i, tail(p))
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	rss, err := rssBytes(p.pid(), "VmRSS")
+	rss, err := rssBytes(p.Pid(), "VmRSS")
 	if err != nil {
 		return err
 	}

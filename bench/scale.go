@@ -63,17 +63,23 @@ func scale(ctx context.Context, opt *options, t *table, layout string) error {
 	if err != nil {
 		return err
 	}
-	rss, err := rssBytes(w.renderer.pid(), "VmRSS")
+	return rendererCost(ctx, opt, t, w, name)
+}
+
+// rendererCost adds the renderer's memory (now and peak) and its CPU over
+// opt.idle without changes.
+func rendererCost(ctx context.Context, opt *options, t *table, w *world, name string) error {
+	rss, err := rssBytes(w.renderer.Pid(), "VmRSS")
 	if err != nil {
 		return err
 	}
-	hwm, err := rssBytes(w.renderer.pid(), "VmHWM")
+	hwm, err := rssBytes(w.renderer.Pid(), "VmHWM")
 	if err != nil {
 		return err
 	}
 	t.add(name+"renderer RSS", mb, rss).with("≤ 150 MB", "")
 	t.add(name+"renderer peak RSS", mb, hwm).with("≤ 150 MB", "")
-	cpu, err := startCPU(w.renderer.pid())
+	cpu, err := startCPU(w.renderer.Pid())
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proc"
 )
 
 // world is one scenario's system: etcd, nginx, a confdir of the shipped
@@ -26,7 +26,7 @@ type world struct {
 	etcd     *etcdProc
 	nginx    *nginx
 	be       *backends
-	renderer *proc
+	renderer *proc.Proc
 	metrics  string // the renderer's --metrics-addr
 	id       string
 	acks     *ackWatch
@@ -84,17 +84,17 @@ func (w *world) close() {
 		w.acks.close()
 	}
 	if w.renderer != nil {
-		w.renderer.stop(10 * time.Second)
+		stop(w.renderer, 10*time.Second)
 	}
-	if w.nginx != nil && w.nginx.proc != nil {
-		w.nginx.stop(10 * time.Second)
+	if w.nginx != nil && w.nginx.Proc != nil {
+		stop(w.nginx.Proc, 10*time.Second)
 	}
 	if w.etcd != nil {
 		w.etcd.close()
 	}
 	w.be.close()
 	if w.dir != "" && !w.opt.keep {
-		os.RemoveAll(w.dir)
+		note("remove work dir", os.RemoveAll(w.dir))
 	}
 }
 
@@ -130,7 +130,7 @@ reload_cmd = %q
 // until /readyz says every resource is applied; it returns how long that
 // took (the first full render).
 func (w *world) startRenderer(ctx context.Context, timeout time.Duration) (time.Duration, error) {
-	port, err := embedetcd.FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return 0, err
 	}
@@ -145,15 +145,17 @@ func (w *world) startRenderer(ctx context.Context, timeout time.Duration) (time.
 	}
 	c := &http.Client{Timeout: time.Second}
 	err = poll(ctx, timeout, 10*time.Millisecond, "renderer ready", func() error {
-		if w.renderer.exited() {
-			return fmt.Errorf("renderer exited: %s", w.renderer.tail())
+		if !w.renderer.Running() {
+			return fmt.Errorf("renderer exited: %s", tail(w.renderer))
 		}
 		resp, err := c.Get("http://" + w.metrics + "/readyz")
 		if err != nil {
 			return err
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		b, err := readBody(resp)
+		if err != nil {
+			return err
+		}
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("/readyz %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 		}
@@ -164,13 +166,13 @@ func (w *world) startRenderer(ctx context.Context, timeout time.Duration) (time.
 
 // scrape reads the renderer's /metrics: each sample line's series (name and
 // labels) to its value.
-func (w *world) scrape() (map[string]float64, error) {
+func (w *world) scrape() (m map[string]float64, err error) {
 	resp, err := http.Get("http://" + w.metrics + "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	m := map[string]float64{}
+	defer func() { err = errors.Join(err, resp.Body.Close()) }()
+	m = map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
@@ -205,6 +207,16 @@ func (w *world) reloads() (float64, error) {
 	}
 	n, _ := sum(m, "rollcall_renderer_reloads_total")
 	return n, nil
+}
+
+// reloadsSince is the reload count less r0 once a second has passed: what
+// is still scheduled would show up as a reload within it.
+func (w *world) reloadsSince(ctx context.Context, r0 float64) (float64, error) {
+	if err := sleep(ctx, time.Second); err != nil {
+		return 0, err
+	}
+	r1, err := w.reloads()
+	return r1 - r0, err
 }
 
 // put writes one key and returns the revision it made; del deletes one.

@@ -32,7 +32,7 @@ type Server struct {
 // Start starts the server and waits until it serves, or ctx ends.
 func Start(ctx context.Context, c Config) (*Server, error) {
 	if c.PeerAddr == "" {
-		p, err := FreePort()
+		p, err := freePort()
 		if err != nil {
 			return nil, err
 		}
@@ -74,14 +74,18 @@ func (s *Server) Err() <-chan error { return s.e.Err() }
 // Close stops the server and waits until it has stopped.
 func (s *Server) Close() { s.e.Close() }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
+// freePort returns a loopback TCP port that was free a moment ago (the
+// peer URL needs one: port 0 would not be advertised right).
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("find free port: %w", err)
+	}
+	return port, nil
 }
 
 // StartTimeout is a sensible bound for Start.

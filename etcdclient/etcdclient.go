@@ -5,8 +5,10 @@
 package etcdclient
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -82,6 +84,15 @@ func New(c Config) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("etcd client %v: %w", c.Endpoints, err)
 	}
 	return cli, nil
+}
+
+// Close closes cli. The client reports its own shutdown as
+// context.Canceled: that is no error.
+func Close(cli *clientv3.Client) error {
+	if err := cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("close etcd client: %w", err)
+	}
+	return nil
 }
 
 // tlsConfig is nil without TLS files.

@@ -32,7 +32,12 @@ func (r *rig) waitReady(timeout time.Duration) {
 
 // get fetches a path from the renderer's metrics server, failing on non-200.
 func (r *rig) get(path string) (string, error) {
-	resp, err := r.http.Get("http://" + r.metrics + path)
+	return fetch(r.http, "http://"+r.metrics+path)
+}
+
+// fetch GETs url with c and returns the body, failing on non-200.
+func fetch(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
 	if err != nil {
 		return "", err
 	}
@@ -42,7 +47,7 @@ func (r *rig) get(path string) (string, error) {
 		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))
+		return string(b), fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
 	}
 	return string(b), nil
 }

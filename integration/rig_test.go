@@ -90,6 +90,12 @@ exit $rc
 // and the reload wrapper; prefix replaces the shipped prefix unless empty.
 func (r *rig) resource(name, shipped, dest, prefix string) string {
 	r.t.Helper()
+	return r.resourceWith(name, shipped, dest, prefix, nil)
+}
+
+// resourceWith is resource with more fields set (e.g. push).
+func (r *rig) resourceWith(name, shipped, dest, prefix string, set map[string]any) string {
+	r.t.Helper()
 	var res struct {
 		Template map[string]any `toml:"template"`
 	}
@@ -102,6 +108,9 @@ func (r *rig) resource(name, shipped, dest, prefix string) string {
 	res.Template["reload_cmd"] = r.reloadCmd
 	if prefix != "" {
 		res.Template["prefix"] = prefix
+	}
+	for k, v := range set {
+		res.Template[k] = v
 	}
 	var b bytes.Buffer
 	if err := toml.NewEncoder(&b).Encode(res); err != nil {
@@ -136,7 +145,9 @@ func (r *rig) startNginx(c nginxtest.Config) {
 }
 
 // onlyFiles fails unless the rendered files' directory holds exactly names
-// (sorted): no staged leftovers.
+// (sorted): no staged leftovers. The renderer's own bookkeeping next to a
+// dest (.<dest>.rollcall.pending while a resource is not applied yet,
+// .<dest>.rollcall.instances) is no leftover.
 func (r *rig) onlyFiles(names ...string) {
 	r.t.Helper()
 	entries, err := os.ReadDir(r.out)
@@ -145,7 +156,9 @@ func (r *rig) onlyFiles(names ...string) {
 	}
 	var got []string
 	for _, e := range entries {
-		got = append(got, e.Name())
+		if n := e.Name(); !strings.HasSuffix(n, ".rollcall.pending") && !strings.HasSuffix(n, ".rollcall.instances") {
+			got = append(got, n)
+		}
 	}
 	if !slices.Equal(got, names) {
 		r.t.Fatalf("files in %s: %v; want %v (no staged leftovers)", r.out, got, names)

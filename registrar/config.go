@@ -8,11 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/registry"
 )
 
-// Config is everything Run needs. Start from DefaultConfig; the command line
-// and environment are parsed into it by cmd/registrar.
+// Config is everything Run needs. Start from DefaultConfig, or build it
+// from the command line and environment with ParseArgs.
 type Config struct {
 	App       string     // app name, registry.ValidName
 	Env       string     // environment name, registry.ValidName
@@ -34,6 +35,8 @@ type Config struct {
 	DialTimeout       time.Duration
 
 	Command []string // the app: argv[0] and its arguments
+
+	LogLevel string // --log-level for cmd/registrar's logger (cli.ParseLevel); Run does not read it
 }
 
 // PortRange is an inclusive range of ports.
@@ -70,60 +73,66 @@ func DefaultConfig() Config {
 		DrainTimeout:  10 * time.Second,
 		StopTimeout:   30 * time.Second,
 		DialTimeout:   3 * time.Second,
+		LogLevel:      "info",
 	}
-}
-
-// UsageError is a configuration mistake: the command exits 2 with its message.
-type UsageError struct{ Msg string }
-
-func (e *UsageError) Error() string { return e.Msg }
-
-func usagef(format string, args ...any) *UsageError {
-	return &UsageError{Msg: fmt.Sprintf(format, args...)}
 }
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// Validate reports the first configuration mistake as a *UsageError.
+// Validate reports the first configuration mistake as a *cli.UsageError.
 func (c *Config) Validate() error {
 	if c.App == "" {
-		return usagef("--app (REGISTRAR_APP) is required")
+		return cli.Usagef("--app (REGISTRAR_APP) is required")
 	}
 	if err := registry.ValidName(c.App); err != nil {
-		return usagef("--app: %v", err)
+		return cli.Usagef("--app: %v", err)
 	}
 	if c.Env == "" {
-		return usagef("--env (REGISTRAR_ENV) is required")
+		return cli.Usagef("--env (REGISTRAR_ENV) is required")
 	}
 	if err := registry.ValidName(c.Env); err != nil {
-		return usagef("--env: %v", err)
+		return cli.Usagef("--env: %v", err)
 	}
 	if err := c.validateEtcd(); err != nil {
 		return err
 	}
 	if strings.Contains(c.Prefix, "//") {
-		return usagef("--prefix %q: empty path segment", c.Prefix)
+		return cli.Usagef("--prefix %q: empty path segment", c.Prefix)
 	}
 	if c.IP.IsValid() && (c.IP.Zone() != "" || c.IP.Is4In6() || c.IP.IsUnspecified()) {
-		return usagef("--ip %s: want a plain unicast address to advertise", c.IP)
+		return cli.Usagef("--ip %s: want a plain unicast address to advertise", c.IP)
 	}
 	if c.Port == 0 && (c.PortRange.Lo == 0 || c.PortRange.Hi < c.PortRange.Lo) {
-		return usagef("--port-range %s: want lo-hi with 1 <= lo <= hi <= 65535", c.PortRange)
+		return cli.Usagef("--port-range %s: want lo-hi with 1 <= lo <= hi <= 65535", c.PortRange)
 	}
 	if len(c.PortEnv) == 0 {
-		return usagef("--port-env: no variable name")
+		return cli.Usagef("--port-env: no variable name")
 	}
 	for _, n := range c.PortEnv {
 		if !envNameRE.MatchString(n) {
-			return usagef("--port-env: bad variable name %q", n)
+			return cli.Usagef("--port-env: bad variable name %q", n)
 		}
 	}
 	if c.TTL < time.Second || c.TTL%time.Second != 0 {
-		return usagef("--ttl %v: want whole seconds, at least 1s (etcd rounds up to 2s)", c.TTL)
+		return cli.Usagef("--ttl %v: want whole seconds, at least 1s (etcd rounds up to 2s)", c.TTL)
 	}
 	if _, err := parseCheck(c.Check); err != nil {
-		return usagef("--check: %v", err)
+		return cli.Usagef("--check: %v", err)
 	}
+	if err := c.validateTimeouts(); err != nil {
+		return err
+	}
+	if _, err := cli.ParseLevel(c.LogLevel); err != nil {
+		return cli.Usagef("--log-level: %v", err)
+	}
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return cli.Usagef("missing command: registrar [flags] -- COMMAND [ARG...]")
+	}
+	return nil
+}
+
+// validateTimeouts checks the check interval and the timeouts.
+func (c *Config) validateTimeouts() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -135,11 +144,8 @@ func (c *Config) Validate() error {
 		{"--dial-timeout", c.DialTimeout, time.Millisecond},
 	} {
 		if d.v < d.min {
-			return usagef("%s %v: must be at least %v", d.name, d.v, d.min)
+			return cli.Usagef("%s %v: must be at least %v", d.name, d.v, d.min)
 		}
-	}
-	if len(c.Command) == 0 || c.Command[0] == "" {
-		return usagef("missing command: registrar [flags] -- COMMAND [ARG...]")
 	}
 	return nil
 }
@@ -147,21 +153,21 @@ func (c *Config) Validate() error {
 // validateEtcd checks the endpoints, TLS files and auth flags.
 func (c *Config) validateEtcd() error {
 	if len(c.Endpoints) == 0 {
-		return usagef("--endpoints: no etcd endpoint")
+		return cli.Usagef("--endpoints: no etcd endpoint")
 	}
 	for _, e := range c.Endpoints {
 		if e == "" || strings.ContainsAny(e, " \t,") {
-			return usagef("--endpoints: bad endpoint %q", e)
+			return cli.Usagef("--endpoints: bad endpoint %q", e)
 		}
 	}
 	if (c.Cert == "") != (c.Key == "") {
-		return usagef("--cert and --key go together")
+		return cli.Usagef("--cert and --key go together")
 	}
 	if c.Password != "" && c.User == "" {
-		return usagef("ETCD_PASSWORD is set but --user (ETCD_USER) is not")
+		return cli.Usagef("ETCD_PASSWORD is set but --user (ETCD_USER) is not")
 	}
 	if strings.Contains(c.User, ":") {
-		return usagef("--user: the password comes from ETCD_PASSWORD, not user:password")
+		return cli.Usagef("--user: the password comes from ETCD_PASSWORD, not user:password")
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/rollcall/rollcall/cli"
 	"time"
 )
 
@@ -69,9 +71,9 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			ue, ok := err.(*UsageError)
-			if !ok || !strings.Contains(ue.Msg, tc.want) || strings.Contains(ue.Msg, "\n") {
-				t.Fatalf("Validate() = %#v; want one-line *UsageError containing %q", err, tc.want)
+			ue, ok := err.(*cli.UsageError)
+			if !ok || !strings.Contains(ue.Error(), tc.want) || strings.Contains(ue.Error(), "\n") {
+				t.Fatalf("Validate() = %#v; want one-line *cli.UsageError containing %q", err, tc.want)
 			}
 		})
 	}

@@ -100,7 +100,7 @@ func laggingAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key s
 		}
 	}
 	for k, a := range lost {
-		if !live[k] && a.CoversKey(key) && a.Revision < rev {
+		if !live[k] && a.CoversKey(key) && a.RevisionFor(key) < rev {
 			pending[k] = true
 		}
 	}
@@ -142,5 +142,5 @@ func ackLags(key string, rev int64, value []byte) bool {
 	if err := json.Unmarshal(value, &a); err != nil {
 		return false
 	}
-	return !a.Stopped && a.CoversKey(key) && a.Revision < rev
+	return !a.Stopped && a.CoversKey(key) && a.RevisionFor(key) < rev
 }

@@ -2,13 +2,13 @@ package registrar
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/etcdclient"
 )
 
@@ -30,7 +30,7 @@ func clientConfig(c Config, retryCap time.Duration) (clientv3.Config, error) {
 		Password:         c.Password,
 	}.ClientConfig()
 	if err != nil {
-		return cc, usagef("--cacert/--cert/--key: %v", err)
+		return cc, cli.Usagef("--cacert/--cert/--key: %v", err)
 	}
 	return cc, nil
 }
@@ -64,14 +64,10 @@ func (c *conn) explain(err error) error {
 	return etcdclient.Explain(context.Background(), c.cfg, err)
 }
 
-// close closes the client, if one was made. The client reports its own
-// shutdown as context.Canceled: that is no error.
+// close closes the client, if one was made.
 func (c *conn) close() error {
 	if c.cli == nil {
 		return nil
 	}
-	if err := c.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("close etcd client: %w", err)
-	}
-	return nil
+	return etcdclient.Close(c.cli)
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rollcall/rollcall/cli"
 	"time"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
@@ -41,9 +43,9 @@ func TestClientConfigTLS(t *testing.T) {
 			c.CACert, c.Cert, c.Key, c.User, c.Password = tc.ca, tc.cert, tc.key, "u", "p"
 			cc, err := clientConfig(c, time.Second)
 			if tc.want != "" {
-				var ue *UsageError
-				if !errors.As(err, &ue) || !strings.Contains(ue.Msg, tc.want) {
-					t.Fatalf("clientConfig() = %v; want *UsageError with %q", err, tc.want)
+				var ue *cli.UsageError
+				if !errors.As(err, &ue) || !strings.Contains(ue.Error(), tc.want) {
+					t.Fatalf("clientConfig() = %v; want *cli.UsageError with %q", err, tc.want)
 				}
 				return
 			}

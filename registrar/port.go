@@ -304,7 +304,10 @@ func primaryIPv4() (netip.Addr, error) {
 		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
 			continue
 		}
-		addrs, _ := ifc.Addrs()
+		addrs, err := ifc.Addrs()
+		if err != nil { // an interface we cannot read is not the one to advertise
+			continue
+		}
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok {
 				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {

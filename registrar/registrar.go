@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -24,7 +25,7 @@ var (
 // Run runs the app under cfg until it exits or a SIGTERM/SIGINT (or ctx)
 // stops it, and returns the exit code the registrar should exit with: the
 // app's (128+N when signal N killed it), 126/127 when it cannot start. A
-// *UsageError means a bad cfg (exit 2). Run catches SIGTERM, SIGINT and the
+// *cli.UsageError means a bad cfg (exit 2). Run catches SIGTERM, SIGINT and the
 // forwarded signals itself; as PID 1 it also reaps every zombie.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) (int, error) {
 	sigs := make(chan os.Signal, 16)
@@ -56,7 +57,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	addr := netip.AddrPortFrom(cfg.IP, port)
 	chk, err := spec.probe(addr)
 	if err != nil { // parseCheck expanded a sample address: not expected
-		return 2, usagef("--check: %v", err) // the pick's lease expires by itself
+		return 2, cli.Usagef("--check: %v", err) // the pick's lease expires by itself
 	}
 	k := newKeeper(etcd, keeperConfig{
 		Key: registry.Key(cfg.Prefix, cfg.App, cfg.Env, addr), Value: registry.Value(addr),
@@ -94,7 +95,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 }
 
 // prepare validates cfg, fills in the advertised IP, and parses the check
-// and the etcd client config; every error is a *UsageError.
+// and the etcd client config; every error is a *cli.UsageError.
 func prepare(cfg Config) (Config, checkSpec, clientv3.Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return cfg, checkSpec{}, clientv3.Config{}, err
@@ -102,13 +103,13 @@ func prepare(cfg Config) (Config, checkSpec, clientv3.Config, error) {
 	if !cfg.IP.IsValid() {
 		ip, err := primaryIPv4()
 		if err != nil {
-			return cfg, checkSpec{}, clientv3.Config{}, &UsageError{Msg: err.Error()}
+			return cfg, checkSpec{}, clientv3.Config{}, &cli.UsageError{Err: err}
 		}
 		cfg.IP = ip
 	}
 	cs, err := parseCheck(cfg.Check)
 	if err != nil { // Validate parsed it already
-		return cfg, cs, clientv3.Config{}, usagef("--check: %v", err)
+		return cfg, cs, clientv3.Config{}, cli.Usagef("--check: %v", err)
 	}
 	cc, err := clientConfig(cfg, retryCap(cfg.TTL))
 	return cfg, cs, cc, err

@@ -22,7 +22,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
 // ValidName reports whether s may be used as an app or env name.
 func ValidName(s string) error {
 	if !nameRE.MatchString(s) {
-		return fmt.Errorf("invalid name %q: want [A-Za-z0-9][A-Za-z0-9.-]*", s)
+		return fmt.Errorf("invalid name %q: want [A-Za-z0-9][A-Za-z0-9.-]*", short(s))
 	}
 	return nil
 }
@@ -77,21 +77,36 @@ func RendererKey(prefix, id string) string { return RenderersDir(prefix) + id }
 // ParseAddr parses an instance value strictly: a canonical IPv4 "a.b.c.d:port"
 // or IPv6 "[addr]:port", no zone, port 1-65535, nothing else. It is the gate
 // that keeps registered values from ever becoming config text.
+// maxQuoted bounds how much of a refused input an error quotes: a 1 MiB
+// value must not become a 1 MiB log line.
+const maxQuoted = 64
+
+// short cuts s to maxQuoted bytes for an error message, saying so.
+func short(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	return s[:maxQuoted] + "...(truncated)"
+}
+
 func ParseAddr(s string) (netip.AddrPort, error) {
 	a, err := netip.ParseAddrPort(s)
 	if err != nil {
+		if len(s) > maxQuoted { // netip's error quotes all of s again
+			return netip.AddrPort{}, fmt.Errorf("parse address %q: not <ip>:<port>", short(s))
+		}
 		return netip.AddrPort{}, fmt.Errorf("parse address %q: %w", s, err)
 	}
 	ip := a.Addr()
 	switch {
 	case ip.Zone() != "":
-		return netip.AddrPort{}, fmt.Errorf("parse address %q: zone not allowed", s)
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: zone not allowed", short(s))
 	case ip.Is4In6():
-		return netip.AddrPort{}, fmt.Errorf("parse address %q: IPv4-mapped IPv6 not allowed", s)
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: IPv4-mapped IPv6 not allowed", short(s))
 	case a.Port() == 0:
-		return netip.AddrPort{}, fmt.Errorf("parse address %q: port 0", s)
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: port 0", short(s))
 	case !canonical(a, s):
-		return netip.AddrPort{}, fmt.Errorf("parse address %q: not canonical (want %q)", s, a.String())
+		return netip.AddrPort{}, fmt.Errorf("parse address %q: not canonical (want %q)", short(s), a.String())
 	}
 	return a, nil
 }
@@ -107,16 +122,16 @@ func canonical(a netip.AddrPort, s string) bool {
 func ParseInstanceName(name string) (netip.AddrPort, error) {
 	i := strings.LastIndexByte(name, '-')
 	if i < 0 {
-		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: want <ip>-<port>", name)
+		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: want <ip>-<port>", short(name))
 	}
 	var buf [64]byte // canonical forms compared without allocating: once per instance per render
 	ip, err := netip.ParseAddr(name[:i])
 	if err != nil || ip.Zone() != "" || string(ip.AppendTo(buf[:0])) != name[:i] {
-		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad ip", name)
+		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad ip", short(name))
 	}
 	port, err := strconv.ParseUint(name[i+1:], 10, 16)
 	if err != nil || port == 0 || string(strconv.AppendUint(buf[:0], port, 10)) != name[i+1:] {
-		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad port", name)
+		return netip.AddrPort{}, fmt.Errorf("parse instance name %q: bad port", short(name))
 	}
 	return netip.AddrPortFrom(ip, uint16(port)), nil
 }
@@ -134,7 +149,7 @@ func ParseInstance(key, value string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, err
 	}
 	if k != a {
-		return netip.AddrPort{}, fmt.Errorf("value %q disagrees with key %q", value, key)
+		return netip.AddrPort{}, fmt.Errorf("value %q disagrees with key %q", short(value), short(key))
 	}
 	return a, nil
 }
@@ -162,6 +177,27 @@ type Ack struct {
 	Prefixes []string  `json:"prefixes"`
 	Updated  time.Time `json:"updated"`
 	Stopped  bool      `json:"stopped,omitempty"`
+	// Applied (optional; older renderers omit it) holds, per resource
+	// prefix, the revision every resource reading under that prefix has
+	// applied, never below Revision: a resource failing under one prefix
+	// does not hold back registrars whose keys only other prefixes cover.
+	Applied map[string]int64 `json:"applied,omitempty"`
+}
+
+// RevisionFor is the revision up to which every change of key is live: the
+// least Applied revision among the prefixes covering key, or Revision when
+// none does (or the renderer publishes no Applied).
+func (a Ack) RevisionFor(key string) int64 {
+	rev, found := int64(0), false
+	for p, r := range a.Applied {
+		if Covers(p, key) && (!found || r < rev) {
+			rev, found = r, true
+		}
+	}
+	if !found || rev < a.Revision {
+		return a.Revision
+	}
+	return rev
 }
 
 // CoversKey reports whether any of the ack's prefixes covers key.

@@ -131,3 +131,25 @@ func BenchmarkParseAddr(b *testing.B) {
 		}
 	}
 }
+
+func TestAckRevisionFor(t *testing.T) {
+	a := Ack{Revision: 10, Prefixes: []string{"/"}, Applied: map[string]int64{"/": 12, "/a_prod": 10, "/b_prod": 20}}
+	tests := []struct {
+		ack  Ack
+		key  string
+		want int64
+	}{
+		{a, "/b_prod/10.0.0.1-80", 12}, // "/" and "/b_prod" cover it: the lesser
+		{a, "/a_prod/10.0.0.1-80", 10},
+		{a, "/c_prod/10.0.0.1-80", 12},
+		{Ack{Revision: 10, Applied: map[string]int64{"/b_prod": 20}}, "/b_prod/x", 20},
+		{Ack{Revision: 10, Applied: map[string]int64{"/b_prod": 20}}, "/c_prod/x", 10}, // none covers it
+		{Ack{Revision: 10}, "/b_prod/x", 10},                                           // an older renderer
+		{Ack{Revision: 10, Applied: map[string]int64{"/b_prod": 5}}, "/b_prod/x", 10},  // never below Revision
+	}
+	for _, tc := range tests {
+		if got := tc.ack.RevisionFor(tc.key); got != tc.want {
+			t.Errorf("%+v.RevisionFor(%q) = %d; want %d", tc.ack, tc.key, got, tc.want)
+		}
+	}
+}

@@ -10,10 +10,10 @@ import (
 func ParseService(name string) (app, env string, err error) {
 	app, env, ok := strings.Cut(name, "_")
 	if !ok {
-		return "", "", fmt.Errorf("parse service %q: want <app>_<env>", name)
+		return "", "", fmt.Errorf("parse service %q: want <app>_<env>", short(name))
 	}
 	if ValidName(app) != nil || ValidName(env) != nil {
-		return "", "", fmt.Errorf("parse service %q: want <app>_<env>, each [A-Za-z0-9][A-Za-z0-9.-]*", name)
+		return "", "", fmt.Errorf("parse service %q: want <app>_<env>, each [A-Za-z0-9][A-Za-z0-9.-]*", short(name))
 	}
 	return app, env, nil
 }

@@ -21,7 +21,10 @@ type resState struct {
 	res           *confd.Resource
 	name          string // metrics label and log key: the .toml file name
 	prefixes      []string
-	reloadPending bool // installed, but its reload has not succeeded yet
+	reloadPending bool     // installed, but its reload has not succeeded yet
+	unconfirmed   bool     // its pending mark is on disk (stage.go): dest may not be checked or reloaded
+	known         []string // service dirs its typed `services` returned: kept when their last key goes
+	onDisk        int      // instances recorded next to dest (stage.go instancesFile); -1 = none
 }
 
 // job is one resource's way through a batch.
@@ -38,18 +41,23 @@ type job struct {
 // batchResult says how a batch went.
 type batchResult struct {
 	ok, failed []*resState
-	reloads    int
+	reloads    []*reloadGroup // installed and checked; their reloads are yet to run
 }
 
-// apply renders, stages, checks, installs and reloads one batch of
-// resources at snap. Resources whose output is already installed cost
-// nothing; the rest share one check per distinct no-{{.src}} check_cmd and
-// one reload per distinct reload_cmd. A failing resource is logged with the
-// command output, counted, and left out; the others apply. It never returns
-// an error: failures are in the result and stay pending for a retry.
+// apply renders, stages, checks and installs one batch of resources at
+// snap, and returns their reloads to run (res.reloads: runReloads on the
+// caller, or lanes apart from the loop). Resources whose output is already
+// installed (and applied: no pending mark) cost nothing; the rest share one
+// check per distinct no-{{.src}} check_cmd and one reload per distinct
+// reload_cmd. A failing resource is logged with the command output,
+// counted, and left out; the others apply. It never returns an error:
+// failures are in the result and stay pending for a retry.
 func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) batchResult {
 	var res batchResult
 	var jobs []*job
+	// Pushed peer sets first: an app that appears has its peers in nginx
+	// before the reload that adds its upstream.
+	sts = r.applyPushes(ctx, snap, sts, &res)
 	for _, j := range r.prepareAll(ctx, snap, sts) {
 		st := j.st
 		switch {
@@ -63,7 +71,9 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 	}
 	if r.cfg.Noop {
 		for _, j := range jobs {
-			os.Remove(j.staged)
+			if err := os.Remove(j.staged); err != nil && j.staged != "" {
+				r.log.Warn("noop: staged file left behind", "resource", j.st.name, "err", err)
+			}
 			r.succeed(&res, j.st, snap.rev)
 		}
 		return res
@@ -97,9 +107,10 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 	for _, cmd := range order {
 		r.checkInstalled(ctx, cmd, checks[cmd], &res)
 	}
-	// One reload per distinct reload_cmd among what is now in place.
-	reloads := map[string][]*job{}
-	order = order[:0]
+	// One reload per distinct reload_cmd among what is now in place: the
+	// caller runs them (runReloads inline, or apart in lanes).
+	var groups []*reloadGroup
+	byCmd := map[string]*reloadGroup{}
 	for _, j := range jobs {
 		if j.err != nil {
 			continue
@@ -108,36 +119,85 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 			r.succeed(&res, j.st, snap.rev)
 			continue
 		}
-		if _, ok := reloads[j.reloadCmd]; !ok {
-			order = append(order, j.reloadCmd)
+		j.st.reloadPending = true
+		g := byCmd[j.reloadCmd]
+		if g == nil {
+			g = &reloadGroup{cmd: j.reloadCmd}
+			byCmd[j.reloadCmd] = g
+			groups = append(groups, g)
 		}
-		reloads[j.reloadCmd] = append(reloads[j.reloadCmd], j)
+		g.items = append(g.items, reloadItem{st: j.st, rev: snap.rev})
 	}
-	for _, cmd := range order {
-		group := reloads[cmd]
-		start := time.Now()
-		out, err := r.reload(ctx, cmd) // confirm.go: confirms an nginx reload
-		took := time.Since(start)
-		res.reloads++
+	res.reloads = groups
+	return res
+}
+
+// reloadGroup is the resources one reload_cmd applies.
+type reloadGroup struct {
+	cmd   string
+	items []reloadItem
+}
+
+// reloadItem is a resource installed at rev whose reload is pending.
+type reloadItem struct {
+	st  *resState
+	rev int64
+}
+
+func (g *reloadGroup) names() string {
+	ns := make([]string, 0, len(g.items))
+	for _, it := range g.items {
+		ns = append(ns, it.st.name)
+	}
+	slices.Sort(ns)
+	return strings.Join(slices.Compact(ns), ",")
+}
+
+// runReload runs a group's reload_cmd, counts and logs it. It touches no
+// resource state, so it may run off the loop (lanes.go).
+func (r *Renderer) runReload(ctx context.Context, g *reloadGroup) error {
+	start := time.Now()
+	out, err := r.reload(ctx, g.cmd) // confirm.go: confirms an nginx reload
+	took := time.Since(start)
+	if err != nil {
+		r.m.reloads.WithLabelValues("failure").Inc()
+		return &CheckError{Resource: g.names(), Kind: "reload", Cmd: g.cmd, Output: out, Err: err}
+	}
+	r.m.reloads.WithLabelValues("ok").Inc()
+	r.m.lastReloadSuccess.SetToCurrentTime()
+	r.log.Info("reloaded", "resource", g.names(), "took", took)
+	return nil
+}
+
+// reloaded records how a group's reload went, on the loop: ok and failed
+// resources for the caller's bookkeeping.
+func (r *Renderer) reloaded(g *reloadGroup, err error) (ok, failed []reloadItem) {
+	for _, it := range g.items {
 		if err != nil {
-			r.m.reloads.WithLabelValues("failure").Inc()
-			ce := &CheckError{Resource: names(group), Kind: "reload", Cmd: cmd, Output: out, Err: err}
-			for _, j := range group {
-				j.st.reloadPending = true
-				j.err = ce
-				r.fail(&res, j)
-			}
+			r.log.Error("resource not applied", "resource", it.st.name, "dest", it.st.res.Dest, "err", err)
+			failed = append(failed, it)
 			continue
 		}
-		r.m.reloads.WithLabelValues("ok").Inc()
-		r.m.lastReloadSuccess.SetToCurrentTime()
-		r.log.Info("reloaded", "resource", names(group), "took", took)
-		for _, j := range group {
-			j.st.reloadPending = false
-			r.succeed(&res, j.st, snap.rev)
+		it.st.reloadPending = false
+		r.m.lastApplySuccess.WithLabelValues(it.st.name).SetToCurrentTime()
+		ok = append(ok, it)
+	}
+	return ok, failed
+}
+
+// runReloads runs a batch's reloads in turn on the caller (--onetime) and
+// folds them into res.
+func (r *Renderer) runReloads(ctx context.Context, res *batchResult) {
+	for _, g := range res.reloads {
+		ok, failed := r.reloaded(g, r.runReload(ctx, g))
+		for _, it := range ok {
+			res.ok = append(res.ok, it.st)
+		}
+		for _, it := range failed {
+			res.failed = append(res.failed, it.st)
 		}
 	}
-	return res
+	res.reloads = nil
 }
 
 // prepare renders a resource and, when its output differs from the
@@ -145,7 +205,10 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *job {
 	rs := st.res
 	j := &job{st: st}
-	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
+	out, err := rs.RenderKnown(ctx, snap.For(st.prefixes), st.known)
+	if len(out.Services) > 0 {
+		st.known = slices.Compact(slices.Sorted(slices.Values(slices.Concat(st.known, out.Services))))
+	}
 	if err != nil {
 		r.m.renders.WithLabelValues(st.name, "error").Inc()
 		j.err = fmt.Errorf("render %s: %w", rs.Dest, err)
@@ -165,7 +228,7 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 			return j
 		}
 	}
-	if j.cur.same(j.want) {
+	if j.cur.same(j.want) && !st.unconfirmed {
 		r.m.renders.WithLabelValues(st.name, "unchanged").Inc()
 		return j
 	}
@@ -185,7 +248,9 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 			j.checkTook = time.Since(start)
 		}
 		if err != nil {
-			os.Remove(j.staged)
+			if rerr := os.Remove(j.staged); rerr != nil {
+				r.log.Warn("staged file left behind", "resource", st.name, "err", rerr)
+			}
 			j.staged, j.err = "", err
 		}
 	} else if c != "" && r.cfg.Noop {
@@ -263,6 +328,14 @@ func (r *Renderer) observeInstall(j *job) {
 }
 
 func (r *Renderer) installJob(j *job) error {
+	if !j.st.unconfirmed {
+		if err := markPending(j.st.res.Dest); err != nil {
+			os.Remove(j.staged)
+			j.staged, j.err = "", err
+			return err
+		}
+		j.st.unconfirmed = true
+	}
 	err := install(j.staged, j.st.res.Dest)
 	j.staged = ""
 	if err != nil {
@@ -270,6 +343,12 @@ func (r *Renderer) installJob(j *job) error {
 		return err
 	}
 	j.installed = true
+	if n, ok := r.guard.Candidate(j.st.res.Path); ok {
+		r.recordInstances(j.st, n)
+	}
+	if h := r.testHookInstall; h != nil {
+		h(j.st.res.Dest)
+	}
 	return nil
 }
 
@@ -283,6 +362,9 @@ func (r *Renderer) rollback(j *job) {
 		return
 	}
 	j.installed = false
+	if n, ok := r.guard.Base(j.st.res.Path); ok {
+		r.recordInstances(j.st, n)
+	}
 	r.log.Info("rolled back", "resource", j.st.name, "dest", j.st.res.Dest)
 }
 
@@ -292,6 +374,9 @@ func (r *Renderer) runCmd(ctx context.Context, kind, cmd string) (string, error)
 	out, err := runCommand(ctx, cmd, r.cfg.CommandTimeout)
 	took := time.Since(start)
 	r.m.commandDuration.WithLabelValues(kind).Observe(took.Seconds())
+	if errors.Is(err, errTimedOut) {
+		r.m.commandTimeouts.WithLabelValues(kind).Inc()
+	}
 	if err == nil && strings.TrimSpace(out) != "" {
 		// nginx warns on stderr even when it succeeds: say what it said.
 		r.log.Info("command output", "kind", kind, "cmd", cmd, "took", took, "output", out)
@@ -299,6 +384,43 @@ func (r *Renderer) runCmd(ctx context.Context, kind, cmd string) (string, error)
 		r.log.Debug("command ran", "kind", kind, "cmd", cmd, "took", took, "output", out, "err", err)
 	}
 	return out, err
+}
+
+// recover cleans up after a renderer killed while applying st: stale stage
+// files go, and a pending mark makes st apply in full at its first pass.
+func (r *Renderer) recover(st *resState) bool {
+	if r.cfg.Noop {
+		return false
+	}
+	st.onDisk = -1
+	if n, ok := readInstances(st.res.Dest); ok {
+		r.guard.Seed(st.res.Path, n)
+		st.onDisk = n
+	}
+	pending, removed, err := leftovers(st.res.Dest)
+	for _, p := range removed {
+		r.log.Info("removed a stale stage file", "resource", st.name, "file", p)
+	}
+	if err != nil {
+		r.log.Error("cleaning up after a crash", "resource", st.name, "err", err)
+	}
+	if pending {
+		r.log.Warn("installed file may not have been checked or reloaded: checking and reloading it", "resource", st.name, "dest", st.res.Dest)
+	}
+	return pending
+}
+
+// recordInstances notes next to st's dest how many instances the installed
+// file holds, for the guard of a renderer started later.
+func (r *Renderer) recordInstances(st *resState, n int) {
+	if n == st.onDisk {
+		return
+	}
+	if err := writeInstances(st.res.Dest, n); err != nil {
+		r.log.Warn("the guard will not know this file after a restart", "resource", st.name, "err", err)
+		return
+	}
+	st.onDisk = n
 }
 
 func (r *Renderer) succeed(res *batchResult, st *resState, rev int64) {

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -346,10 +346,7 @@ func TestUnchangedAndIgnored(t *testing.T) {
 func TestEtcdDownAndBack(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	h.cfg.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	ready := func() (int, error) {
 		resp, err := http.Get("http://" + h.cfg.MetricsAddr + "/readyz")
@@ -450,10 +447,7 @@ func TestEmbedEtcdOnetime(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	dest := h.resource("up", `"/"`, listTmpl, "")
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	cfg := h.cfg
 	cfg.Endpoints, cfg.Onetime = nil, true
 	cfg.EmbedEtcd, cfg.EmbedListen = t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port)

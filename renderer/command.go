@@ -70,6 +70,9 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// errTimedOut marks a command killed at its timeout.
+var errTimedOut = errors.New("timed out")
+
 // runCommand runs cmd with /bin/sh -c in its own process group, bounded by
 // timeout: SIGTERM to the group at the deadline, SIGKILL 5s later. It returns
 // the combined output.
@@ -84,7 +87,7 @@ func runCommand(ctx context.Context, cmd string, timeout time.Duration) (string,
 	c.Stdout, c.Stderr = &out, &out
 	err := c.Run()
 	if err != nil && ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err = fmt.Errorf("timed out after %v: %w", timeout, err)
+		err = fmt.Errorf("%w after %v: %w", errTimedOut, timeout, err)
 	}
 	return out.String(), err
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/etcdclient"
 )
 
@@ -52,12 +53,12 @@ var unsupported = map[string]string{
 func (f *flags) refuseOthers() error {
 	for _, name := range slices.Sorted(maps.Keys(otherBackends)) {
 		if f.set[name] {
-			return usagef("-%s: a flag of confd's %s backend; the renderer reads etcd only", name, otherBackends[name])
+			return cli.Usagef("-%s: a flag of confd's %s backend; the renderer reads etcd only", name, otherBackends[name])
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(unsupported)) {
 		if f.set[name] {
-			return usagef("-%s: not supported: %s", name, unsupported[name])
+			return cli.Usagef("-%s: not supported: %s", name, unsupported[name])
 		}
 	}
 	return nil
@@ -71,12 +72,12 @@ func (c *Config) setBackend(backend, domain, record, scheme string) error {
 		backend = "etcd" // confd's default
 	case "etcd", "etcdv3":
 	default:
-		return usagef("backend %q: not supported: the renderer reads etcd only (-backend etcd or etcdv3, both meaning its v3 API)", backend)
+		return cli.Usagef("backend %q: not supported: the renderer reads etcd only (-backend etcd or etcdv3, both meaning its v3 API)", backend)
 	}
 	switch scheme {
 	case "", "http", "https":
 	default:
-		return usagef("scheme %q: want http or https", scheme)
+		return cli.Usagef("scheme %q: want http or https", scheme)
 	}
 	c.SRVRecord = etcdclient.SRVRecord(backend, domain, record)
 	if c.SRVRecord != "" && backend == "etcd" { // confd adds the scheme for its etcd backend only

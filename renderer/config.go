@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/registry"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
@@ -58,6 +59,9 @@ type Config struct {
 	NginxPID       string        // the nginx master's pid file, to confirm plain nginx reloads; "" = Debian's
 	NginxErrorLog  string        // nginx's error log: [emerg] lines explain a refused reload; "" = Debian's
 	NginxConfirm   string        // which reload_cmds the renderer confirms: auto (default), all, none
+	Push           string        // resources with push: auto (push when nginx's Lua module is found, default), on, off (reload path)
+	GuardShare     float64       // hold a render removing more than this share of a resource's instances; 0 = DefaultGuardShare, >= 1 = off
+	GuardGrace     time.Duration // apply a held render once its view held this long; 0 = DefaultGuardGrace
 
 	// SRVRecord, when set, names the DNS SRV record listing the etcd
 	// members (confd's -srv-domain / -srv-record); ResolveSRV replaces
@@ -70,17 +74,6 @@ type Config struct {
 
 	Stdout io.Writer        // where --noop prints diffs; nil = os.Stdout
 	Reload <-chan os.Signal // SIGHUP relayed by cmd/: reload resources as on a file change
-}
-
-// UsageError is a bad flag, environment variable or config file; the
-// command exits 2 on it.
-type UsageError struct{ Err error }
-
-func (e *UsageError) Error() string { return e.Err.Error() }
-func (e *UsageError) Unwrap() error { return e.Err }
-
-func usagef(format string, args ...any) error {
-	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
 // flags is the parsed command line before the environment and file merge in.
@@ -170,6 +163,9 @@ func (c *Config) defineFlags(f *flags) {
 	fs.StringVar(&c.NginxPID, "nginx-pid", DefaultNginxPID, "nginx master's pid file: the renderer confirms reload_cmds that do not confirm themselves")
 	fs.StringVar(&c.NginxErrorLog, "nginx-error-log", DefaultNginxErrorLog, "nginx error log: its [emerg] lines say why nginx refused a reload")
 	fs.StringVar(&c.NginxConfirm, "nginx-confirm", ConfirmAuto, "which reload_cmds the renderer confirms as nginx reloads: auto, all or none")
+	fs.Float64Var(&c.GuardShare, "guard-share", DefaultGuardShare, "hold a render that removes more than this share of a resource's instances at once (1 = off)")
+	fs.DurationVar(&c.GuardGrace, "guard-grace", DefaultGuardGrace, "apply a held render once the same view held this long (or on SIGHUP)")
+	fs.StringVar(&c.Push, "push", PushAuto, "resources with push = URL: auto (push when nginx's Lua module is installed), on, or off (render, check and reload instead)")
 	fs.StringVar(&f.backend, "backend", "", "confd: etcd or etcdv3 (both mean etcd's v3 API)")
 	fs.StringVar(&f.srvDomain, "srv-domain", "", "confd: find etcd through the SRV record _<backend>._tcp.<domain>.")
 	fs.StringVar(&f.srvRecord, "srv-record", "", "confd: find etcd through this SRV record")
@@ -193,12 +189,13 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 	c.defineFlags(f)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return f, &UsageError{Err: fmt.Errorf("usage: renderer [flags]\n%s", f.help())}
+			return f, &cli.UsageError{Err: fmt.Errorf("usage: renderer [flags]\n%s", f.help())}
 		}
-		return f, &UsageError{Err: err}
+		// flag quotes a bad flag's name as given: keep the message one line.
+		return f, &cli.UsageError{Err: errors.New(strings.ReplaceAll(err.Error(), "\n", `\n`))}
 	}
 	if fs.NArg() > 0 {
-		return f, usagef("unexpected argument %q", fs.Arg(0))
+		return f, cli.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	confdLine := false
 	fs.Visit(func(fl *flag.Flag) {
@@ -226,7 +223,7 @@ func (c *Config) parseFlags(args []string) (*flags, error) {
 	if f.set["wait"] {
 		w, err := confd.ParseWait(f.wait)
 		if err != nil {
-			return f, usagef("--wait %q: %v", f.wait, err)
+			return f, cli.Usagef("--wait %q: %v", f.wait, err)
 		}
 		c.Wait = &w
 	}
@@ -281,7 +278,7 @@ func (c *Config) fillDefaults() {
 		def string
 	}{
 		{&c.ConfDir, DefaultConfDir}, {&c.EmbedListen, DefaultEmbedListen}, {&c.NginxPID, DefaultNginxPID},
-		{&c.NginxErrorLog, DefaultNginxErrorLog}, {&c.NginxConfirm, ConfirmAuto},
+		{&c.NginxErrorLog, DefaultNginxErrorLog}, {&c.NginxConfirm, ConfirmAuto}, {&c.Push, PushAuto},
 	} {
 		if *d.dst == "" {
 			*d.dst = d.def
@@ -304,43 +301,47 @@ func (c *Config) Validate() error {
 	if c.ID == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return usagef("--id: no hostname: %v", err)
+			return cli.Usagef("--id: no hostname: %v", err)
 		}
 		c.ID = h
 	}
 	c.Prefix = registry.CleanPrefix(c.Prefix)
 	switch {
 	case len(c.Endpoints) == 0 && c.EmbedEtcd == "" && c.SRVRecord == "":
-		return usagef("no etcd endpoints")
+		return cli.Usagef("no etcd endpoints")
 	case c.Cooldown < 0:
-		return usagef("--cooldown %v: negative", c.Cooldown)
+		return cli.Usagef("--cooldown %v: negative", c.Cooldown)
 	case c.ReloadBurst < 0:
-		return usagef("--reload-burst %d: negative", c.ReloadBurst)
+		return cli.Usagef("--reload-burst %d: negative", c.ReloadBurst)
 	case c.Interval < 0:
-		return usagef("--interval %v: negative", c.Interval)
+		return cli.Usagef("--interval %v: negative", c.Interval)
 	case c.CommandTimeout < 0:
-		return usagef("--command-timeout %v: negative", c.CommandTimeout)
+		return cli.Usagef("--command-timeout %v: negative", c.CommandTimeout)
+	case c.GuardShare < 0 || c.GuardShare != c.GuardShare:
+		return cli.Usagef("--guard-share %v: want a share between 0 and 1 (1 = off)", c.GuardShare)
+	case c.GuardGrace < 0:
+		return cli.Usagef("--guard-grace %v: negative", c.GuardGrace)
 	case c.AckTTL < 2*time.Second:
-		return usagef("ack TTL %v: etcd's floor is 2s", c.AckTTL)
+		return cli.Usagef("ack TTL %v: etcd's floor is 2s", c.AckTTL)
 	case strings.ContainsAny(c.ID, "/ \t\n") || c.ID == "." || c.ID == "..":
-		return usagef("--id %q: must be one key segment", c.ID)
+		return cli.Usagef("--id %q: must be one key segment", c.ID)
 	case (c.Cert == "") != (c.Key == ""):
-		return usagef("--cert and --key (-client-cert and -client-key) go together")
+		return cli.Usagef("--cert and --key (-client-cert and -client-key) go together")
 	case c.NginxConfirm != ConfirmAuto && c.NginxConfirm != ConfirmAll && c.NginxConfirm != ConfirmNone:
-		return usagef("--nginx-confirm %q: want auto, all or none", c.NginxConfirm)
+		return cli.Usagef("--nginx-confirm %q: want auto, all or none", c.NginxConfirm)
+	case c.Push != PushAuto && c.Push != PushOn && c.Push != PushOff:
+		return cli.Usagef("--push %q: want auto, on or off", c.Push)
 	}
 	for _, e := range c.Endpoints {
 		if err := checkEndpoint(e); err != nil {
-			return usagef("etcd endpoint %q: %v", e, err)
+			return cli.Usagef("etcd endpoint %q: %v", e, err)
 		}
 	}
 	if c.Wait != nil && (c.Wait.Min < 0 || c.Wait.Max < c.Wait.Min) {
-		return usagef("--wait %v:%v: want 0 <= min <= max", c.Wait.Min, c.Wait.Max)
+		return cli.Usagef("--wait %v:%v: want 0 <= min <= max", c.Wait.Min, c.Wait.Max)
 	}
-	switch strings.ToLower(c.LogLevel) {
-	case "", "debug", "info", "warn", "warning", "error", "fatal", "panic":
-	default:
-		return usagef("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	if _, err := cli.ParseLevel(c.LogLevel); err != nil {
+		return cli.Usagef("--log-level: %v", err)
 	}
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/rollcall/rollcall/cli"
 )
 
 // FuzzParseArgs: any command line (arguments separated by NUL) gives a
-// valid Config or a one-line *UsageError, never a panic. The seed corpus
+// valid Config or a one-line *cli.UsageError, never a panic. The seed corpus
 // (testdata/fuzz/FuzzParseArgs) holds confd's and rollcall's command lines.
 func FuzzParseArgs(f *testing.F) {
 	f.Add("-onetime\x00-backend\x00etcdv3\x00-node\x00http://127.0.0.1:2379")
@@ -24,9 +26,9 @@ func FuzzParseArgs(f *testing.F) {
 		dir := t.TempDir()
 		c, err := ParseArgs(append([]string{"-confdir", dir}, args...), func(string) string { return "" })
 		if err != nil {
-			var ue *UsageError
+			var ue *cli.UsageError
 			if !errors.As(err, &ue) {
-				t.Fatalf("ParseArgs(%q) = %T %v; want *UsageError", args, err, err)
+				t.Fatalf("ParseArgs(%q) = %T %v; want *cli.UsageError", args, err, err)
 			}
 			if strings.Contains(err.Error(), "\n") && !strings.HasPrefix(err.Error(), "usage: ") {
 				t.Fatalf("ParseArgs(%q) error %q: want one line", args, err)

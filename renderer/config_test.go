@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
 
@@ -37,19 +38,28 @@ func TestParseArgs(t *testing.T) {
 		}},
 		{name: "flags", args: []string{"--endpoints", "a:1, b:2", "--prefix", "/p/", "--onetime", "--noop", "--wait", "2s:10s",
 			"--cooldown", "250ms", "--reload-burst", "3", "--interval", "1m", "--embed-etcd", "/d", "--embed-listen", "127.0.0.1:1", "--metrics-addr", ":9",
-			"--id", "gw", "--log-level", "debug", "--cacert", "ca", "--cert", "c", "--key", "k", "--user", "u", "--command-timeout", "5s"},
+			"--id", "gw", "--log-level", "debug", "--cacert", "ca", "--cert", "c", "--key", "k", "--user", "u", "--command-timeout", "5s",
+			"--guard-share", "0.7", "--guard-grace", "5s"},
 			env: map[string]string{"ETCD_PASSWORD": "pw"},
 			check: func(c Config) string {
 				want := Config{ConfDir: c.ConfDir, Endpoints: []string{"a:1", "b:2"}, Prefix: "/p", Onetime: true, Noop: true,
 					Wait: w(2*time.Second, 10*time.Second), Cooldown: 250 * time.Millisecond, ReloadBurst: 3, Interval: time.Minute, EmbedEtcd: "/d",
 					EmbedListen: "127.0.0.1:1", MetricsAddr: ":9", ID: "gw", LogLevel: "debug", CACert: "ca", Cert: "c", Key: "k",
 					User: "u", Password: "pw", CommandTimeout: 5 * time.Second, AckTTL: DefaultAckTTL,
-					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto}
+					NginxPID: DefaultNginxPID, NginxErrorLog: DefaultNginxErrorLog, NginxConfirm: ConfirmAuto, Push: PushAuto,
+					GuardShare: 0.7, GuardGrace: 5 * time.Second}
 				if !reflect.DeepEqual(c, want) {
 					return "got " + reflectString(c)
 				}
 				return ""
 			}},
+		{name: "guard keys", file: "guard_share = 0.8\nguard_grace = \"1m\"\n", check: func(c Config) string {
+			if c.GuardShare != 0.8 || c.GuardGrace != time.Minute {
+				return fmt.Sprintf("guard %v %v", c.GuardShare, c.GuardGrace)
+			}
+			return ""
+		}},
+		{name: "guard share negative", args: []string{"--guard-share", "-0.1"}, err: "--guard-share"},
 		{name: "wait min only", args: []string{"--wait", "1s"}, check: func(c Config) string {
 			if *c.Wait != *w(time.Second, 4*time.Second) {
 				return "wait " + c.Wait.String()
@@ -189,7 +199,7 @@ noop = true
 }
 
 // parseIn runs ParseArgs(-confdir DIR, args...) with file as DIR/renderer.toml
-// (none when ""). With wantErr it checks for a *UsageError of one line
+// (none when ""). With wantErr it checks for a *cli.UsageError of one line
 // (help aside) containing wantErr and returns false; else it fails on any
 // error.
 func parseIn(t *testing.T, file string, args []string, env map[string]string, wantErr string) (Config, bool) {
@@ -202,9 +212,9 @@ func parseIn(t *testing.T, file string, args []string, env map[string]string, wa
 	}
 	c, err := ParseArgs(append([]string{"-confdir", dir}, args...), func(k string) string { return env[k] })
 	if wantErr != "" {
-		var ue *UsageError
+		var ue *cli.UsageError
 		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), wantErr) {
-			t.Fatalf("ParseArgs(%q) = %v; want *UsageError containing %q", args, err, wantErr)
+			t.Fatalf("ParseArgs(%q) = %v; want *cli.UsageError containing %q", args, err, wantErr)
 		}
 		if strings.Contains(err.Error(), "\n") && !strings.HasPrefix(err.Error(), "usage: ") {
 			t.Errorf("ParseArgs(%q) error %q: want one line", args, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
 
@@ -52,6 +53,9 @@ type fileConfig struct {
 	NginxPID       string   `toml:"nginx_pid"`
 	NginxErrorLog  string   `toml:"nginx_error_log"`
 	NginxConfirm   string   `toml:"nginx_confirm"`
+	Push           string   `toml:"push"`
+	GuardShare     *float64 `toml:"guard_share"`
+	GuardGrace     string   `toml:"guard_grace"`
 }
 
 // configPath picks the config file: the one a flag names (--config must
@@ -70,7 +74,7 @@ func (c *Config) configPath(set map[string]bool, mustExist bool) (string, error)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		} else if !errors.Is(err, os.ErrNotExist) {
-			return "", usagef("config: %v", err)
+			return "", cli.Usagef("config: %v", err)
 		}
 	}
 	return "", nil
@@ -86,7 +90,7 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fileConfig{}, usagef("config: %v", err)
+		return fileConfig{}, cli.Usagef("config: %v", err)
 	}
 	f, warnings, err := parseFile(path, data)
 	if err != nil {
@@ -115,6 +119,7 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 	str("nginx-pid", &c.NginxPID, f.NginxPID)
 	str("nginx-error-log", &c.NginxErrorLog, f.NginxErrorLog)
 	str("nginx-confirm", &c.NginxConfirm, f.NginxConfirm)
+	str("push", &c.Push, f.Push)
 	if nodes := append(append([]string{}, f.Endpoints...), f.Nodes...); !set["endpoints"] && len(nodes) > 0 {
 		c.Endpoints = nodes
 	}
@@ -126,7 +131,7 @@ func (c *Config) mergeFile(set map[string]bool, mustExist bool) (fileConfig, err
 func (c *Config) mergeFileValues(path string, f fileConfig, set map[string]bool) error {
 	if !set["interval"] && f.Interval != nil {
 		if *f.Interval < 0 {
-			return usagef("config %s: interval %d: negative", path, *f.Interval)
+			return cli.Usagef("config %s: interval %d: negative", path, *f.Interval)
 		}
 		c.Interval = time.Duration(*f.Interval) * time.Second
 	}
@@ -142,13 +147,16 @@ func (c *Config) mergeFileValues(path string, f fileConfig, set map[string]bool)
 	if !set["reload-burst"] && f.ReloadBurst != nil {
 		c.ReloadBurst = *f.ReloadBurst
 	}
+	if !set["guard-share"] && f.GuardShare != nil {
+		c.GuardShare = *f.GuardShare
+	}
 	if !set["strict-values"] && f.StrictValues != nil {
 		c.LaxValues = !*f.StrictValues
 	}
 	if !set["wait"] && f.Wait != "" {
 		w, err := confd.ParseWait(f.Wait)
 		if err != nil {
-			return usagef("config %s: wait %q: %v", path, f.Wait, err)
+			return cli.Usagef("config %s: wait %q: %v", path, f.Wait, err)
 		}
 		c.Wait = &w
 	}
@@ -158,13 +166,14 @@ func (c *Config) mergeFileValues(path string, f fileConfig, set map[string]bool)
 	}{
 		{"cooldown", "cooldown", f.Cooldown, &c.Cooldown},
 		{"command-timeout", "command_timeout", f.CommandTimeout, &c.CommandTimeout},
+		{"guard-grace", "guard_grace", f.GuardGrace, &c.GuardGrace},
 	} {
 		if set[d.flag] || d.v == "" {
 			continue
 		}
 		v, err := time.ParseDuration(d.v)
 		if err != nil {
-			return usagef("config %s: %s %q: %v", path, d.key, d.v, err)
+			return cli.Usagef("config %s: %s %q: %v", path, d.key, d.v, err)
 		}
 		*d.dst = v
 	}
@@ -178,7 +187,7 @@ func parseFile(path string, data []byte) (fileConfig, []string, error) {
 	var f fileConfig
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&f)
 	if err != nil {
-		return f, nil, usagef("config %s: %v", path, err)
+		return f, nil, cli.Usagef("config %s: %v", path, err)
 	}
 	var warnings []string
 	for _, k := range md.Undecoded() {

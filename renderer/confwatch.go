@@ -28,6 +28,7 @@ type confWatcher struct {
 	log     *slog.Logger
 	changed chan struct{}    // cap 1, written by Run only
 	hup     <-chan os.Signal // SIGHUP, as cmd/ relays it; nil = none
+	hupped  chan struct{}    // cap 1, written by Run on SIGHUP (before changed): the operator confirms held renders
 }
 
 // Run watches until ctx is done.
@@ -37,7 +38,11 @@ func (c *confWatcher) Run(ctx context.Context) {
 	if err != nil {
 		c.log.Error("fsnotify unavailable, templates reload on SIGHUP only", "err", err)
 	} else {
-		defer w.Close()
+		defer func() {
+			if err := w.Close(); err != nil {
+				c.log.Warn("close fsnotify watcher", "err", err)
+			}
+		}()
 		c.add(w)
 	}
 	var events <-chan fsnotify.Event
@@ -51,8 +56,14 @@ func (c *confWatcher) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			c.log.Info("SIGHUP: reloading resources")
-			c.signal(ctx)
+			c.log.Info("SIGHUP: reloading resources, applying held renders")
+			if c.hupped != nil {
+				select {
+				case c.hupped <- struct{}{}:
+				default:
+				}
+			}
+			c.signal()
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -76,7 +87,7 @@ func (c *confWatcher) Run(ctx context.Context) {
 			c.log.Warn("fsnotify", "err", err)
 		case <-debounce:
 			debounce = nil
-			c.signal(ctx)
+			c.signal()
 		}
 	}
 }
@@ -114,10 +125,11 @@ func (c *confWatcher) watchDir(w *fsnotify.Watcher, d string) {
 	}
 }
 
-func (c *confWatcher) signal(ctx context.Context) {
+// signal marks a change without blocking: changed holds one, and one
+// pending change says all there is to say.
+func (c *confWatcher) signal() {
 	select {
 	case c.changed <- struct{}{}:
-	case <-ctx.Done():
 	default:
 	}
 }
@@ -136,8 +148,13 @@ func (r *Renderer) loadResources(now time.Time) {
 		for _, w := range res.Warnings {
 			r.log.Warn(w, "resource", res.Path)
 		}
-		if o := old[res.Path]; o != nil {
-			st.reloadPending = o.reloadPending
+		if o := old[res.Path]; o != nil && o.res.Dest == res.Dest {
+			st.reloadPending, st.unconfirmed, st.onDisk = o.reloadPending, o.unconfirmed, o.onDisk
+			if slices.Equal(o.prefixes, st.prefixes) {
+				st.known = o.known // apps it rendered stay, with no instances
+			}
+		} else {
+			st.unconfirmed = r.recover(st) // stage.go: a crash's leftovers
 		}
 		states = append(states, st)
 	}
@@ -150,12 +167,18 @@ func (r *Renderer) loadResources(now time.Time) {
 		}
 		r.log.Error("resource failed to load", "err", e)
 	}
-	r.loadErr = len(errs)
+	r.loadErr = r.loadErr[:0]
+	for _, e := range errs {
+		r.loadErr = append(r.loadErr, resourceName(r.cfg.ConfDir, e.Path))
+	}
+	r.m.loadFailing.Set(float64(len(errs)))
 	slices.SortFunc(states, func(a, b *resState) int { return strings.Compare(a.res.Path, b.res.Path) })
 	for _, st := range r.states {
 		if !slices.ContainsFunc(states, func(n *resState) bool { return n.res.Path == st.res.Path }) {
 			r.log.Info("resource removed", "resource", st.name)
-			r.m.lastApplySuccess.DeleteLabelValues(st.name)
+			for _, v := range []interface{ DeleteLabelValues(...string) bool }{r.m.lastApplySuccess, r.m.guardHeld, r.m.resourceFailing} {
+				v.DeleteLabelValues(st.name)
+			}
 		}
 	}
 	r.states = states
@@ -168,7 +191,13 @@ func (r *Renderer) loadResources(now time.Time) {
 		prefixes[st.res.Path] = st.prefixes
 	}
 	r.index = newKeyIndex(prefixes)
+	keep := make(map[string]bool, len(states))
+	for _, st := range states {
+		keep[st.res.Path] = true
+	}
+	r.guard.Forget(keep)
 	r.sched.Load(now, waits) // keeps each resource's failures and applied revision
+	r.sched.Unbudgeted(r.tellPush(r.log))
 	r.m.resources.Set(float64(len(states)))
 	r.updateCurrent()
 }

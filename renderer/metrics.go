@@ -33,6 +33,13 @@ type Metrics struct {
 	resources         prometheus.Gauge
 	failing           prometheus.Gauge
 	changeToInstall   prometheus.Histogram
+	pushes            *prometheus.CounterVec // result: ok|failure|unchanged
+	commandTimeouts   *prometheus.CounterVec // kind: check|reload
+	resourceFailing   *prometheus.GaugeVec   // resource
+	guardHeld         *prometheus.GaugeVec   // resource
+	guardHolds        *prometheus.CounterVec // resource
+	invalidKeys       prometheus.Counter
+	loadFailing       prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: unregistered).
@@ -71,11 +78,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		changeToInstall: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "change_to_install_seconds",
 			Help:    "From a watched change's arrival to its resource's file installed, minus the resource's own check_cmd (the renderer's share of a change; includes waiting for the reload budget or a --wait).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_total",
+			Help: "Peer sets pushed to nginx's Lua module and confirmed, by result (ok, failure; unchanged = nginx already held it)."}, []string{"result"}),
+		commandTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "command_timeouts_total",
+			Help: "check_cmd and reload_cmd runs killed at --command-timeout."}, []string{"kind"}),
+		resourceFailing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "resource_failing",
+			Help: "1 while a resource's last apply failed (it is retried apart, with backoff)."}, []string{"resource"}),
+		guardHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "guard_held",
+			Help: "1 while the mass-removal guard holds a resource's render (the last good file stays)."}, []string{"resource"}),
+		guardHolds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "guard_holds_total",
+			Help: "Renders the mass-removal guard held."}, []string{"resource"}),
+		invalidKeys: counter("invalid_keys_skipped_total",
+			"Keys of the instance form under a dir that is no valid <app>_<env>, withheld from templates, once per key."),
+		loadFailing: gauge("resources_load_failing", "conf.d resources or templates failing to load at the last (re)load."),
 	}
 	if reg != nil {
+		reg.MustRegister(m.commandTimeouts, m.resourceFailing, m.guardHeld, m.guardHolds, m.invalidKeys, m.loadFailing)
 		reg.MustRegister(m.renders, m.checks, m.reloads, m.reloadsCoalesced, m.commandDuration, m.watchEvents, m.watchSilent,
 			m.appliedRevision, m.watchRevision, m.etcdRevision, m.lastApplySuccess, m.invalidSkipped, m.etcdUp,
-			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing, m.changeToInstall)
+			m.lastReloadSuccess, m.loadErrors, m.resources, m.failing, m.changeToInstall, m.pushes)
 	}
 	return m
 }
@@ -117,7 +138,9 @@ func (r *Renderer) serve(ctx context.Context, reg prometheus.Registerer) (stop f
 	return func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil { // scrapes still open after 2s: cut them
+			r.log.Warn("metrics server shutdown", "err", errors.Join(err, srv.Close()))
+		}
 		<-done
 	}, nil
 }
@@ -130,7 +153,11 @@ func (r *Renderer) notReady() string {
 		return "not running"
 	case !r.up.Load():
 		return "etcd unreachable"
-	case !r.current.Load() || r.store.pendingChanges():
+	}
+	if why := r.why.Load(); why != nil && *why != "" {
+		return *why
+	}
+	if !r.current.Load() || r.store.pendingChanges() {
 		return "changes not applied yet"
 	}
 	return ""

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall/rollcall/embedetcd"
+	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -17,10 +17,7 @@ import (
 func TestMetricsReported(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	port, err := embedetcd.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := proctest.FreePort(t)
 	h.cfg.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	readyz := func() int {
 		resp, err := http.Get("http://" + h.cfg.MetricsAddr + "/readyz")

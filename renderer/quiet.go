@@ -9,41 +9,67 @@ import (
 // budget throttles applies without delaying an isolated change: a token
 // bucket of burst applies, refilled one per every, kept as GCRA's
 // theoretical arrival time (exact with durations, no float drift). A change
-// that comes after every without changes finds the bucket full again: only
-// a sustained stream, never a pattern of isolated changes, is throttled.
+// that comes after every without changes finds the bucket full again, and
+// one that comes after half of every is isolated: it is applied at once,
+// token or not. So only a sustained stream (changes closer together than
+// half of every) is throttled, never a pattern of isolated changes such as
+// add → remove → add. Isolated changes cost at most two applies per every,
+// plus the bucket's one.
 //
 // every 0 disables the budget: every change is applied at once.
 type budget struct {
 	burst int
 	every time.Duration
 
-	tat time.Time // the bucket is full at tat; a spend moves it every on
+	tat  time.Time // the bucket is full at tat; a spend moves it every on
+	free bool      // an isolated change is pending: the next apply costs no token
 }
 
-// Refill fills the bucket when the previous change is at least every ago.
+// Refill is told of a change at now after the previous one at prevChange:
+// after every without changes the bucket is full; after half of it the
+// change is isolated.
 func (b *budget) Refill(now, prevChange time.Time) {
-	if !prevChange.IsZero() && now.Sub(prevChange) >= b.every && b.tat.After(now) {
+	if prevChange.IsZero() || !b.tat.After(now) {
+		return // the first change, or the bucket is full anyway
+	}
+	switch gap := now.Sub(prevChange); {
+	case gap >= b.every:
 		b.tat = now
+	case gap >= b.every/2:
+		b.free = true
 	}
 }
 
 // Ready is when the next apply may start.
 func (b *budget) Ready() time.Time {
-	if b.every <= 0 {
+	if b.every <= 0 || b.free {
 		return time.Time{}
 	}
 	return b.tat.Add(-time.Duration(max(b.burst, 1)-1) * b.every)
 }
 
-// Spend takes one token at now (callers check Ready first).
-func (b *budget) Spend(now time.Time) {
+// Spend takes one token at now (callers check Ready first) and reports
+// whether it did: the apply of an isolated change takes none.
+func (b *budget) Spend(now time.Time) bool {
 	if b.every <= 0 {
-		return
+		return false
+	}
+	if b.free {
+		b.free = false
+		return false
 	}
 	if b.tat.Before(now) {
 		b.tat = now
 	}
 	b.tat = b.tat.Add(b.every)
+	return true
+}
+
+// Refund gives back the token of an apply that reloaded nothing.
+func (b *budget) Refund() {
+	if b.every > 0 {
+		b.tat = b.tat.Add(-b.every)
+	}
 }
 
 // quiet is consul-template's quiescence for resources with a wait

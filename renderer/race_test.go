@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rollcall/rollcall/internal/proc"
 )
 
 // TestChangeDuringApplyNotLost: a change the watcher stores while the loop
@@ -132,8 +134,7 @@ func newTestRenderer(dir string) *Renderer {
 // error.
 func TestCommandOutputLogged(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
-	logs.w = io.Discard
+	var logs proc.Buffer
 	r := &Renderer{cfg: Config{CommandTimeout: 5 * time.Second}, m: NewMetrics(nil),
 		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	ctx := context.Background()

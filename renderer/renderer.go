@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
@@ -44,9 +46,13 @@ type Renderer struct {
 	sched   *scheduler
 	ack     *acker
 	gate    *valueGate // withholds invalid instance values (values.go)
-	loadErr int        // resources that failed to load at the last (re)load
+	guard   *guard     // holds mass removals (guard.go)
+	lanes   *lanes     // reloads run apart from the loop (lanes.go); nil = inline (--onetime)
+	push    *pusher    // resources with push (push.go)
+	loadErr []string   // resources that failed to load at the last (re)load
 
-	testHookBeforeSnapshot func() // tests: a watcher storing a change between collect and snapshot
+	testHookBeforeSnapshot func()            // tests: a watcher storing a change between collect and snapshot
+	testHookInstall        func(dest string) // tests: runs once a file is installed, before its checks and reload
 
 	watchPrefixes []string
 	watchRegistry []string
@@ -54,7 +60,8 @@ type Renderer struct {
 	watchDone     chan struct{}
 
 	up       atomic.Bool
-	current  atomic.Bool // nothing pending, nothing failing, store loaded
+	current  atomic.Bool            // nothing pending, nothing failing, store loaded
+	why      atomic.Pointer[string] // why not ready beyond pending changes: load errors, failing, held
 	running  atomic.Bool
 	upLogged atomic.Int32 // 0 unknown, 1 up, 2 down: log transitions once
 }
@@ -92,7 +99,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		}
 		return err
 	}
-	defer cli.Close()
+	defer func() {
+		if err := etcdclient.Close(cli); err != nil {
+			r.log.Warn("stopping", "err", err)
+		}
+	}()
 	r.cli, r.etcdCfg = cli, cc
 	r.loadResources(time.Now())
 	if cfg.Onetime {
@@ -113,11 +124,16 @@ func newRenderer(cfg Config, log *slog.Logger, m *Metrics) *Renderer {
 	r := &Renderer{
 		cfg: cfg, base: log, log: log.With("component", "renderer"), m: m, store: newStore(), stdout: cfg.Stdout,
 		sched: newScheduler(schedConfig{burst: cfg.ReloadBurst, every: cfg.Cooldown, wait: cfg.Wait}),
+		push:  newPusher(cfg.Push),
 	}
 	if r.stdout == nil {
 		r.stdout = os.Stdout
 	}
 	r.gate = newValueGate(!cfg.LaxValues, log.With("component", "values"), m.invalidSkipped)
+	r.gate.dirCounter = m.invalidKeys
+	r.guard = newGuard(cfg.GuardShare, cfg.GuardGrace, log.With("component", "guard"), func(name string) {
+		m.guardHolds.WithLabelValues(name).Inc()
+	})
 	return r
 }
 
@@ -135,7 +151,7 @@ func newClient(cfg Config, endpoints []string) (*clientv3.Client, clientv3.Confi
 		Password:         cfg.Password,
 	}.ClientConfig()
 	if err != nil {
-		return nil, cc, &UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
+		return nil, cc, &cli.UsageError{Err: fmt.Errorf("etcd TLS: %w", err)}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
@@ -155,8 +171,10 @@ func (r *Renderer) run(ctx context.Context) error {
 		r.ack = newAcker(r.cli, registry.RendererKey(r.cfg.Prefix, r.cfg.ID), r.cfg.AckTTL, r.base.With("component", "ack"))
 		wg.Go(func() { r.ack.Run(ctx) })
 	}
-	cw := &confWatcher{dir: r.cfg.ConfDir, log: r.base.With("component", "confwatch"), changed: make(chan struct{}, 1), hup: r.cfg.Reload}
+	cw := &confWatcher{dir: r.cfg.ConfDir, log: r.base.With("component", "confwatch"), changed: make(chan struct{}, 1),
+		hup: r.cfg.Reload, hupped: make(chan struct{}, 1)}
 	wg.Go(func() { cw.Run(ctx) })
+	r.lanes = newLanes(r, &wg)
 	r.restartWatch(ctx)
 	defer r.stopWatch()
 	r.running.Store(true)
@@ -172,6 +190,11 @@ func (r *Renderer) run(ctx context.Context) error {
 			r.collect(time.Now())
 		case <-al.C():
 			r.applyDue(ctx, time.Now())
+		case d := <-r.lanes.done:
+			r.lanes.Finish(ctx, time.Now(), d)
+			r.afterBatch()
+		case <-cw.hupped:
+			r.guard.Confirm() // the operator confirms held renders; the reload below retries them
 		case <-cw.changed:
 			r.log.Info("configuration changed, reloading resources")
 			r.loadResources(time.Now())
@@ -188,9 +211,14 @@ func (r *Renderer) once(ctx context.Context) error {
 		return w.explain(ctx, err)
 	}
 	r.store.Changes()
-	res := r.apply(ctx, r.store.Snapshot(), r.states)
-	if n := len(res.failed) + r.loadErr; n > 0 {
-		return fmt.Errorf("%w: %d of %d", ErrFailed, n, len(r.states)+r.loadErr)
+	snap := r.store.Snapshot()
+	res := r.apply(ctx, snap, r.states)
+	r.runReloads(ctx, &res)
+	for _, st := range res.ok {
+		r.applied(st)
+	}
+	if n := len(res.failed) + len(r.loadErr); n > 0 {
+		return fmt.Errorf("%w: %d of %d", ErrFailed, n, len(r.states)+len(r.loadErr))
 	}
 	r.log.Info("applied once", "resources", len(res.ok), "rev", r.store.Rev())
 	return nil
@@ -319,28 +347,92 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	snap := r.store.Snapshot()
 	var todo []*resState
 	var unlisted []string
+	held := map[string]time.Time{}
 	for _, id := range ids {
 		st := r.byID[id]
-		if snap.Has(st.prefixes) {
-			todo = append(todo, st)
-		} else {
+		switch {
+		case !snap.Has(st.prefixes):
 			unlisted = append(unlisted, id)
+		case r.hold(st, snap, now, held):
+		default:
+			todo = append(todo, st)
 		}
 	}
 	r.sched.PutBack(unlisted) // due again once their keys are listed
 	if len(todo) == 0 {
+		if len(held) > 0 {
+			r.sched.Applied(now, batch{rev: snap.rev, held: held})
+			r.afterBatch()
+		}
 		return
 	}
+	todo = r.withPushes(snap, todo)
 	res := r.apply(ctx, snap, todo)
+	reloads := len(res.reloads)
+	if r.lanes == nil {
+		r.runReloads(ctx, &res)
+	}
 	end := time.Now()
-	coalesced := r.sched.Applied(end, batch{rev: snap.rev, ok: resIDs(res.ok), failed: resIDs(res.failed), reloads: res.reloads})
+	var busy []string
+	for _, g := range res.reloads {
+		for _, it := range g.items {
+			busy = append(busy, it.st.res.Path)
+		}
+	}
+	coalesced := r.sched.Applied(end, batch{rev: snap.rev, ok: resIDs(res.ok), failed: resIDs(res.failed), held: held, busy: busy, reloads: reloads})
 	if coalesced > 0 {
 		r.m.reloadsCoalesced.Add(float64(coalesced))
 	}
-	r.m.failing.Set(float64(r.sched.Failing()))
+	for _, st := range res.ok {
+		r.applied(st)
+	}
+	for _, g := range res.reloads {
+		r.lanes.Start(ctx, g)
+	}
+	r.afterBatch()
+	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "reloads", len(res.reloads), "held", len(held), "took", end.Sub(now))
+}
+
+// hold asks the guard whether st may render snap; a held resource is added
+// to held with when to look again.
+func (r *Renderer) hold(st *resState, snap *snapshot, now time.Time, held map[string]time.Time) bool {
+	until, ok := r.guard.Check(st.res.Path, st.name, st.res.Guard, viewOf(snap.For(st.prefixes)), now)
+	if ok {
+		held[st.res.Path] = until
+		r.m.guardHeld.WithLabelValues(st.name).Set(1)
+		return true
+	}
+	r.m.guardHeld.WithLabelValues(st.name).Set(0)
+	return false
+}
+
+// applied is what follows a resource's successful apply: the guard counts
+// from it, and no install waits for its reload any more.
+func (r *Renderer) applied(st *resState) {
+	r.guard.Commit(st.res.Path)
+	if st.unconfirmed {
+		if err := clearPending(st.res.Dest); err != nil {
+			r.log.Error("clear pending mark", "resource", st.name, "err", err)
+			return
+		}
+		st.unconfirmed = false
+	}
+}
+
+// afterBatch updates what a batch (or a reload that ran apart) changed:
+// metrics, the acknowledgement, readiness.
+func (r *Renderer) afterBatch() {
+	failing := r.sched.FailingIDs()
+	for _, st := range r.states {
+		v := 0.0
+		if slices.Contains(failing, st.res.Path) {
+			v = 1
+		}
+		r.m.resourceFailing.WithLabelValues(st.name).Set(v)
+	}
+	r.m.failing.Set(float64(len(failing)))
 	r.publish()
 	r.updateCurrent()
-	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "reloads", res.reloads, "took", end.Sub(now))
 }
 
 func resIDs(sts []*resState) []string {
@@ -360,10 +452,36 @@ func (r *Renderer) publish() {
 		if ps == nil {
 			ps = []string{}
 		}
-		r.ack.Publish(registry.Ack{Revision: rev, Prefixes: ps, Updated: time.Now().UTC()})
+		byRes := make(map[string][]string, len(r.states))
+		for _, st := range r.states {
+			byRes[st.res.Path] = st.prefixes
+		}
+		r.ack.Publish(registry.Ack{Revision: rev, Prefixes: ps, Applied: r.sched.PrefixAcks(byRes), Updated: time.Now().UTC()})
 	}
 }
 
 func (r *Renderer) updateCurrent() {
 	r.current.Store(r.sched.Idle() && r.store.Loaded())
+	var why []string
+	if len(r.loadErr) > 0 {
+		why = append(why, "failed to load: "+strings.Join(r.loadErr, ", "))
+	}
+	name := func(id string) string {
+		if st := r.byID[id]; st != nil {
+			return st.name
+		}
+		return id
+	}
+	if ids := r.sched.FailingIDs(); len(ids) > 0 {
+		ns := make([]string, len(ids))
+		for i, id := range ids {
+			ns[i] = name(id)
+		}
+		why = append(why, "failing: "+strings.Join(ns, ", "))
+	}
+	if g := r.guard.Reason(name); g != "" {
+		why = append(why, g)
+	}
+	s := strings.Join(why, "; ")
+	r.why.Store(&s)
 }

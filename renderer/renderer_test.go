@@ -1,17 +1,15 @@
 package renderer
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,11 +21,18 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/internal/etcdtest"
+	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/registry"
 )
 
-func TestMain(m *testing.M) { pkgtestutil.MustTestMainWithLeakDetection(m) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run()) // the fuzzing engine's signal goroutine is no leak
+	}
+	pkgtestutil.MustTestMainWithLeakDetection(m)
+}
 
 // listTmpl prints every service and its valid instances, one line each.
 const listTmpl = `{{range services}}{{.Name}}:{{range .Instances}} {{.}}{{end}}
@@ -43,29 +48,10 @@ type harness struct {
 	out     string // where dest files go
 	reloads string // file the reload command appends to
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *proc.Buffer
 	cfg     Config
 	cancel  context.CancelFunc
 	done    chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-	w  io.Writer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Write(p)
-	return s.w.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newHarness(t *testing.T) *harness {
@@ -76,7 +62,7 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, etcd: etcdtest.Start(t), dir: t.TempDir(), out: t.TempDir(), reg: prometheus.NewRegistry()}
 	h.cli = h.etcd.Client(t)
 	h.reloads = filepath.Join(h.out, "reloads.log")
-	h.logs = &syncBuffer{w: t.Output()}
+	h.logs = &proc.Buffer{Echo: t.Output()}
 	for _, d := range []string{"conf.d", "templates"} {
 		if err := os.Mkdir(filepath.Join(h.dir, d), 0o755); err != nil {
 			t.Fatal(err)

@@ -25,14 +25,18 @@ const (
 //	Next      when to wake up
 //	Due       take the resources due now as a batch (nil: none)
 //	PutBack   some of them could not be tried (not listed yet)
-//	Applied   the batch ran at a snapshot revision: these succeeded, these failed
+//	Applied   the batch ran at a snapshot revision: these succeeded, these failed,
+//	          these are held, these reload apart (busy until Done)
+//	Done      a reload that ran apart ended
 //	Ack       the revision every resource has applied (and Idle, Failing, Since)
 //
 // Resources without a wait share the reload budget: a change is due at once
 // when the budget has a token, else when it has one again; changes that come
 // while a batch runs are taken together by the next Due. Resources with a
 // wait {Min, Max} use quiescence per distinct wait instead. A failing
-// resource is due again after its backoff, or at once with a new change.
+// resource is due again after its own backoff, or at once with a new
+// change; other resources' batches never wait for it. A busy resource (its
+// reload still running) is not due until Done.
 type scheduler struct {
 	budget budget
 	wait   *confd.Wait // the global --wait; nil = the budget
@@ -44,18 +48,23 @@ type scheduler struct {
 	prevChange time.Time // when the latest change arrived, for the budget's refill
 	full       bool      // a full pass (start, re-list, conf reload) is pending: it spends no token
 	keys       int       // changed keys since the last batch, for reloads_coalesced_total
-	retryAt    time.Time // when failing resources are tried again; zero = none
+	spent      bool      // the batch in flight took a token of the budget
 	ackRev     int64
+	prefixAcks map[string]int64 // per watch prefix: what every resource reading under it applied
 }
 
 // item is one resource's scheduling state.
 type item struct {
 	group      *quiet    // nil: the budget
+	free       bool      // costs no reload (a pushed peer set): due at once, spends no token
 	pending    bool      // not applied since its latest change
 	fresh      bool      // a change came since it was last taken: due with its group
 	failures   int       // consecutive failed applies
 	since      time.Time // when its oldest unapplied change arrived
 	appliedRev int64     // every change up to here is live for this resource
+	retryAt    time.Time // due again without a change (after a failure's backoff, or a hold); zero = none
+	busy       bool      // its reload runs apart (lanes.go): not due until Done
+	held       bool      // the mass-removal guard holds its render (guard.go)
 }
 
 // schedConfig is the scheduler's part of Config.
@@ -72,6 +81,8 @@ func newScheduler(c schedConfig) *scheduler {
 		items:  map[string]*item{},
 		pend:   map[string]*item{},
 		groups: map[confd.Wait]*quiet{},
+
+		prefixAcks: map[string]int64{},
 	}
 }
 
@@ -91,6 +102,15 @@ func (s *scheduler) Load(now time.Time, waits map[string]*confd.Wait) {
 	s.items = items
 	clear(s.pend)
 	s.markAll(now)
+}
+
+// Unbudgeted marks the resources whose applies cost no reload (peer sets
+// pushed to nginx): a change makes them due at once and spends no token of
+// the reload budget. The rest are budgeted again.
+func (s *scheduler) Unbudgeted(ids []string) {
+	for id, it := range s.items {
+		it.free = slices.Contains(ids, id)
+	}
 }
 
 // group is the quiescence group of a wait (the resource's own, else the
@@ -123,6 +143,7 @@ type changeSet struct {
 func (s *scheduler) Changed(now time.Time, c changeSet) {
 	if c.rev < s.seen { // etcd replaced or restored: a new, shorter history
 		s.ackRev = 0
+		clear(s.prefixAcks)
 		for _, it := range s.items {
 			it.appliedRev = min(it.appliedRev, c.rev)
 		}
@@ -183,10 +204,20 @@ func (s *scheduler) Next() (at time.Time, ok bool) {
 		}
 	}
 	budgeted := false
+	wanted := map[*quiet]bool{}
 	for _, it := range s.pend {
-		if it.fresh && it.group == nil {
+		switch {
+		case it.busy:
+			continue
+		case it.fresh && it.free:
+			take(time.Time{})
+		case it.fresh && it.group == nil:
 			budgeted = true
-			break
+		case it.fresh:
+			wanted[it.group] = true
+		}
+		if !it.retryAt.IsZero() {
+			take(it.retryAt)
 		}
 	}
 	if budgeted {
@@ -196,13 +227,10 @@ func (s *scheduler) Next() (at time.Time, ok bool) {
 			take(s.budget.Ready())
 		}
 	}
-	for _, g := range s.groups {
+	for g := range wanted {
 		if t, due := g.Due(); due {
 			take(t)
 		}
-	}
-	if !s.retryAt.IsZero() {
-		take(s.retryAt)
 	}
 	return at, ok
 }
@@ -216,33 +244,33 @@ func (s *scheduler) Due(now time.Time) []string {
 			due[g] = true
 		}
 	}
-	retry := !s.retryAt.IsZero() && !s.retryAt.After(now)
 	var ids []string
 	spend := false
+	taken := map[*quiet]bool{}
 	for id, it := range s.pend {
+		retry := !it.retryAt.IsZero() && !it.retryAt.After(now)
 		switch {
+		case it.busy:
+			continue
+		case it.fresh && it.free:
 		case it.fresh && it.group == nil && budgetOK:
 			spend = true
 		case it.fresh && due[it.group]:
-		case retry && it.failures > 0:
+			taken[it.group] = true
+		case retry:
 		default:
 			continue
 		}
-		it.fresh = false
+		it.fresh, it.retryAt = false, time.Time{}
 		ids = append(ids, id)
 	}
 	if len(ids) == 0 {
 		return nil
 	}
-	for g := range due {
+	for g := range taken {
 		g.Take()
 	}
-	if retry {
-		s.retryAt = time.Time{}
-	}
-	if spend && !s.full {
-		s.budget.Spend(now)
-	}
+	s.spent = spend && !s.full && s.budget.Spend(now)
 	s.full = false
 	slices.Sort(ids)
 	return ids
@@ -262,6 +290,8 @@ func (s *scheduler) PutBack(ids []string) {
 type batch struct {
 	rev        int64 // the snapshot it rendered: at least the last change set's
 	ok, failed []string
+	held       map[string]time.Time // id -> when to look again (guard.go)
+	busy       []string             // installed; their reload runs apart, Done follows
 	reloads    int
 }
 
@@ -269,34 +299,65 @@ type batch struct {
 // keys shared its reloads (for reloads_coalesced_total).
 func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 	for _, id := range b.ok {
-		if it := s.items[id]; it != nil {
-			it.failures = 0
-			it.appliedRev = max(it.appliedRev, b.rev)
-			if !it.fresh {
-				it.pending, it.since = false, time.Time{}
-				delete(s.pend, id)
-			}
-		}
+		s.done(now, id, b.rev, true)
 	}
-	worst := 0
 	for _, id := range b.failed {
+		s.done(now, id, b.rev, false)
+	}
+	for id, until := range b.held {
 		if it := s.items[id]; it != nil {
-			it.failures++
+			it.held, it.retryAt = true, until
 		}
 	}
-	for _, it := range s.pend {
-		worst = max(worst, it.failures)
+	for _, id := range b.busy {
+		if it := s.items[id]; it != nil {
+			it.busy = true
+		}
 	}
-	s.retryAt = time.Time{}
-	if worst > 0 {
-		s.retryAt = now.Add(backoff(worst-1, retryBase, retryMax))
+	// The budget is for reloads: a batch that reloaded nothing (outputs
+	// unchanged, peers pushed) gives its token back.
+	if s.spent && b.reloads == 0 {
+		s.budget.Refund()
 	}
+	s.spent = false
 	if b.reloads > 0 && s.keys > b.reloads {
 		coalesced = s.keys - b.reloads
 	}
 	s.keys = 0
 	s.updateAck()
 	return coalesced
+}
+
+// Done records the end of a reload that ran apart for resource id, which
+// rendered the snapshot at rev.
+func (s *scheduler) Done(now time.Time, id string, rev int64, ok bool) {
+	s.done(now, id, rev, ok)
+	s.updateAck()
+}
+
+func (s *scheduler) done(now time.Time, id string, rev int64, ok bool) {
+	it := s.items[id]
+	if it == nil {
+		return
+	}
+	it.busy, it.held, it.retryAt = false, false, time.Time{}
+	if !ok {
+		it.failures++
+		it.retryAt = now.Add(backoff(it.failures-1, retryBase, retryMax))
+		// A resource tried without a change of its own (a pushed peer set
+		// checked before an ack) stays pending until it applies.
+		if !it.pending {
+			it.pending, it.since = true, time.Time{}
+			s.pend[id] = it
+		}
+		return
+	}
+	it.failures = 0
+	it.appliedRev = max(it.appliedRev, rev)
+	if !it.fresh {
+		it.pending, it.since = false, time.Time{}
+		delete(s.pend, id)
+	}
 }
 
 // updateAck moves the acknowledged revision to what every resource has
@@ -319,14 +380,57 @@ func (s *scheduler) Ack() int64 { return s.ackRev }
 func (s *scheduler) Idle() bool { return len(s.pend) == 0 }
 
 // Failing counts resources whose last apply failed.
-func (s *scheduler) Failing() int {
-	n := 0
-	for _, it := range s.pend {
+func (s *scheduler) Failing() int { return len(s.FailingIDs()) }
+
+// FailingIDs are the resources whose last apply failed, sorted.
+func (s *scheduler) FailingIDs() []string {
+	var ids []string
+	for id, it := range s.pend {
 		if it.failures > 0 {
-			n++
+			ids = append(ids, id)
 		}
 	}
-	return n
+	slices.Sort(ids)
+	return ids
+}
+
+// Held are the resources the guard holds, sorted.
+func (s *scheduler) Held() []string {
+	var ids []string
+	for id, it := range s.pend {
+		if it.held {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// PrefixAcks returns, for each prefix of the resources (id -> their watch
+// prefixes), the revision every resource reading under it has applied: a
+// registrar whose key only resources that are up to date read need not
+// wait for a failing or held one elsewhere. Each never decreases within
+// one etcd history, and none is below Ack.
+func (s *scheduler) PrefixAcks(prefixes map[string][]string) map[string]int64 {
+	cur := map[string]int64{}
+	for id, ps := range prefixes {
+		rev := s.seen
+		if it := s.items[id]; it != nil && it.pending {
+			rev = min(rev, it.appliedRev)
+		}
+		for _, p := range ps {
+			if r, ok := cur[p]; !ok || rev < r {
+				cur[p] = rev
+			}
+		}
+	}
+	out := make(map[string]int64, len(cur))
+	for p, rev := range cur {
+		rev = max(rev, s.prefixAcks[p], s.ackRev)
+		s.prefixAcks[p] = rev
+		out[p] = rev
+	}
+	return out
 }
 
 // Since is when the oldest unapplied change of resource id arrived (zero

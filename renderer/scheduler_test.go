@@ -164,6 +164,35 @@ func TestSchedulerIsolatedPattern(t *testing.T) {
 // TestSchedulerBurst is issue 8's 1(b): 200 registrations and 100 removals
 // over 10 apps within 1s cost at most 3 applies, and every app's last
 // change is applied.
+// TestSchedulerIsolatedPatternTight is the same pattern timed from the
+// previous add: the next add comes 1s to 2s after it, so 0.65s to 1.65s
+// after the removal, before the bucket is full again. Each change is still
+// isolated (over half a cooldown after the one before) and waits for nothing.
+func TestSchedulerIsolatedPatternTight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := defaultSched("a")
+		s.Changed(time.Now(), changeSet{rev: 1, all: true})
+		if ids := s.Due(time.Now()); len(ids) != 1 {
+			t.Fatalf("first list: Due = %v", ids)
+		}
+		s.Applied(time.Now(), batch{rev: 1, ok: []string{"a"}})
+		const took = 100 * time.Millisecond
+		var changes []simChange
+		at := time.Second
+		for i := range 20 {
+			changes = append(changes, simChange{at, "a"}, simChange{at + took + 150*time.Millisecond, "a"})
+			at += time.Second + time.Duration(i%11)*100*time.Millisecond
+		}
+		run := simulate(t, s, changes, took)
+		for i, w := range run.waits {
+			if w != 0 {
+				t.Errorf("change %d at %v waited %v; want 0", i, changes[i].at, w)
+			}
+		}
+		t.Logf("%d changes, %d applies, worst wait %v", len(changes), len(run.starts), slices.Max(run.waits))
+	})
+}
+
 func TestSchedulerBurst(t *testing.T) {
 	for _, took := range []time.Duration{10 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond} {
 		t.Run(took.String(), func(t *testing.T) {
@@ -441,4 +470,125 @@ func TestSchedulerSince(t *testing.T) {
 	if got := s.Since("a"); !got.IsZero() {
 		t.Errorf("Since(a) after it applied = %v; want zero", got)
 	}
+}
+
+// TestSchedulerApart (issue 10 item 4): a failing resource retries on its
+// own backoff and never delays another's change; a busy one (its reload
+// runs apart) is not due until Done; a held one is due at its hold's end;
+// PrefixAcks lets a prefix nobody failing reads go ahead of the global ack.
+func TestSchedulerApart(t *testing.T) {
+	t.Parallel()
+	s := defaultSched("a", "b")
+	now := time.Now()
+	s.Changed(now, changeSet{rev: 10, all: true})
+	s.Applied(now, batch{rev: 10, ok: s.Due(now)})
+	prefixes := map[string][]string{"a": {"/a_prod"}, "b": {"/b_prod"}}
+
+	now = now.Add(5 * time.Second)
+	s.Changed(now, changeSet{rev: 11, ids: []string{"a"}})
+	s.Applied(now, batch{rev: 11, failed: s.Due(now)})
+	retry, ok := s.Next()
+	if !ok || retry.Before(now.Add(retryBase*3/4)) || retry.After(now.Add(retryBase*5/4)) {
+		t.Fatalf("Next() after a failure = %v, %v; want a's backoff from %v", retry, ok, now)
+	}
+	s.Changed(now, changeSet{rev: 12, ids: []string{"b"}})
+	if ids := s.Due(now); !slices.Equal(ids, []string{"b"}) {
+		t.Fatalf("Due with a failing and b changed = %v; want [b] at once", ids)
+	}
+	s.Applied(now, batch{rev: 12, ok: []string{"b"}})
+	if got := s.PrefixAcks(prefixes); got["/a_prod"] != 10 || got["/b_prod"] != 12 || s.Ack() != 10 {
+		t.Errorf("PrefixAcks = %v, Ack = %d; want a at 10, b at 12, global 10", got, s.Ack())
+	}
+	if ids := s.Due(retry); !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("Due at a's retry = %v; want [a]", ids)
+	}
+	// a's reload runs apart: a change of a waits for Done, b's does not.
+	s.Applied(retry, batch{rev: 12, busy: []string{"a"}})
+	s.Changed(retry, changeSet{rev: 13, ids: []string{"a", "b"}})
+	if ids := s.Due(retry.Add(time.Hour)); !slices.Equal(ids, []string{"b"}) {
+		t.Fatalf("Due with a busy = %v; want [b]", ids)
+	}
+	s.Applied(retry, batch{rev: 13, ok: []string{"b"}})
+	if _, ok := s.Next(); ok {
+		t.Error("something due while a is busy and b applied")
+	}
+	s.Done(retry, "a", 12, true)
+	if got := s.PrefixAcks(prefixes); got["/a_prod"] != 12 || got["/b_prod"] != 13 {
+		t.Errorf("PrefixAcks after a's reload = %v; want a at 12 (its change at 13 waits), b at 13", got)
+	}
+	later := retry.Add(2 * time.Hour)
+	if ids := s.Due(later); !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("Due after Done = %v; want a's change of 13", ids)
+	}
+	// held until a time: due then, not before, and counted neither failing nor idle.
+	until := later.Add(30 * time.Second)
+	s.Applied(later, batch{rev: 13, held: map[string]time.Time{"a": until}})
+	if at, ok := s.Next(); !ok || !at.Equal(until) {
+		t.Errorf("Next with a held = %v, %v; want %v", at, ok, until)
+	}
+	if s.Due(until.Add(-time.Second)) != nil || !slices.Equal(s.Held(), []string{"a"}) || s.Failing() != 0 || s.Idle() {
+		t.Errorf("held: Held %v, Failing %d, Idle %v", s.Held(), s.Failing(), s.Idle())
+	}
+	if ids := s.Due(until); !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("Due at the hold's end = %v; want [a]", ids)
+	}
+	s.Applied(until, batch{rev: 13, ok: []string{"a"}})
+	if !s.Idle() || s.Ack() != 13 {
+		t.Errorf("Idle %v, Ack %d; want true, 13", s.Idle(), s.Ack())
+	}
+}
+
+// TestUnbudgeted: a resource that costs no reload (a pushed peer set) is due
+// at once however spent the budget is, and spends no token; a batch that
+// reloaded nothing gives its token back.
+func TestUnbudgeted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := defaultSched("peers", "upstreams")
+		s.Unbudgeted([]string{"peers"})
+		now := time.Now()
+		rev := int64(1)
+		s.Changed(now, changeSet{rev: rev, all: true})
+		if ids := s.Due(now); !slices.Equal(ids, []string{"peers", "upstreams"}) {
+			t.Fatalf("full pass Due = %v", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"peers", "upstreams"}, reloads: 1})
+		// Spend the budget with reloading batches of upstreams.
+		for range DefaultReloadBurst {
+			rev++
+			s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"upstreams"}})
+			if ids := s.Due(now); !slices.Equal(ids, []string{"upstreams"}) {
+				t.Fatalf("Due = %v; want [upstreams] while the budget lasts", ids)
+			}
+			s.Applied(now, batch{rev: rev, ok: []string{"upstreams"}, reloads: 1})
+		}
+		rev++
+		s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"peers", "upstreams"}})
+		if at, ok := s.Next(); !ok || at.After(now) {
+			t.Fatalf("Next() = %v, %v; want now: a pushed change waits for no token", at, ok)
+		}
+		if ids := s.Due(now); !slices.Equal(ids, []string{"peers"}) {
+			t.Fatalf("Due = %v; want [peers] alone while the budget is spent", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"peers"}})
+		if s.Ack() >= rev {
+			t.Errorf("Ack() = %d covers rev %d while upstreams is pending", s.Ack(), rev)
+		}
+		// upstreams waits for its token, then renders unchanged: no reload,
+		// the token comes back and the next change is due at once.
+		at, _ := s.Next()
+		time.Sleep(at.Sub(now))
+		now = time.Now()
+		if ids := s.Due(now); !slices.Equal(ids, []string{"upstreams"}) {
+			t.Fatalf("Due = %v; want [upstreams] once a token is back", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"upstreams"}})
+		if s.Ack() != rev {
+			t.Errorf("Ack() = %d; want %d", s.Ack(), rev)
+		}
+		rev++
+		s.Changed(now, changeSet{rev: rev, keys: 1, ids: []string{"upstreams"}})
+		if at, ok := s.Next(); !ok || at.After(now) {
+			t.Errorf("Next() = %v; want now: the unchanged apply gave its token back", at.Sub(now))
+		}
+	})
 }

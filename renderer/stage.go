@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/rollcall/rollcall/renderer/confd"
@@ -77,9 +79,8 @@ func stageFile(dest string, t fileState) (path string, err error) {
 		return "", fmt.Errorf("stage %s: %w", dest, err)
 	}
 	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+		if err != nil { // a second Close after a failed one adds "file already closed"
+			err = errors.Join(err, f.Close(), os.Remove(f.Name()))
 		}
 	}()
 	if _, err := f.Write(t.data); err != nil {
@@ -105,8 +106,7 @@ func stageFile(dest string, t fileState) (path string, err error) {
 // install renames the staged file over dest and syncs the directory.
 func install(staged, dest string) error {
 	if err := os.Rename(staged, dest); err != nil {
-		os.Remove(staged)
-		return fmt.Errorf("install %s: %w", dest, err)
+		return errors.Join(fmt.Errorf("install %s: %w", dest, err), os.Remove(staged))
 	}
 	return syncDir(filepath.Dir(dest))
 }
@@ -131,9 +131,115 @@ func syncDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := errors.Join(d.Sync(), d.Close()); err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// A pending mark, .<dest>.rollcall.pending next to dest, says that dest may
+// have been installed without its check and reload having run: it is
+// written (and synced) before an install and removed once the resource is
+// applied. A renderer that finds one at start (it was killed in between)
+// checks, installs and reloads that resource in its first pass, even when
+// the output equals the file, before it acknowledges anything.
+func pendingMark(dest string) string {
+	dir, base := filepath.Split(dest)
+	return filepath.Join(dir, "."+base+".rollcall.pending")
+}
+
+// markPending writes dest's pending mark.
+func markPending(dest string) error {
+	f, err := os.OpenFile(pendingMark(dest), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("mark %s pending: %w", dest, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("mark %s pending: %w", dest, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("mark %s pending: %w", dest, err)
+	}
+	return syncDir(filepath.Dir(dest))
+}
+
+// clearPending removes dest's pending mark.
+func clearPending(dest string) error {
+	if err := os.Remove(pendingMark(dest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear %s pending: %w", dest, err)
+	}
+	return nil
+}
+
+// leftovers removes stage files a killed renderer left next to dest
+// (.<dest>.rollcall-*) and reports whether dest's pending mark is there.
+func leftovers(dest string) (pending bool, removed []string, err error) {
+	dir, base := filepath.Split(dest)
+	if dir == "" {
+		dir = "."
+	}
+	stale, err := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+".rollcall-*"))
+	if err != nil {
+		return false, nil, fmt.Errorf("stale stage files of %s: %w", dest, err)
+	}
+	for _, p := range stale {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, removed, fmt.Errorf("remove stale %s: %w", p, err)
+		}
+		removed = append(removed, p)
+	}
+	_, err = os.Stat(pendingMark(dest))
+	switch {
+	case err == nil:
+		return true, removed, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, removed, nil
+	}
+	return false, removed, fmt.Errorf("pending mark of %s: %w", dest, err)
+}
+
+// instancesFile, .<dest>.rollcall.instances next to dest, remembers how
+// many instances the installed file was rendered with, so the mass-removal
+// guard (guard.go) compares a restarted renderer's first render — an
+// emptied etcd, say — with what is installed. It is advisory: a lost or
+// unreadable one only leaves that first render unguarded.
+func instancesFile(dest string) string {
+	dir, base := filepath.Split(dest)
+	return filepath.Join(dir, "."+base+".rollcall.instances")
+}
+
+// writeInstances records n for dest (write and rename: never half a number).
+func writeInstances(dest string, n int) error {
+	p := instancesFile(dest)
+	if err := os.WriteFile(p+".tmp", []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("record instances of %s: %w", dest, err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return fmt.Errorf("record instances of %s: %w", dest, err)
+	}
+	return nil
+}
+
+// readInstances reads what writeInstances recorded for dest.
+func readInstances(dest string) (int, bool) {
+	b, err := os.ReadFile(instancesFile(dest))
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n, err == nil && n >= 0
+}
+
+// globEscape quotes filepath.Match's metacharacters.
+func globEscape(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', '\\':
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }

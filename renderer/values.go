@@ -1,7 +1,9 @@
 package renderer
 
 import (
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +14,9 @@ import (
 // maxLoggedValue bounds how much of a refused value a log line carries.
 const maxLoggedValue = 64
 
+// maxLoggedKey bounds how much of a refused key a log line carries.
+const maxLoggedKey = 256
+
 // valueGate keeps registered values data, never config: a key of the
 // instance form <prefix>/<app>_<env>/<ip>-<port> whose value is not exactly
 // the canonical ip:port its key names is withheld from the store (strict),
@@ -21,9 +26,10 @@ const maxLoggedValue = 64
 // from one goroutine at a time; the mutex also covers the loop's
 // reports of typed-function refusals.
 type valueGate struct {
-	strict  bool
-	log     *slog.Logger
-	counter prometheus.Counter
+	strict     bool
+	log        *slog.Logger
+	counter    prometheus.Counter
+	dirCounter prometheus.Counter // keys under an invalid service dir; nil = counter
 
 	mu      sync.Mutex
 	refused map[string]string // key -> the value last reported
@@ -33,14 +39,41 @@ func newValueGate(strict bool, log *slog.Logger, counter prometheus.Counter) *va
 	return &valueGate{strict: strict, log: log, counter: counter, refused: map[string]string{}}
 }
 
+// errBadDir: a key of the instance form (<dir>/<ip>-<port>) whose dir
+// looks like a service (it holds a "_") but is no valid <app>_<env>, such
+// as /odd;}server{listen 82;}_env/1.2.3.4-80. Its name is no data a
+// template may write.
+var errBadDir = errors.New("key under a dir that is no valid <app>_<env>")
+
 // checkValue returns why key=value is an instance key with a bad value, or
-// nil.
+// a key under an invalid service dir, or nil.
 func checkValue(key, value string) error {
 	if !registry.IsInstanceKey(key) {
+		if badServiceDir(key) {
+			return errBadDir
+		}
 		return nil
 	}
 	_, err := registry.ParseInstance(key, value)
 	return err
+}
+
+// badServiceDir reports whether key is <...>/<dir>/<ip>-<port> with a dir
+// holding "_" that registry.ParseService refuses.
+func badServiceDir(key string) bool {
+	i := strings.LastIndexByte(key, '/')
+	if i <= 0 {
+		return false
+	}
+	if _, err := registry.ParseInstanceName(key[i+1:]); err != nil {
+		return false
+	}
+	dir := key[strings.LastIndexByte(key[:i], '/')+1 : i]
+	if !strings.Contains(dir, "_") {
+		return false
+	}
+	_, _, err := registry.ParseService(dir)
+	return err != nil
 }
 
 // admit reports whether a put of key=value may enter the store.
@@ -50,9 +83,14 @@ func (g *valueGate) admit(key, value string) bool {
 		g.forget(key, value)
 		return true
 	}
-	if g.strict {
+	switch {
+	case errors.Is(err, errBadDir) && g.strict:
+		g.report(key, value, err, "key under an invalid service dir withheld from templates")
+	case errors.Is(err, errBadDir):
+		g.report(key, value, err, "key under an invalid service dir passed to templates (strict_values = false)")
+	case g.strict:
 		g.report(key, value, err, "invalid instance value withheld from templates")
-	} else {
+	default:
 		g.report(key, value, err, "invalid instance value passed to templates (strict_values = false)")
 	}
 	return !g.strict
@@ -106,8 +144,12 @@ func (g *valueGate) report(key, value string, err error, msg string) {
 	if seen && old == value {
 		return
 	}
-	g.counter.Inc()
-	g.log.Warn(msg, "key", key, "value", truncate(value, maxLoggedValue), "err", err)
+	if c := g.dirCounter; c != nil && errors.Is(err, errBadDir) {
+		c.Inc()
+	} else {
+		g.counter.Inc()
+	}
+	g.log.Warn(msg, "key", truncate(key, maxLoggedKey), "value", truncate(value, maxLoggedValue), "err", truncate(err.Error(), maxLoggedKey))
 }
 
 // forget drops key's report unless it was about value (a typed function's

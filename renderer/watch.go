@@ -218,8 +218,11 @@ func (w *watcher) follow(wctx context.Context, wch clientv3.WatchChan, rev *int6
 			if err := w.silent(wctx, *rev, every, last, &behind); err != nil {
 				return err
 			}
-			// Errors here are the stream's own: the watch channel reports them.
-			_ = w.cli.RequestProgress(wctx)
+			// The watch channel reports the stream's errors; this one is
+			// only the request's.
+			if err := w.cli.RequestProgress(wctx); err != nil {
+				w.log.Debug("request progress", "err", err)
+			}
 		case <-relist:
 			return nil
 		case <-w.relist:

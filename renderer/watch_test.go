@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/embedetcd"
 	"github.com/rollcall/rollcall/internal/etcdtest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/registry"
@@ -138,14 +137,7 @@ func TestEtcdRewound(t *testing.T) {
 		return err
 	})
 
-	h.etcd.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
-	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{Dir: t.TempDir(), ClientAddr: h.etcd.Endpoint, NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	h.replaceEtcd()
 	h.put(key("web_prod", "10.0.0.2", 80), "10.0.0.2:80")
 	h.waitFile(dest, "web_prod: 10.0.0.2:80\n")
 	waitfor.Cond(t, 10*time.Second, "ack in the new history", func() error {

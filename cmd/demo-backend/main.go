@@ -88,7 +88,7 @@ func run(args []string, log *slog.Logger) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if _, port, _ := net.SplitHostPort(*listen); port == "" {
+	if _, port, err := net.SplitHostPort(*listen); err != nil || port == "" {
 		return errors.New("no port: set $PORT or --listen")
 	}
 	ln, err := net.Listen("tcp", *listen)

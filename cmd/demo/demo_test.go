@@ -96,10 +96,12 @@ func TestDemo(t *testing.T) {
 		want string
 	}{
 		{"nginx", nil, "demo OK: 3 backends registered, 1 removed under load, 0 failed requests"},
+		// The reload path, also where nginx has the Lua module.
+		{"nginx-no-lua", []string{"--no-lua"}, "demo OK: 3 backends registered, 1 removed under load, 0 failed requests"},
 		{"no-nginx", []string{"--no-nginx"}, "demo OK (without nginx): 3 backends registered, 1 removed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "nginx" {
+			if strings.HasPrefix(tc.name, "nginx") {
 				nginxtest.Lookup(t)
 			}
 			tmp := t.TempDir()

@@ -5,8 +5,10 @@
 // is stopped under load and leaves the upstream without a failed request.
 // Everything runs in a temp dir on 127.0.0.1 and is removed at the end, also
 // on Ctrl-C or failure. Exit status 0 means the demo showed what it claims.
+// With nginx's Lua module installed (libnginx-mod-http-lua) the backends'
+// comings and goings are pushed to nginx instead (lua/): no reload at all.
 //
-//	demo [--bin bin] [--repo .] [--timeout 55s] [--no-nginx] [--keep]
+//	demo [--bin bin] [--repo .] [--timeout 55s] [--no-nginx] [--no-lua] [--keep]
 package main
 
 import (
@@ -50,6 +52,7 @@ type config struct {
 	timeout time.Duration
 	keep    bool // keep the work dir (logs, rendered files) for a look after
 	noNginx bool // show the rendered file only, as on a machine without nginx
+	noLua   bool // the reload path even when nginx has the Lua module
 }
 
 func parse(args []string) (config, error) {
@@ -59,6 +62,7 @@ func parse(args []string) (config, error) {
 	fs.StringVar(&c.repo, "repo", ".", "the rollcall checkout, for the shipped templates/")
 	fs.DurationVar(&c.timeout, "timeout", 55*time.Second, "give up after this long")
 	fs.BoolVar(&c.noNginx, "no-nginx", false, "do not run nginx even when installed (show the rendered file only)")
+	fs.BoolVar(&c.noLua, "no-lua", false, "render, check and reload even when nginx has the Lua module (no push)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work dir (process logs, rendered files) instead of removing it")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -78,7 +82,8 @@ type demo struct {
 	dir   string
 	ps    *procs
 	began time.Time
-	nginx *nginx // nil without nginx
+	nginx *nginx    // nil without nginx
+	lua   *luaSetup // nil on the reload path
 
 	metricsAddr string // the renderer's --metrics-addr
 }
@@ -165,17 +170,14 @@ func (d *demo) steps(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var servers []string
-	if err := d.until(ctx, "three servers in the upstream", renderer, func() error {
-		servers, err = upstreamServers(dest)
-		if err == nil && len(servers) != 3 {
-			err = fmt.Errorf("servers %v", servers)
-		}
-		return err
-	}); err != nil {
+	servers, err := d.untilServers(ctx, "three", 3, renderer, dest)
+	if err != nil {
 		return err
 	}
 	d.showFile("rendered upstream", dest)
+	if d.lua != nil {
+		d.showFile("rendered peers, pushed to nginx", d.lua.peers)
+	}
 
 	if d.nginx == nil {
 		return d.withoutNginx(ctx, regs, dest, renderer)
@@ -275,6 +277,10 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, re
 	}); err != nil {
 		return err
 	}
+	reloads0, err := d.nginx.reloads()
+	if err != nil {
+		return err
+	}
 	d.say("8 clients keep sending requests; SIGTERM to backend 1's registrar (%s)", gone)
 	t0 := time.Now()
 	if err := regs[0].Terminate(); err != nil {
@@ -285,7 +291,11 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, re
 	}
 	d.say("registrar 1 exited (%v) after %v; its log from the signal on:\n%s",
 		regs[0].State(), time.Since(t0).Round(time.Millisecond), since(regs[0], "msg=stopping"))
-	d.showFile("rendered upstream now", dest)
+	if d.lua != nil {
+		d.showFile("rendered peers now, pushed to nginx", d.lua.peers)
+	} else {
+		d.showFile("rendered upstream now", dest)
+	}
 	// Keep the load going a moment longer so a late route to the stopped
 	// backend would show up as a failure.
 	after := tr.total()
@@ -299,9 +309,16 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, re
 	}
 	stopLoad()
 	<-loadDone
-	d.say("during the stop: %d requests, %d failed — %s", tr.total()+tr.failed, tr.failed, tr)
+	reloads, err := d.nginx.reloads()
+	if err != nil {
+		return err
+	}
+	d.say("during the stop: %d requests, %d failed, %d nginx reloads — %s", tr.total()+tr.failed, tr.failed, reloads-reloads0, tr)
 	if tr.failed > 0 {
 		return fmt.Errorf("%d requests failed while backend 1 left (first: %v)", tr.failed, tr.firstErr)
+	}
+	if d.lua != nil && reloads > reloads0 {
+		return fmt.Errorf("nginx reloaded %d times while backend 1 left; the Lua path should push without a reload", reloads-reloads0)
 	}
 	for _, s := range servers {
 		if s != gone && tr.byAddr[s] == 0 {
@@ -325,13 +342,7 @@ func (d *demo) withoutNginx(ctx context.Context, regs []*proc.Proc, dest string,
 	}
 	d.say("SIGTERM to backend 1's registrar: it exited after %v; its log from the signal on:\n%s",
 		time.Since(t0).Round(time.Millisecond), since(regs[0], "msg=stopping"))
-	if err := d.until(ctx, "two servers in the upstream", renderer, func() error {
-		s, err := upstreamServers(dest)
-		if err == nil && len(s) != 2 {
-			err = fmt.Errorf("servers %v", s)
-		}
-		return err
-	}); err != nil {
+	if _, err := d.untilServers(ctx, "two", 2, renderer, dest); err != nil {
 		return err
 	}
 	d.showFile("rendered upstream now", dest)
@@ -355,6 +366,21 @@ func backendAddr(r *proc.Proc, servers []string) (string, error) {
 }
 
 // until polls cond every 50ms until it succeeds, ctx ends, or watched exits.
+// untilServers waits until the upstream in dest lists n servers (said as
+// count) and returns them; renderer exiting ends the wait.
+func (d *demo) untilServers(ctx context.Context, count string, n int, renderer *proc.Proc, dest string) ([]string, error) {
+	var servers []string
+	err := d.until(ctx, count+" servers in the upstream", renderer, func() error {
+		var err error
+		servers, err = upstreamServers(dest)
+		if err == nil && len(servers) != n {
+			err = fmt.Errorf("servers %v", servers)
+		}
+		return err
+	})
+	return servers, err
+}
+
 func (d *demo) until(ctx context.Context, what string, watched *proc.Proc, cond func() error) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -389,11 +415,14 @@ func (d *demo) showMetrics(ctx context.Context) {
 		d.say("renderer metrics: %v", err)
 		return
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err = errors.Join(err, resp.Body.Close()); err != nil {
+		d.say("renderer metrics: %v", err)
+		return
+	}
 	var lines []string
 	for _, l := range strings.Split(string(b), "\n") {
-		for _, name := range []string{"reloads_total", "applied_revision ", "renders_total"} {
+		for _, name := range []string{"reloads_total", "pushes_total", "applied_revision ", "renders_total"} {
 			if strings.HasPrefix(l, "rollcall_renderer_"+name) {
 				lines = append(lines, strings.TrimPrefix(l, "rollcall_renderer_"))
 			}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/rollcall/rollcall/internal/nginxconf"
 	"github.com/rollcall/rollcall/internal/proc"
+	"github.com/rollcall/rollcall/lua"
+	"github.com/rollcall/rollcall/nginxpush"
 )
 
 // nginx is the demo's private nginx (internal/nginxconf): its own prefix in
@@ -39,7 +41,7 @@ func startNginx(ctx context.Context, d *demo, bin string) (*nginx, error) {
 	if err := os.Chmod(d.dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := n.WriteConf(nginxconf.Conf{
+	conf := nginxconf.Conf{
 		HTTP: fmt.Sprintf("    include %s/rendered-*.conf;\n", n.Prefix),
 		Server: fmt.Sprintf(`        location / {
             set $up %s;
@@ -50,7 +52,16 @@ func startNginx(ctx context.Context, d *demo, bin string) (*nginx, error) {
         }
 `, service),
 		Ready: "rollcall demo " + n.Prefix,
-	}); err != nil {
+	}
+	if nginxconf.HasLua() && !d.cfg.noLua {
+		l, err := setupLua(n.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		d.lua = l
+		conf.Main, conf.HTTP = nginxconf.ModulesConf, l.include+conf.HTTP
+	}
+	if err := n.WriteConf(conf); err != nil {
 		return nil, err
 	}
 	p, err := d.ps.start("nginx", nil, append([]string{bin}, n.Args()...)...)
@@ -73,6 +84,9 @@ func startNginx(ctx context.Context, d *demo, bin string) (*nginx, error) {
 		return nil, fmt.Errorf("%s -v: %w", bin, err)
 	}
 	d.say("%s on %s (private prefix %s)", strings.TrimSpace(strings.TrimPrefix(string(version), "nginx version: ")), n.URL("/"), n.Prefix)
+	if d.lua != nil {
+		d.say("nginx has the Lua module: instance changes are pushed to %s, no reload (lua/README.md)", d.lua.url)
+	}
 	return n, nil
 }
 
@@ -106,6 +120,16 @@ prefix = "/%[1]s"
 keys = ["/"]
 mode = "0644"
 `, service, dest)
+	if d.lua != nil {
+		res = fmt.Sprintf(`# The shipped Lua-balanced upstreams template: it changes only when an app
+# appears or disappears (then nginx reloads).
+[template]
+src = "upstreams-lua.tmpl"
+dest = %[2]q
+keys = ["/%[1]s"]
+mode = "0644"
+`, service, dest)
+	}
 	if check != "" {
 		res += fmt.Sprintf("check_cmd = %q\nreload_cmd = %q\n", check, reload)
 	}
@@ -113,7 +137,87 @@ mode = "0644"
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
 	}
-	return dest, os.WriteFile(path, []byte(res), 0o644)
+	if err := os.WriteFile(path, []byte(res), 0o644); err != nil {
+		return "", err
+	}
+	if d.lua != nil {
+		// The shipped peers resource: instance changes pushed, no reload.
+		peers := fmt.Sprintf(`[template]
+src = "peers.tmpl"
+dest = %q
+keys = ["/%s"]
+mode = "0644"
+push = %q
+`, d.lua.peers, service, d.lua.url)
+		if err := os.WriteFile(filepath.Join(confdir, "conf.d", "peers.toml"), []byte(peers), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dest, nil
+}
+
+// luaSetup is the shipped dynamic-upstream setup (package lua) in the
+// demo's nginx prefix.
+type luaSetup struct {
+	include string // the http{} line including the shipped snippet
+	url     string // its update endpoint
+	peers   string // the peers file: the peers resource's dest, loaded by nginx at start
+}
+
+func setupLua(prefix string) (*luaSetup, error) {
+	port, err := proc.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := nginxconf.LinkModules(prefix); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(prefix, "lua")
+	if err := lua.Install(dir); err != nil {
+		return nil, err
+	}
+	listen := lua.Listen(port)
+	l := &luaSetup{url: lua.URL(listen), peers: filepath.Join(prefix, "peers.txt")}
+	snip, err := lua.Snippet(lua.Setup{LuaDir: dir, PeersFile: l.peers, Listen: listen})
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(prefix, "rollcall-peers.conf")
+	if err := os.WriteFile(conf, snip, 0o644); err != nil {
+		return nil, err
+	}
+	l.include = "    include " + conf + ";\n"
+	return l, nil
+}
+
+// servers lists the live servers of the demo's app: from the rendered
+// upstream, or on the Lua path from the rendered peers file.
+func (d *demo) servers(dest string) ([]string, error) {
+	if d.lua == nil {
+		return upstreamServers(dest)
+	}
+	b, err := os.ReadFile(d.lua.peers)
+	if err != nil {
+		return nil, err
+	}
+	p, err := nginxpush.Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range p.Services[service] {
+		out = append(out, a.String())
+	}
+	return out, nil
+}
+
+// reloads counts the reloads nginx logged in its error log.
+func (n *nginx) reloads() (int, error) {
+	b, err := os.ReadFile(filepath.Join(n.Prefix, "error.log"))
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(string(b), "reconfiguring"), nil
 }
 
 func fileExists(p string) bool {

@@ -11,22 +11,27 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/registrar"
 )
 
 func main() {
-	o, err := parse(os.Args[1:], os.Getenv)
+	cfg, err := registrar.ParseArgs(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		usage(os.Stdout)
+		registrar.Usage(os.Stdout)
 		os.Exit(0)
+	}
+	var level slog.Level
+	if err == nil {
+		level, err = cli.ParseLevel(cfg.LogLevel) // ParseArgs checked it
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "registrar: %v (see --help)\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level}))
-	code, err := registrar.Run(context.Background(), o.cfg, log)
-	var ue *registrar.UsageError
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	code, err := registrar.Run(context.Background(), cfg, log)
+	var ue *cli.UsageError
 	switch {
 	case errors.As(err, &ue):
 		fmt.Fprintf(os.Stderr, "registrar: %v\n", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -31,6 +32,9 @@ func TestMain(m *testing.M) {
 	}
 	if os.Getenv("ROLLCALL_TEST_MAIN") == "1" {
 		main()
+	}
+	if fuzzing() {
+		os.Exit(m.Run()) // the fuzzing engine's signal goroutine is no leak
 	}
 	testutil.MustTestMainWithLeakDetection(m)
 }
@@ -215,4 +219,11 @@ func TestMainKilled(t *testing.T) {
 		return l.Close()
 	})
 	t.Logf("app gone and %s free %v after kill -9 of the registrar", addr, time.Since(killed).Round(time.Millisecond))
+}
+
+// fuzzing reports whether the test binary runs with -test.fuzz.
+func fuzzing() bool {
+	flag.Parse()
+	f := flag.Lookup("test.fuzz")
+	return f != nil && f.Value.String() != ""
 }

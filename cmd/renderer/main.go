@@ -12,13 +12,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/rollcall/rollcall/cli"
 	"github.com/rollcall/rollcall/renderer"
 )
 
@@ -57,14 +57,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stdout, "renderer (rollcall)", version())
 		return 0
 	}
-	var level slog.Level
-	switch strings.ToLower(cfg.LogLevel) {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn", "warning":
-		level = slog.LevelWarn
-	case "error", "fatal", "panic": // confd's (logrus) levels above error
-		level = slog.LevelError
+	level, err := cli.ParseLevel(cfg.LogLevel)
+	if err != nil { // ParseArgs validated it
+		fmt.Fprintln(stderr, "renderer: --log-level:", err)
+		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
@@ -89,7 +85,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	err = renderer.Run(ctx, cfg, log, reg)
-	var ue *renderer.UsageError
+	var ue *cli.UsageError
 	switch {
 	case err == nil:
 		return 0

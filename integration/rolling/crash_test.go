@@ -21,10 +21,22 @@ import (
 // requests on another, so every GET succeeds, and the key goes within the TTL.
 func TestCrash(t *testing.T) {
 	bins.Need(t)
-	g := startGateway(t, gatewayConfig{
-		server:    "        include @PREFIX@/rendered-server-*.conf;\n",
-		resources: shippedResources,
-	})
+	const server = "        include @PREFIX@/rendered-server-*.conf;\n"
+	for _, tc := range []struct {
+		name string
+		gw   gatewayConfig
+	}{
+		{"reload", gatewayConfig{server: server, resources: shippedResources}},
+		// The Lua balancer retries on another peer (set_more_tries) under
+		// the same shipped proxy_next_upstream.
+		{"lua-push", gatewayConfig{server: server, resources: luaResources, lua: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { crash(t, tc.gw) })
+	}
+}
+
+func crash(t *testing.T, gw gatewayConfig) {
+	g := startGateway(t, gw)
 	url := g.nginx.URL("/" + app + "_" + env + "/")
 	bs := make([]*backend, 3)
 	for i := range bs {

@@ -45,6 +45,7 @@ type gateway struct {
 	confdir  string
 	known    map[string]bool // instance keys seen so far
 	cfg      gatewayConfig
+	lua      *nginxtest.Lua // with cfg.lua: the shipped Lua setup in nginx
 }
 
 // gatewayConfig says what the renderer renders and nginx serves.
@@ -76,6 +77,9 @@ type gatewayConfig struct {
 	plainReload bool
 	// prefix is the renderer's --prefix; regPrefix the registrars'.
 	prefix, regPrefix string
+	// lua runs nginx with the shipped Lua setup (lua/) and adds the shipped
+	// peers resource pushing to it: instance changes without reloads.
+	lua bool
 }
 
 // startGateway starts etcd, nginx and the renderer, and waits until the
@@ -99,10 +103,16 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	}
 	g.nginx = nginxtest.New(t)
 	// A glob include may match nothing, so nginx starts before the first render.
-	g.nginx.Start(t, nginxtest.Config{
+	nc := nginxtest.Config{
 		HTTP:   fmt.Sprintf("    include %s/rendered-http-*.conf;\n", g.nginx.Prefix),
 		Server: strings.ReplaceAll(c.server, "@PREFIX@", g.nginx.Prefix),
-	})
+	}
+	if c.lua {
+		l := g.nginx.Lua(t, "")
+		g.lua = &l
+		nc.Main, nc.HTTP = l.Main, l.HTTP+nc.HTTP
+	}
+	g.nginx.Start(t, nc)
 
 	if err := os.CopyFS(filepath.Join(g.confdir, "templates"), os.DirFS(filepath.Join(repoRoot, "templates"))); err != nil {
 		t.Fatal(err)
@@ -121,6 +131,9 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	}
 	for name, r := range c.resources(t, g.nginx.Prefix, check, reload) {
 		writeFile(t, filepath.Join(g.confdir, "conf.d", name), r)
+	}
+	if g.lua != nil {
+		writeFile(t, filepath.Join(g.confdir, "conf.d", "peers.toml"), peersResource(t, g.lua))
 	}
 
 	metrics := proctest.FreePort(t)
@@ -194,20 +207,61 @@ reload_cmd = %q
 // as an operator installs them, their /etc/nginx paths and nginx commands
 // pointed at the test's nginx.
 func shippedResources(t *testing.T, prefix, check, reload string) map[string]string {
-	r := strings.NewReplacer(
+	r := shippedPaths(prefix, check, reload)
+	out := map[string]string{}
+	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
+		out[name] = shippedFile(t, name, r)
+	}
+	return out
+}
+
+// shippedPaths points the shipped resources' /etc/nginx paths and nginx
+// commands at the test's nginx.
+func shippedPaths(prefix, check, reload string) *strings.Replacer {
+	return strings.NewReplacer(
 		"/etc/nginx/conf.d/rollcall-upstreams.conf", prefix+"/rendered-http-upstreams.conf",
 		"/etc/nginx/snippets/rollcall-proxy.conf", prefix+"/rendered-server-proxy.conf",
 		"/usr/sbin/nginx -t -q", check,
 		"/usr/local/bin/nginx-reload --pid /run/nginx.pid --error-log /var/log/nginx/error.log", reload)
-	out := map[string]string{}
-	for _, name := range []string{"upstreams.toml", "proxy.toml"} {
-		b, err := os.ReadFile(filepath.Join(repoRoot, "conf.d", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[name] = r.Replace(string(b))
+}
+
+// shippedFile reads a shipped conf.d file with its paths replaced by r.
+func shippedFile(t *testing.T, name string, r *strings.Replacer) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "conf.d", name))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return r.Replace(string(b))
+}
+
+// luaResources are the shipped upstreams-lua.toml.example (every app's
+// upstream fed by the Lua balancer) and proxy.toml, pointed at the test's
+// nginx; gatewayConfig.lua adds the peers resource.
+func luaResources(t *testing.T, prefix, check, reload string) map[string]string {
+	r := shippedPaths(prefix, check, reload)
+	return map[string]string{
+		"upstreams.toml": shippedFile(t, "upstreams-lua.toml.example", r),
+		"proxy.toml":     shippedFile(t, "proxy.toml", r),
+	}
+}
+
+// peersResource is the shipped peers.toml.example pushing to l.
+func peersResource(t *testing.T, l *nginxtest.Lua) string {
+	return shippedFile(t, "peers.toml.example", strings.NewReplacer(
+		"/etc/nginx/rollcall-peers.txt", l.PeersFile,
+		"http://127.0.0.1:8089/rollcall/peers", l.URL))
+}
+
+// nginxReloads counts the reloads nginx logged (SIGHUP received, whoever
+// sent it).
+func (g *gateway) nginxReloads(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(g.nginx.Prefix, "error.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "reconfiguring")
 }
 
 // ack reads the renderer's acknowledgement.

@@ -33,6 +33,8 @@ type load struct {
 	sent     int64
 	ok       int64
 	retried  int64
+	conns    int64 // connections opened
+	closed   int64 // connections nginx closed (a read saw EOF or a reset)
 	byAddr   map[string]int64
 	lastSent map[string]time.Time // per backend: start of the latest request it answered
 	failures []string             // first failures, for the report
@@ -46,7 +48,7 @@ func (l *load) start(ctx context.Context) {
 	l.byAddr = map[string]int64{}
 	l.lastSent = map[string]time.Time{}
 	ctx, l.cancel = context.WithTimeout(ctx, l.maxTime)
-	tr := &http.Transport{MaxIdleConnsPerHost: l.clients, MaxConnsPerHost: l.clients}
+	tr := &http.Transport{MaxIdleConnsPerHost: l.clients, MaxConnsPerHost: l.clients, DialContext: l.dial}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	for range l.clients {
 		l.wg.Go(func() {
@@ -82,8 +84,9 @@ func (l *load) one(ctx context.Context, client *http.Client) {
 		l.mu.Lock()
 		l.retried++
 		l.mu.Unlock()
-		addr, _, err = get(ctx, client, l.url)
+		addr, reused, err = get(ctx, client, l.url)
 	}
+
 	if ctx.Err() != nil && err != nil {
 		return // stopped mid-request: not a failure of the system under test
 	}
@@ -101,6 +104,40 @@ func (l *load) one(ctx context.Context, client *http.Client) {
 	if started.After(l.lastSent[addr]) {
 		l.lastSent[addr] = started
 	}
+}
+
+// dial opens a connection that counts itself, and counts when nginx closes
+// it: net/http notices a closed idle connection and dials again without an
+// error, so only the connection sees it.
+func (l *load) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.conns++
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+// countedConn counts, once, a read that finds the connection closed by the
+// peer; closing it ourselves makes reads fail with net.ErrClosed instead.
+type countedConn struct {
+	net.Conn
+	l    *load
+	once sync.Once
+}
+
+func (c *countedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		c.once.Do(func() {
+			c.l.mu.Lock()
+			c.l.closed++
+			c.l.mu.Unlock()
+		})
+	}
+	return n, err
 }
 
 type statusError struct {
@@ -178,6 +215,7 @@ func (l *load) served(addr string) int64 {
 // stats are the load's totals.
 type stats struct {
 	sent, ok, failed, retried int64
+	conns, closed             int64    // connections opened, and closed by nginx
 	failures                  []string // the first few
 }
 
@@ -185,7 +223,7 @@ type stats struct {
 func (l *load) summary() stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return stats{l.sent, l.ok, l.failed, l.retried, append([]string(nil), l.failures...)}
+	return stats{l.sent, l.ok, l.failed, l.retried, l.conns, l.closed, append([]string(nil), l.failures...)}
 }
 
 // keepOn waits until n more requests have been answered, so that a late
@@ -206,8 +244,8 @@ func (l *load) finish(t *testing.T) stats {
 	t.Helper()
 	l.stop()
 	st := l.summary()
-	t.Logf("load: %d sent, %d ok, %d failed, %d retried on a reused connection; spread%s",
-		st.sent, st.ok, st.failed, st.retried, l.spread())
+	t.Logf("load: %d sent, %d ok, %d failed, %d retried on a reused connection, %d connections opened by %d clients, %d closed by nginx; spread%s",
+		st.sent, st.ok, st.failed, st.retried, st.conns, l.clients, st.closed, l.spread())
 	for _, f := range st.failures {
 		t.Logf("failure: %s", f)
 	}

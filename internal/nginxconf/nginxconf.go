@@ -1,8 +1,8 @@
 // Package nginxconf describes a private nginx — its own prefix, one loopback
-// port — as the demo and the tests run it: where the binary is, the
-// nginx.conf, and the command line that points nginx at that prefix. It
-// starts nothing (the demo supervises nginx with internal/proc, the tests
-// with internal/nginxtest).
+// port — as the demo, the bench and the tests run it: where the binary is,
+// the nginx.conf, and the command line that points nginx at that prefix. It
+// starts nothing (the demo and the bench supervise nginx with internal/proc,
+// the tests with internal/nginxtest).
 package nginxconf
 
 import (
@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -54,12 +55,15 @@ func (i Instance) URL(path string) string {
 
 // Conf is what is spliced into the instance's nginx.conf.
 type Conf struct {
-	HTTP   string // inside http { }, e.g. include lines for rendered files
-	Server string // inside the main server { listen 127.0.0.1:Port; }
-	Ready  string // the body GET /_ready answers (200): tells this instance from another on the port
+	Main    string // main context, e.g. ModulesConf to load the Lua module
+	Workers int    // worker_processes; 0 means 1
+	HTTP    string // inside http { }, e.g. include lines for rendered files
+	Server  string // inside the main server { listen 127.0.0.1:Port; }
+	Ready   string // the body GET /_ready answers (200): tells this instance from another on the port
 }
 
-// WriteConf writes nginx.conf: in the foreground (daemon off), one worker,
+// WriteConf writes nginx.conf: in the foreground (daemon off), one worker
+// unless c.Workers says otherwise,
 // errors to stderr and to <prefix>/error.log, every path in the prefix.
 func (i Instance) WriteConf(c Conf) error {
 	user := ""
@@ -67,8 +71,9 @@ func (i Instance) WriteConf(c Conf) error {
 		user = "user root;" // workers could not read a temp dir otherwise
 	}
 	conf := fmt.Sprintf(`%s
+%[7]s
 daemon off;
-worker_processes 1;
+worker_processes %[8]d;
 worker_shutdown_timeout 5s;
 pid %[2]s/nginx.pid;
 error_log stderr notice;
@@ -88,9 +93,37 @@ http {
 %[5]s
     }
 }
-`, user, i.Prefix, c.HTTP, i.Port, c.Server, c.Ready)
+`, user, i.Prefix, c.HTTP, i.Port, c.Server, c.Ready, c.Main, max(c.Workers, 1))
 	if err := os.WriteFile(i.Conf, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", i.Conf, err)
+	}
+	return nil
+}
+
+// ModulesConf, in Conf.Main, loads the dynamic modules Debian enables (the
+// Lua module among them), as Debian's own nginx.conf does.
+const ModulesConf = "include /etc/nginx/modules-enabled/*.conf;"
+
+// debianModules is where Debian installs nginx's dynamic modules.
+const debianModules = "/usr/lib/nginx/modules"
+
+// HasLua reports whether Debian's Lua module (libnginx-mod-http-lua) is
+// installed.
+func HasLua() bool {
+	_, err := os.Stat(filepath.Join(debianModules, "ngx_http_lua_module.so"))
+	return err == nil
+}
+
+// LinkModules links <prefix>/modules to Debian's modules directory: Debian's
+// modules-enabled files name modules relative to the prefix
+// ("modules/ngx_http_lua_module.so"), and a private nginx has its own.
+// Without Debian's directory it does nothing.
+func LinkModules(prefix string) error {
+	if _, err := os.Stat(debianModules); err != nil {
+		return nil
+	}
+	if err := os.Symlink(debianModules, filepath.Join(prefix, "modules")); err != nil {
+		return fmt.Errorf("link nginx modules: %w", err)
 	}
 	return nil
 }

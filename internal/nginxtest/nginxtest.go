@@ -24,8 +24,10 @@ import (
 
 // Config is spliced into nginx.conf.
 type Config struct {
-	HTTP   string // inside http { }, e.g. include lines for rendered files
-	Server string // inside the main server { listen 127.0.0.1:Port; }
+	Main    string // main context, e.g. ModulesConf to load the Lua module
+	Workers int    // worker_processes; 0 means 1
+	HTTP    string // inside http { }, e.g. include lines for rendered files
+	Server  string // inside the main server { listen 127.0.0.1:Port; }
 }
 
 // Server is a running nginx master. Bin, Prefix, Conf, Port and the
@@ -34,6 +36,24 @@ type Server struct {
 	nginxconf.Instance
 	cmd  *exec.Cmd
 	done chan struct{}
+}
+
+// ModulesConf, in Config.Main, loads the dynamic modules Debian enables
+// (the Lua module among them), as Debian's own nginx.conf does.
+const ModulesConf = nginxconf.ModulesConf
+
+// LookupLua finds nginx and Debian's Lua module (libnginx-mod-http-lua),
+// skipping the test (failing it under CI) when either is missing.
+func LookupLua(t testing.TB) string {
+	t.Helper()
+	bin := Lookup(t)
+	if !nginxconf.HasLua() {
+		if os.Getenv("CI") != "" {
+			t.Fatal("nginx Lua module not installed (CI): .ci/run must install libnginx-mod-http-lua")
+		}
+		t.Skip("nginx Lua module not installed (libnginx-mod-http-lua)")
+	}
+	return bin
 }
 
 // Lookup finds nginx, skipping the test (failing it under CI) when missing.
@@ -60,6 +80,10 @@ func New(t testing.TB) *Server {
 	if err := os.Chmod(prefix, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Debian's modules-enabled files name modules relative to the prefix.
+	if err := nginxconf.LinkModules(prefix); err != nil {
+		t.Fatal(err)
+	}
 	return &Server{Instance: nginxconf.Instance{
 		Bin: bin, Prefix: prefix, Conf: filepath.Join(prefix, "nginx.conf"), Port: proctest.FreePort(t),
 	}}
@@ -75,7 +99,7 @@ func Start(t testing.TB, c Config) *Server {
 
 // WriteConf writes nginx.conf from c.
 func (s *Server) WriteConf(c Config) error {
-	return s.Instance.WriteConf(nginxconf.Conf{HTTP: c.HTTP, Server: c.Server, Ready: s.token()})
+	return s.Instance.WriteConf(nginxconf.Conf{Main: c.Main, Workers: c.Workers, HTTP: c.HTTP, Server: c.Server, Ready: s.token()})
 }
 
 // token is what this instance's /_ready answers: a free port found by
@@ -109,16 +133,21 @@ func (s *Server) Start(t testing.TB, c Config) {
 			t.Logf("stop nginx: %v", err)
 		}
 	})
+	// Each probe is bounded too: the port may belong to another server
+	// (free a moment ago) that accepts and never answers.
+	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(s.URL("/_ready"))
+		resp, err := hc.Get(s.URL("/_ready"))
 		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) == s.token() {
+			var b []byte
+			b, err = io.ReadAll(resp.Body)
+			if err = errors.Join(err, resp.Body.Close()); err == nil && string(b) == s.token() {
 				return
 			}
-			err = fmt.Errorf("port %d answered by another server: %q", s.Port, b)
+			if err == nil {
+				err = fmt.Errorf("port %d answered by another server: %q", s.Port, b)
+			}
 		}
 		select {
 		case <-s.done:

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +27,11 @@ type Spec struct {
 	Args []string // argv: Args[0] is the binary
 	Env  []string // added to this process's environment
 	Log  string   // the log file (stdout and stderr), created
+
+	// DieWithParent has the kernel SIGKILL the process when the supervisor
+	// dies (Linux; elsewhere it does nothing): a harness killed -9 leaves
+	// nothing behind.
+	DieWithParent bool
 }
 
 // Proc is a running (or exited) program.
@@ -57,6 +63,9 @@ func Start(s Spec) (*Proc, error) {
 	p.cmd.Env = append(os.Environ(), s.Env...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if s.DieWithParent {
+		dieWithParent(p.cmd.SysProcAttr)
+	}
 	err = p.cmd.Start()
 	if cerr := f.Close(); err == nil && cerr != nil { // the child holds its own copy
 		err = cerr
@@ -306,9 +315,13 @@ func FreePort() (int, error) {
 	return port, nil
 }
 
-// Buffer is a bytes.Buffer-like writer safe for one writer and many readers
-// at once: a logger's or a command's output that a test reads while it runs.
+// Buffer is a bytes.Buffer-like writer safe for concurrent writers and
+// readers: a logger's or a command's output that a test reads while it runs.
 type Buffer struct {
+	// Echo, when set, gets every write too, under the same lock: a test's
+	// t.Output(), to read the log as it happens.
+	Echo io.Writer
+
 	mu sync.Mutex
 	b  strings.Builder
 }
@@ -316,7 +329,11 @@ type Buffer struct {
 func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.b.Write(p)
+	b.b.Write(p) // a strings.Builder write never fails
+	if b.Echo != nil {
+		return b.Echo.Write(p)
+	}
+	return len(p), nil
 }
 
 // String is everything written so far.

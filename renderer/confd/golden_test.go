@@ -3,7 +3,10 @@ package confd
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,6 +40,8 @@ var goldenCases = []struct {
 	{"prefix-boundary", "", "http", nil},
 	{"internal-dirs", "conf.d/upstreams.toml", "http", nil},
 	{"proxy", "conf.d/proxy.toml", "server", nil},
+	{"last-instance-gone", "conf.d/upstreams.toml", "http", nil},
+	{"last-instance-gone-proxy", "conf.d/proxy.toml", "server", nil},
 }
 
 // readKV reads "key value" lines; the value is the rest of the line after
@@ -73,11 +78,30 @@ func renderGolden(t testing.TB, root, caseDir, resource string) (*Resource, []KV
 		t.Fatal(err)
 	}
 	kvs := readKV(t, filepath.Join(caseDir, "kv.txt"))
-	out, err := r.Render(kvs)
+	out, err := r.RenderKnown(context.Background(), kvs, readKnown(t, caseDir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r, kvs, out
+}
+
+// readKnown reads the case's optional known.txt: service dirs the renderer
+// rendered before (one per line), whose keys may all be gone.
+func readKnown(t testing.TB, caseDir string) []string {
+	b, err := os.ReadFile(filepath.Join(caseDir, "known.txt"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var known []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			known = append(known, l)
+		}
+	}
+	return known
 }
 
 func TestGolden(t *testing.T) {
@@ -89,7 +113,7 @@ func TestGolden(t *testing.T) {
 			dir := filepath.Join(root, "testdata", "render", tc.name)
 			r, kvs, out := renderGolden(t, root, dir, tc.resource)
 			// Render twice: map order must never reach the output.
-			again, err := r.Render(kvs)
+			again, err := r.RenderKnown(context.Background(), kvs, readKnown(t, dir))
 			if err != nil || !bytes.Equal(again.Bytes, out.Bytes) {
 				t.Fatalf("second render differs (%v):\n%s\nfirst:\n%s", err, again.Bytes, out.Bytes)
 			}

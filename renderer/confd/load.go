@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -41,6 +43,8 @@ type tomlTemplate struct {
 	CheckCmd  string   `toml:"check_cmd"`
 	ReloadCmd string   `toml:"reload_cmd"`
 	Wait      string   `toml:"wait"`
+	Push      string   `toml:"push"`
+	Guard     *float64 `toml:"guard_share"`
 }
 
 // Loader loads template resources for one renderer configuration.
@@ -196,6 +200,16 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 		}
 		r.Wait = &w
 	}
+	if g := t.Guard; g != nil && !(*g >= 0) {
+		return nil, fmt.Errorf("guard_share %v: want a share between 0 and 1 (1 = off)", *g)
+	}
+	r.Guard = t.Guard
+	if t.Push != "" {
+		if err := checkPushURL(t.Push); err != nil {
+			return nil, fmt.Errorf("push: %w", err)
+		}
+		r.Push = t.Push
+	}
 	if err := r.parseTemplates(confdir, t); err != nil {
 		return nil, err
 	}
@@ -227,6 +241,24 @@ func (r *Resource) parseTemplates(confdir string, t *tomlTemplate) error {
 	// and binds the names to its own store.
 	if r.tmpl, err = template.New(src).Funcs(newState(nil, nil, nil).funcs()).Parse(string(text)); err != nil {
 		return err
+	}
+	return nil
+}
+
+// checkPushURL accepts only an http URL on this host: the peers endpoint
+// refuses remote callers, and a push over the network would be one more
+// thing to secure.
+func checkPushURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q: want http://127.0.0.1:<port>/<path>", s)
+	}
+	host := u.Hostname()
+	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%q: not a loopback address (the endpoint takes local callers only)", s)
 	}
 	return nil
 }

@@ -17,6 +17,10 @@ type KV struct{ Key, Value string }
 type Rendered struct {
 	Bytes   []byte
 	Skipped []Skipped // registered values the typed functions refused (injection, bad form), by key
+	// Services are the service dirs the typed `services` returned (nil when
+	// the template did not call it): a caller that passes them back as
+	// known keeps an app whose last instance went away (RenderKnown).
+	Services []string
 }
 
 // Skipped is a registered pair a typed function left out, and why.
@@ -35,10 +39,19 @@ func (r *Resource) Render(kvs []KV) (Rendered, error) {
 
 // RenderContext is Render with a context bounding the lookup* functions.
 func (r *Resource) RenderContext(ctx context.Context, kvs []KV) (Rendered, error) {
+	return r.RenderKnown(ctx, kvs, nil)
+}
+
+// RenderKnown is RenderContext where the typed `services` also returns the
+// known service dirs ("/<app>_<env>", as in Rendered.Services) that have no
+// keys left, with no instances: an app whose last instance went away keeps
+// its upstream (nginx answers 502) and its location, never a 404.
+func (r *Resource) RenderKnown(ctx context.Context, kvs []KV, known []string) (Rendered, error) {
 	if r.tmpl == nil {
 		return Rendered{}, fmt.Errorf("render %s: resource not loaded (use Load)", r.Path)
 	}
 	st := newState(ctx, r, kvs)
+	st.known = known
 	t, err := r.tmpl.Clone()
 	if err != nil {
 		return Rendered{}, fmt.Errorf("render %s: %w", r.Src, err)
@@ -47,7 +60,7 @@ func (r *Resource) RenderContext(ctx context.Context, kvs []KV) (Rendered, error
 	if err := t.Funcs(st.funcs()).Execute(&buf, nil); err != nil {
 		return Rendered{}, err // "template: <src>:<line>:<col>: executing ..."
 	}
-	return Rendered{Bytes: buf.Bytes(), Skipped: st.skippedList()}, nil
+	return Rendered{Bytes: buf.Bytes(), Skipped: st.skippedList(), Services: st.listed}, nil
 }
 
 // pair is one store entry: its key relative to the prefix (as the template
@@ -64,6 +77,8 @@ type state struct {
 	dirs    map[string][]int // store dir -> indexes into pairs, built on first use by a typed function
 	insts   map[string][]Instance
 	skipped map[string]Skipped
+	known   []string // service dirs `services` returns even without keys
+	listed  []string // the dirs `services` returned
 }
 
 // newState keeps the pairs under the resource's prefixes and maps their keys

@@ -25,6 +25,8 @@ type Resource struct {
 	CheckCmd  string      // may use {{.src}} (the staged file)
 	ReloadCmd string      // may use {{.src}} and {{.dest}}
 	Wait      *Wait       // per-resource `wait = "min:max"` (rollcall extension), nil = not set
+	Guard     *float64    // per-resource `guard_share` (rollcall extension): the mass-removal guard's share, nil = global
+	Push      string      // `push = "http://127.0.0.1:8089/rollcall/peers"` (rollcall extension): the output is a peer set pushed to nginx's Lua module; "" = not set
 	Warnings  []string    // what loaded but deserves a word: unknown fields, a surprising mode
 
 	tmpl    *template.Template // parsed; cloned and bound to a store per render

@@ -91,7 +91,7 @@ func (st *state) instances(dir string) []Instance {
 // name. Dirs that are no service name (_ports, _renderers, config) are not
 // services.
 func (st *state) services() []Service {
-	names := slices.Clone(st.r.svcDirs)
+	names := slices.Concat(st.r.svcDirs, st.known)
 	for d := range st.index() {
 		if strings.Count(d, "/") == 1 && len(d) > 1 {
 			names = append(names, d)
@@ -106,6 +106,10 @@ func (st *state) services() []Service {
 			continue
 		}
 		out = append(out, Service{Name: d[1:], App: app, Env: env, Dir: d, Instances: st.instances(d)})
+	}
+	st.listed = st.listed[:0]
+	for _, s := range out {
+		st.listed = append(st.listed, s.Dir)
 	}
 	return out
 }

@@ -1,4 +1,4 @@
-package main
+package registrar
 
 import (
 	"errors"
@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall/rollcall/registrar"
+	"github.com/rollcall/rollcall/cli"
 )
 
-func TestParse(t *testing.T) {
+func TestParseArgs(t *testing.T) {
 	t.Parallel()
 	base := []string{"--app", "search", "--env", "PRE"}
 	args := func(a ...string) []string { return append(slices.Clone(base), a...) }
@@ -21,10 +21,10 @@ func TestParse(t *testing.T) {
 		name  string
 		args  []string
 		env   map[string]string
-		check func(o options) string // "" when as expected
+		check func(c Config) string // "" when as expected
 	}{
-		{"defaults", args("--", "java", "-jar", "app.jar"), nil, func(o options) string {
-			c, d := o.cfg, registrar.DefaultConfig()
+		{"defaults", args("--", "java", "-jar", "app.jar"), nil, func(c Config) string {
+			d := DefaultConfig()
 			switch {
 			case c.App != "search" || c.Env != "PRE":
 				return "app/env"
@@ -36,7 +36,7 @@ func TestParse(t *testing.T) {
 				return "timing defaults"
 			case !slices.Equal(c.Command, []string{"java", "-jar", "app.jar"}):
 				return "command"
-			case o.level != slog.LevelInfo:
+			case level(c) != slog.LevelInfo:
 				return "level"
 			}
 			return ""
@@ -46,14 +46,13 @@ func TestParse(t *testing.T) {
 			"--ttl", "5s", "--check", "http://{{.IP}}:{{.Port}}/health", "--check-interval", "1s",
 			"--drain-timeout", "3s", "--stop-timeout", "4s", "--dial-timeout", "2s", "--cacert", "ca.pem",
 			"--cert", "c.pem", "--key", "k.pem", "--user", "root", "--log-level", "debug", "--", "app", "--port", "1"},
-			map[string]string{"ETCD_PASSWORD": "pw"}, func(o options) string {
-				c := o.cfg
+			map[string]string{"ETCD_PASSWORD": "pw"}, func(c Config) string {
 				switch {
 				case c.App != "a" || c.Env != "prod" || c.Prefix != "/svc":
 					return "names"
 				case !slices.Equal(c.Endpoints, []string{"e1:2379", "e2:2379"}):
 					return "endpoints"
-				case c.IP != netip.MustParseAddr("10.1.2.3") || c.Port != 8080 || c.PortRange != (registrar.PortRange{Lo: 30000, Hi: 30010}):
+				case c.IP != netip.MustParseAddr("10.1.2.3") || c.Port != 8080 || c.PortRange != (PortRange{Lo: 30000, Hi: 30010}):
 					return "ip/port"
 				case !slices.Equal(c.PortEnv, []string{"PORT", "SERVER_PORT"}):
 					return "port env"
@@ -64,7 +63,7 @@ func TestParse(t *testing.T) {
 					return "tls/auth"
 				case !slices.Equal(c.Command, []string{"app", "--port", "1"}):
 					return "command keeps its own flags"
-				case o.level != slog.LevelDebug:
+				case level(c) != slog.LevelDebug:
 					return "level"
 				}
 				return ""
@@ -73,8 +72,7 @@ func TestParse(t *testing.T) {
 			"REGISTRAR_APP": "web", "REGISTRAR_ENV": "PRE", "ETCD_ENDPOINTS": "h:1,h:2", "REGISTRAR_PREFIX": "/p",
 			"REGISTRAR_IP": "::1", "REGISTRAR_PORT": "99", "ETCD_USER": "u", "ETCD_PASSWORD": "p",
 			"ETCD_CACERT": "ca", "REGISTRAR_TTL": "3s"},
-			func(o options) string {
-				c := o.cfg
+			func(c Config) string {
 				if c.App != "web" || c.Env != "PRE" || !slices.Equal(c.Endpoints, []string{"h:1", "h:2"}) || c.Prefix != "/p" ||
 					c.IP != netip.MustParseAddr("::1") || c.Port != 99 || c.User != "u" || c.Password != "p" ||
 					c.CACert != "ca" || c.TTL != 3*time.Second {
@@ -84,14 +82,26 @@ func TestParse(t *testing.T) {
 			}},
 		{"flags win over env", args("--endpoints", "flag:1", "--port", "5", "--", "app"),
 			map[string]string{"REGISTRAR_APP": "envapp", "ETCD_ENDPOINTS": "env:1", "REGISTRAR_PORT": "6"},
-			func(o options) string {
-				if o.cfg.App != "search" || !slices.Equal(o.cfg.Endpoints, []string{"flag:1"}) || o.cfg.Port != 5 {
+			func(c Config) string {
+				if c.App != "search" || !slices.Equal(c.Endpoints, []string{"flag:1"}) || c.Port != 5 {
 					return "env won"
 				}
 				return ""
 			}},
-		{"command without --", args("app", "x"), nil, func(o options) string {
-			if !slices.Equal(o.cfg.Command, []string{"app", "x"}) {
+		{"confd's fatal level means error", args("--log-level", "fatal", "--", "app"), nil, func(c Config) string {
+			if level(c) != slog.LevelError {
+				return "level"
+			}
+			return ""
+		}},
+		{"level from env", args("--", "app"), map[string]string{"REGISTRAR_LOG_LEVEL": "warning"}, func(c Config) string {
+			if level(c) != slog.LevelWarn {
+				return "level"
+			}
+			return ""
+		}},
+		{"command without --", args("app", "x"), nil, func(c Config) string {
+			if !slices.Equal(c.Command, []string{"app", "x"}) {
 				return "command"
 			}
 			return ""
@@ -99,15 +109,24 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := parse(tc.args, func(k string) string { return tc.env[k] })
+			c, err := ParseArgs(tc.args, func(k string) string { return tc.env[k] })
 			if err != nil {
-				t.Fatalf("parse(%q) = %v", tc.args, err)
+				t.Fatalf("ParseArgs(%q) = %v", tc.args, err)
 			}
-			if what := tc.check(o); what != "" {
-				t.Fatalf("parse(%q): wrong %s: %+v", tc.args, what, o.cfg)
+			if what := tc.check(c); what != "" {
+				t.Fatalf("ParseArgs(%q): wrong %s: %+v", tc.args, what, c)
 			}
 		})
 	}
+}
+
+// level is c's log level as cmd/registrar reads it.
+func level(c Config) slog.Level {
+	l, err := cli.ParseLevel(c.LogLevel)
+	if err != nil {
+		return -100
+	}
+	return l
 }
 
 func TestParseUsageErrors(t *testing.T) {
@@ -143,14 +162,14 @@ func TestParseUsageErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parse(tc.args, func(k string) string { return tc.env[k] })
-			var ue *registrar.UsageError
-			if !errors.As(err, &ue) || !strings.Contains(ue.Msg, tc.want) || strings.Contains(ue.Msg, "\n") {
-				t.Fatalf("parse(%q) = %v; want one-line *UsageError containing %q", tc.args, err, tc.want)
+			_, err := ParseArgs(tc.args, func(k string) string { return tc.env[k] })
+			var ue *cli.UsageError
+			if !errors.As(err, &ue) || !strings.Contains(ue.Error(), tc.want) || strings.Contains(ue.Error(), "\n") {
+				t.Fatalf("ParseArgs(%q) = %v; want one-line *cli.UsageError containing %q", tc.args, err, tc.want)
 			}
 		})
 	}
-	if _, err := parse([]string{"--help"}, func(string) string { return "" }); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("parse(--help) = %v; want flag.ErrHelp", err)
+	if _, err := ParseArgs([]string{"--help"}, func(string) string { return "" }); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("ParseArgs(--help) = %v; want flag.ErrHelp", err)
 	}
 }

@@ -1,31 +1,23 @@
-package main
+package registrar
 
 import (
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/rollcall/rollcall/registrar"
+	"github.com/rollcall/rollcall/cli"
 )
 
-// options are the registrar's flags beyond registrar.Config.
-type options struct {
-	cfg   registrar.Config
-	level slog.Level
-}
-
-// flagSet declares every flag on o, with the environment variable that
+// flagSet declares every flag on c, with the environment variable that
 // fills it when the flag is absent (flags win).
-func flagSet(o *options) (*flag.FlagSet, map[string]string) {
+func flagSet(c *Config) (*flag.FlagSet, map[string]string) {
 	fs := flag.NewFlagSet("registrar", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	c := &o.cfg
 	env := map[string]string{}
 	def := func(name, envName string, v flag.Value, usage string) {
 		fs.Var(v, name, usage)
@@ -51,42 +43,43 @@ func flagSet(o *options) (*flag.FlagSet, map[string]string) {
 	def("cert", "ETCD_CERT", (*stringValue)(&c.Cert), "client certificate for etcd")
 	def("key", "ETCD_KEY", (*stringValue)(&c.Key), "client key for etcd")
 	def("user", "ETCD_USER", (*stringValue)(&c.User), "etcd user (password from ETCD_PASSWORD)")
-	def("log-level", "REGISTRAR_LOG_LEVEL", (*levelValue)(&o.level), "debug, info, warn, error")
+	def("log-level", "REGISTRAR_LOG_LEVEL", (*levelValue)(&c.LogLevel), "debug, info, warn, error")
 	return fs, env
 }
 
-// parse reads args (without the program name) and the environment into
-// options. Errors are *registrar.UsageError, or flag.ErrHelp.
-func parse(args []string, getenv func(string) string) (options, error) {
-	o := options{cfg: registrar.DefaultConfig(), level: slog.LevelInfo}
-	fs, env := flagSet(&o)
+// ParseArgs builds a Config from DefaultConfig, the environment (getenv)
+// and the command line (args, without the program name); flags win over
+// the environment. Errors are *cli.UsageError, or flag.ErrHelp for -h.
+func ParseArgs(args []string, getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	fs, env := flagSet(&c)
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := env[f.Name]
 		if v := getenv(name); name != "" && v != "" && err == nil {
 			if e := f.Value.Set(v); e != nil {
-				err = &registrar.UsageError{Msg: fmt.Sprintf("%s=%q: %v", name, v, e)}
+				err = cli.Usagef("%s=%q: %v", name, v, e)
 			}
 		}
 	})
 	if err != nil {
-		return o, err
+		return c, err
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return o, err
+			return c, err
 		}
-		return o, &registrar.UsageError{Msg: err.Error()}
+		return c, &cli.UsageError{Err: err}
 	}
-	o.cfg.Password = getenv("ETCD_PASSWORD")
-	o.cfg.Command = fs.Args()
-	return o, o.cfg.Validate()
+	c.Password = getenv("ETCD_PASSWORD")
+	c.Command = fs.Args()
+	return c, c.Validate()
 }
 
-// usage writes the flag reference to w.
-func usage(w io.Writer) {
-	o := options{cfg: registrar.DefaultConfig(), level: slog.LevelInfo}
-	fs, env := flagSet(&o)
+// Usage writes the flag reference to w.
+func Usage(w io.Writer) {
+	c := DefaultConfig()
+	fs, env := flagSet(&c)
 	fmt.Fprintln(w, "usage: registrar [flags] -- COMMAND [ARG...]")
 	fs.VisitAll(func(f *flag.Flag) {
 		extra := ""
@@ -143,11 +136,11 @@ func (v *portValue) Set(s string) error {
 	return nil
 }
 
-type rangeValue registrar.PortRange
+type rangeValue PortRange
 
-func (v *rangeValue) String() string { return registrar.PortRange(*v).String() }
+func (v *rangeValue) String() string { return PortRange(*v).String() }
 func (v *rangeValue) Set(s string) error {
-	r, err := registrar.ParsePortRange(s)
+	r, err := ParsePortRange(s)
 	*v = rangeValue(r)
 	return err
 }
@@ -164,7 +157,14 @@ func (v *durationValue) Set(s string) error {
 	return nil
 }
 
-type levelValue slog.Level
+// levelValue is a --log-level, checked when set.
+type levelValue string
 
-func (v *levelValue) String() string     { return slog.Level(*v).String() }
-func (v *levelValue) Set(s string) error { return (*slog.Level)(v).UnmarshalText([]byte(s)) }
+func (v *levelValue) String() string { return string(*v) }
+func (v *levelValue) Set(s string) error {
+	if _, err := cli.ParseLevel(s); err != nil {
+		return err
+	}
+	*v = levelValue(s)
+	return nil
+}
