@@ -367,15 +367,7 @@ func TestRunAuthEtcdDownAtStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
-	for _, step := range []func() error{
-		func() error { _, err := h.cli.UserAdd(ctx, "root", "s3cret"); return err },
-		func() error { _, err := h.cli.UserGrantRole(ctx, "root", "root"); return err },
-		func() error { _, err := h.cli.AuthEnable(ctx); return err },
-	} {
-		if err := step(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	etcdtest.EnableAuth(t, h.cli, "s3cret")
 	dest := h.resource("up", `"/"`, listTmpl, "")
 
 	h.cfg.User, h.cfg.Password = "root", "wrong"

@@ -110,3 +110,20 @@ func (s *Server) AuthClient(t testing.TB, user, password string) *clientv3.Clien
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// EnableAuth adds user root with password and the root role and turns
+// auth on, through cli (a client from before auth).
+func EnableAuth(t testing.TB, cli *clientv3.Client, password string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // bcrypt is slow under -race
+	defer cancel()
+	for _, step := range []func() error{
+		func() error { _, err := cli.UserAdd(ctx, "root", password); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("enable auth: %v", err)
+		}
+	}
+}
