@@ -36,6 +36,7 @@ type options struct {
 	floorRuns, regRuns, registrars   int
 	plainRuns                        int
 	idle, etcdWindow                 time.Duration
+	balancerWindow                   time.Duration // the push part's load windows
 	only                             []string
 	keep, quick                      bool
 }
@@ -68,7 +69,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.only = strings.Split(*only, ",")
 	for _, p := range o.only {
-		if !slices.Contains([]string{"small", "scale", "registrar", "etcd"}, p) {
+		if !slices.Contains([]string{"small", "scale", "registrar", "etcd", "push"}, p) {
 			return nil, fmt.Errorf("--only: unknown part %q", p)
 		}
 	}
@@ -109,7 +110,8 @@ func (o *options) define(fs *flag.FlagSet) *string {
 	fs.DurationVar(&o.idle, "idle", 60*time.Second, "idle window for the renderer's CPU at scale")
 	fs.DurationVar(&o.etcdWindow, "etcd-window", 20*time.Second, "measuring window of the etcd load test")
 	fs.StringVar(&o.note, "note", "", "a line for RESULTS.md about this run (e.g. what else the machine was doing)")
-	only := fs.String("only", "small,scale,registrar,etcd", "which parts to run")
+	fs.DurationVar(&o.balancerWindow, "balancer-window", 0, "each load window of the push part's balancer cost (0: 10s, 2s with --quick)")
+	only := fs.String("only", "small,scale,registrar,etcd,push", "which parts to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dirs (logs, rendered files)")
 	fs.BoolVar(&o.quick, "quick", false, "a short smoke run: 1 run, 10 changes, 100 apps, 5s idle, 100 registrars")
 	return only
@@ -221,6 +223,7 @@ func parts(ctx context.Context, opt *options, t *table, logf func(string, ...any
 			logf("etcd: %d registrars' leases", opt.registrars)
 			return etcdLoad(ctx, opt, t)
 		}},
+		{"push", func() error { return pushPart(ctx, opt, t, logf) }},
 	}
 }
 

@@ -54,31 +54,51 @@ type batchResult struct {
 // failures are in the result and stay pending for a retry.
 func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) batchResult {
 	var res batchResult
-	var jobs []*job
 	// Pushed peer sets first: an app that appears has its peers in nginx
 	// before the reload that adds its upstream.
 	sts = r.applyPushes(ctx, snap, sts, &res)
+	jobs := r.prepareJobs(ctx, snap, sts, &res)
+	if r.cfg.Noop {
+		r.noopJobs(snap, jobs, &res)
+		return res
+	}
+	r.installAndCheck(ctx, jobs, &res)
+	res.reloads = r.groupReloads(snap, jobs, &res)
+	return res
+}
+
+// prepareJobs renders and stages every resource; failures and unchanged
+// files are settled here, and the rest come back as jobs to install.
+func (r *Renderer) prepareJobs(ctx context.Context, snap *snapshot, sts []*resState, res *batchResult) []*job {
+	var jobs []*job
 	for _, j := range r.prepareAll(ctx, snap, sts) {
 		st := j.st
 		switch {
 		case j.err != nil:
-			r.fail(&res, j)
+			r.fail(res, j)
 		case j.staged == "" && !st.reloadPending:
-			r.succeed(&res, st, snap.rev) // unchanged
+			r.succeed(res, st, snap.rev) // unchanged
 		default:
 			jobs = append(jobs, j)
 		}
 	}
-	if r.cfg.Noop {
-		for _, j := range jobs {
-			if err := os.Remove(j.staged); err != nil && j.staged != "" {
-				r.log.Warn("noop: staged file left behind", "resource", j.st.name, "err", err)
-			}
-			r.succeed(&res, j.st, snap.rev)
+	return jobs
+}
+
+// noopJobs drops the staged files: with noop nothing is installed or
+// reloaded, yet each job counts as applied at this revision.
+func (r *Renderer) noopJobs(snap *snapshot, jobs []*job, res *batchResult) {
+	for _, j := range jobs {
+		if err := os.Remove(j.staged); err != nil && j.staged != "" {
+			r.log.Warn("noop: staged file left behind", "resource", j.st.name, "err", err)
 		}
-		return res
+		r.succeed(res, j.st, snap.rev)
 	}
-	// Install, then run the whole-config checks once per distinct command.
+}
+
+// installAndCheck installs each staged job, then runs the whole-config
+// checks once per distinct command, in the order first seen.
+func (r *Renderer) installAndCheck(ctx context.Context, jobs []*job, res *batchResult) {
 	checks := map[string][]*job{}
 	var order []string
 	for _, j := range jobs {
@@ -86,7 +106,7 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 			continue // reload pending only
 		}
 		if err := r.installJob(j); err != nil {
-			r.fail(&res, j)
+			r.fail(res, j)
 			continue
 		}
 		r.observeInstall(j)
@@ -95,7 +115,7 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 			if err != nil {
 				j.err = err
 				r.rollback(j)
-				r.fail(&res, j)
+				r.fail(res, j)
 				continue
 			}
 			if _, ok := checks[cmd]; !ok {
@@ -105,10 +125,14 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 		}
 	}
 	for _, cmd := range order {
-		r.checkInstalled(ctx, cmd, checks[cmd], &res)
+		r.checkInstalled(ctx, cmd, checks[cmd], res)
 	}
-	// One reload per distinct reload_cmd among what is now in place: the
-	// caller runs them (runReloads inline, or apart in lanes).
+}
+
+// groupReloads gathers one reload per distinct reload_cmd among what is
+// now in place: the caller runs them (runReloads inline, or apart in
+// lanes). Jobs without a reload_cmd are applied already.
+func (r *Renderer) groupReloads(snap *snapshot, jobs []*job, res *batchResult) []*reloadGroup {
 	var groups []*reloadGroup
 	byCmd := map[string]*reloadGroup{}
 	for _, j := range jobs {
@@ -116,7 +140,7 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 			continue
 		}
 		if j.reloadCmd == "" {
-			r.succeed(&res, j.st, snap.rev)
+			r.succeed(res, j.st, snap.rev)
 			continue
 		}
 		j.st.reloadPending = true
@@ -128,8 +152,7 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 		}
 		g.items = append(g.items, reloadItem{st: j.st, rev: snap.rev})
 	}
-	res.reloads = groups
-	return res
+	return groups
 }
 
 // reloadGroup is the resources one reload_cmd applies.

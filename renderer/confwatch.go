@@ -138,6 +138,25 @@ func (c *confWatcher) signal() {
 // previous version; removed ones stop; every resource is rendered again.
 func (r *Renderer) loadResources(now time.Time) {
 	rs, errs := confd.Loader{Prefix: r.cfg.Prefix, SyncOnly: r.cfg.SyncOnly}.LoadDir(r.cfg.ConfDir)
+	states := r.carryOver(rs, errs)
+	r.loadErr = r.loadErr[:0]
+	for _, e := range errs {
+		r.loadErr = append(r.loadErr, resourceName(r.cfg.ConfDir, e.Path))
+	}
+	r.m.loadFailing.Set(float64(len(errs)))
+	slices.SortFunc(states, func(a, b *resState) int { return strings.Compare(a.res.Path, b.res.Path) })
+	r.forgetRemoved(states)
+	r.states = states
+	r.indexStates(now)
+	r.m.resources.Set(float64(len(states)))
+	r.updateCurrent()
+}
+
+// carryOver builds the new resource states from what loaded: one whose
+// path and dest are unchanged keeps its pending marks (and its known apps
+// while its prefixes are the same); a new one starts from what a crash
+// left on disk; one that failed to load keeps its previous state.
+func (r *Renderer) carryOver(rs []*confd.Resource, errs []*confd.LoadError) []*resState {
 	old := map[string]*resState{}
 	for _, st := range r.states {
 		old[st.res.Path] = st
@@ -167,12 +186,12 @@ func (r *Renderer) loadResources(now time.Time) {
 		}
 		r.log.Error("resource failed to load", "err", e)
 	}
-	r.loadErr = r.loadErr[:0]
-	for _, e := range errs {
-		r.loadErr = append(r.loadErr, resourceName(r.cfg.ConfDir, e.Path))
-	}
-	r.m.loadFailing.Set(float64(len(errs)))
-	slices.SortFunc(states, func(a, b *resState) int { return strings.Compare(a.res.Path, b.res.Path) })
+	return states
+}
+
+// forgetRemoved logs each resource not in states and drops its metric
+// series, so a removed file leaves no stale gauge behind.
+func (r *Renderer) forgetRemoved(states []*resState) {
 	for _, st := range r.states {
 		if !slices.ContainsFunc(states, func(n *resState) bool { return n.res.Path == st.res.Path }) {
 			r.log.Info("resource removed", "resource", st.name)
@@ -181,7 +200,13 @@ func (r *Renderer) loadResources(now time.Time) {
 			}
 		}
 	}
-	r.states = states
+}
+
+// indexStates rebuilds what is keyed by resource from r.states: the id
+// map, the key index, the guard and the scheduler (which keeps each
+// resource's failures and applied revision).
+func (r *Renderer) indexStates(now time.Time) {
+	states := r.states
 	r.byID = make(map[string]*resState, len(states))
 	waits := make(map[string]*confd.Wait, len(states))
 	prefixes := make(map[string][]string, len(states))
@@ -198,8 +223,6 @@ func (r *Renderer) loadResources(now time.Time) {
 	r.guard.Forget(keep)
 	r.sched.Load(now, waits) // keeps each resource's failures and applied revision
 	r.sched.Unbudgeted(r.tellPush(r.log))
-	r.m.resources.Set(float64(len(states)))
-	r.updateCurrent()
 }
 
 // resourceName names a resource in logs and metrics: its path below conf.d/

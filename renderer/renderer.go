@@ -345,20 +345,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 		h()
 	}
 	snap := r.store.Snapshot()
-	var todo []*resState
-	var unlisted []string
-	held := map[string]time.Time{}
-	for _, id := range ids {
-		st := r.byID[id]
-		switch {
-		case !snap.Has(st.prefixes):
-			unlisted = append(unlisted, id)
-		case r.hold(st, snap, now, held):
-		default:
-			todo = append(todo, st)
-		}
-	}
-	r.sched.PutBack(unlisted) // due again once their keys are listed
+	todo, held := r.sortDue(snap, ids, now)
 	if len(todo) == 0 {
 		if len(held) > 0 {
 			r.sched.Applied(now, batch{rev: snap.rev, held: held})
@@ -372,6 +359,38 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	if r.lanes == nil {
 		r.runReloads(ctx, &res)
 	}
+	end := r.recordBatch(snap, res, held, reloads)
+	for _, g := range res.reloads {
+		r.lanes.Start(ctx, g)
+	}
+	r.afterBatch()
+	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "reloads", len(res.reloads), "held", len(held), "took", end.Sub(now))
+}
+
+// sortDue splits the due resources at snap into those to apply now and
+// those the guard holds (with until when); a resource whose keys are not
+// listed yet goes back to the scheduler.
+func (r *Renderer) sortDue(snap *snapshot, ids []string, now time.Time) (todo []*resState, held map[string]time.Time) {
+	var unlisted []string
+	held = map[string]time.Time{}
+	for _, id := range ids {
+		st := r.byID[id]
+		switch {
+		case !snap.Has(st.prefixes):
+			unlisted = append(unlisted, id)
+		case r.hold(st, snap, now, held):
+		default:
+			todo = append(todo, st)
+		}
+	}
+	r.sched.PutBack(unlisted) // due again once their keys are listed
+	return todo, held
+}
+
+// recordBatch tells the scheduler how the batch at snap went and marks
+// what applied. Resources whose reloads are still to run (in lanes) are
+// busy until their lane finishes. It returns when the batch ended.
+func (r *Renderer) recordBatch(snap *snapshot, res batchResult, held map[string]time.Time, reloads int) time.Time {
 	end := time.Now()
 	var busy []string
 	for _, g := range res.reloads {
@@ -386,11 +405,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	for _, st := range res.ok {
 		r.applied(st)
 	}
-	for _, g := range res.reloads {
-		r.lanes.Start(ctx, g)
-	}
-	r.afterBatch()
-	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "reloads", len(res.reloads), "held", len(held), "took", end.Sub(now))
+	return end
 }
 
 // hold asks the guard whether st may render snap; a held resource is added

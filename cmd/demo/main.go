@@ -281,20 +281,8 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, re
 	if err != nil {
 		return err
 	}
-	d.say("8 clients keep sending requests; SIGTERM to backend 1's registrar (%s)", gone)
-	t0 := time.Now()
-	if err := regs[0].Terminate(); err != nil {
+	if err := d.stopBackend(ctx, regs[0], gone, dest); err != nil {
 		return err
-	}
-	if err := regs[0].Wait(ctx); err != nil {
-		return err
-	}
-	d.say("registrar 1 exited (%v) after %v; its log from the signal on:\n%s",
-		regs[0].State(), time.Since(t0).Round(time.Millisecond), since(regs[0], "msg=stopping"))
-	if d.lua != nil {
-		d.showFile("rendered peers now, pushed to nginx", d.lua.peers)
-	} else {
-		d.showFile("rendered upstream now", dest)
 	}
 	// Keep the load going a moment longer so a late route to the stopped
 	// backend would show up as a failure.
@@ -309,6 +297,39 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, re
 	}
 	stopLoad()
 	<-loadDone
+	if err := d.judgeStop(tr, reloads0, servers, gone); err != nil {
+		return err
+	}
+	d.showMetrics(ctx)
+	fmt.Fprintf(d.out, "demo OK: 3 backends registered, 1 removed under load, 0 failed requests\n")
+	return nil
+}
+
+// stopBackend sends SIGTERM to a backend's registrar (gone is its
+// address), waits for it to exit, and shows what it logged and what the
+// renderer wrote after.
+func (d *demo) stopBackend(ctx context.Context, reg *proc.Proc, gone, dest string) error {
+	d.say("8 clients keep sending requests; SIGTERM to backend 1's registrar (%s)", gone)
+	t0 := time.Now()
+	if err := reg.Terminate(); err != nil {
+		return err
+	}
+	if err := reg.Wait(ctx); err != nil {
+		return err
+	}
+	d.say("registrar 1 exited (%v) after %v; its log from the signal on:\n%s",
+		reg.State(), time.Since(t0).Round(time.Millisecond), since(reg, "msg=stopping"))
+	if d.lua != nil {
+		d.showFile("rendered peers now, pushed to nginx", d.lua.peers)
+	} else {
+		d.showFile("rendered upstream now", dest)
+	}
+	return nil
+}
+
+// judgeStop is the demo's verdict on the stop: no request failed, the Lua
+// path did not reload nginx, and every other backend kept serving.
+func (d *demo) judgeStop(tr *traffic, reloads0 int, servers []string, gone string) error {
 	reloads, err := d.nginx.reloads()
 	if err != nil {
 		return err
@@ -325,8 +346,6 @@ func (d *demo) withNginx(ctx context.Context, regs []*proc.Proc, dest string, re
 			return fmt.Errorf("backend %s got no request during the stop: %s", s, tr)
 		}
 	}
-	d.showMetrics(ctx)
-	fmt.Fprintf(d.out, "demo OK: 3 backends registered, 1 removed under load, 0 failed requests\n")
 	return nil
 }
 
@@ -372,7 +391,7 @@ func (d *demo) untilServers(ctx context.Context, count string, n int, renderer *
 	var servers []string
 	err := d.until(ctx, count+" servers in the upstream", renderer, func() error {
 		var err error
-		servers, err = upstreamServers(dest)
+		servers, err = d.servers(dest)
 		if err == nil && len(servers) != n {
 			err = fmt.Errorf("servers %v", servers)
 		}

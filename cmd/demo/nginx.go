@@ -41,25 +41,9 @@ func startNginx(ctx context.Context, d *demo, bin string) (*nginx, error) {
 	if err := os.Chmod(d.dir, 0o755); err != nil {
 		return nil, err
 	}
-	conf := nginxconf.Conf{
-		HTTP: fmt.Sprintf("    include %s/rendered-*.conf;\n", n.Prefix),
-		Server: fmt.Sprintf(`        location / {
-            set $up %s;
-            proxy_pass http://$up;
-            # no retry on another backend: a request sent to a stopped
-            # backend fails visibly instead of being hidden
-            proxy_next_upstream off;
-        }
-`, service),
-		Ready: "rollcall demo " + n.Prefix,
-	}
-	if nginxconf.HasLua() && !d.cfg.noLua {
-		l, err := setupLua(n.Prefix)
-		if err != nil {
-			return nil, err
-		}
-		d.lua = l
-		conf.Main, conf.HTTP = nginxconf.ModulesConf, l.include+conf.HTTP
+	conf, err := d.nginxConf(n.Prefix)
+	if err != nil {
+		return nil, err
 	}
 	if err := n.WriteConf(conf); err != nil {
 		return nil, err
@@ -90,6 +74,33 @@ func startNginx(ctx context.Context, d *demo, bin string) (*nginx, error) {
 	return n, nil
 }
 
+// nginxConf is the demo's nginx.conf in prefix: the rendered upstreams, a
+// proxy through a variable, and the Lua setup when nginx has the module
+// (which sets d.lua).
+func (d *demo) nginxConf(prefix string) (nginxconf.Conf, error) {
+	conf := nginxconf.Conf{
+		HTTP: fmt.Sprintf("    include %s/rendered-*.conf;\n", prefix),
+		Server: fmt.Sprintf(`        location / {
+            set $up %s;
+            proxy_pass http://$up;
+            # no retry on another backend: a request sent to a stopped
+            # backend fails visibly instead of being hidden
+            proxy_next_upstream off;
+        }
+`, service),
+		Ready: "rollcall demo " + prefix,
+	}
+	if nginxconf.HasLua() && !d.cfg.noLua {
+		l, err := setupLua(prefix)
+		if err != nil {
+			return nginxconf.Conf{}, err
+		}
+		d.lua = l
+		conf.Main, conf.HTTP = nginxconf.ModulesConf, l.include+conf.HTTP
+	}
+	return conf, nil
+}
+
 // writeConfdir lays out the renderer's confdir with the shipped templates
 // and one resource for demo_local; it returns the rendered file's path.
 func (d *demo) writeConfdir() (string, error) {
@@ -112,27 +123,7 @@ func (d *demo) writeConfdir() (string, error) {
 		return "", err
 	}
 	dest := filepath.Join(destDir, "rendered-"+service+".conf")
-	res := fmt.Sprintf(`# The shipped per-app upstream template, for %[1]s.
-[template]
-src = "upstream.tmpl"
-dest = %[2]q
-prefix = "/%[1]s"
-keys = ["/"]
-mode = "0644"
-`, service, dest)
-	if d.lua != nil {
-		res = fmt.Sprintf(`# The shipped Lua-balanced upstreams template: it changes only when an app
-# appears or disappears (then nginx reloads).
-[template]
-src = "upstreams-lua.tmpl"
-dest = %[2]q
-keys = ["/%[1]s"]
-mode = "0644"
-`, service, dest)
-	}
-	if check != "" {
-		res += fmt.Sprintf("check_cmd = %q\nreload_cmd = %q\n", check, reload)
-	}
+	res := d.resourceTOML(dest, check, reload)
 	path := filepath.Join(confdir, "conf.d", service+".toml")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
@@ -154,6 +145,34 @@ push = %q
 		}
 	}
 	return dest, nil
+}
+
+// resourceTOML is the demo app's resource writing dest: the shipped
+// per-app upstream, or on the Lua path the upstreams template; check and
+// reload are set only when there is an nginx to run them on.
+func (d *demo) resourceTOML(dest, check, reload string) string {
+	res := fmt.Sprintf(`# The shipped per-app upstream template, for %[1]s.
+[template]
+src = "upstream.tmpl"
+dest = %[2]q
+prefix = "/%[1]s"
+keys = ["/"]
+mode = "0644"
+`, service, dest)
+	if d.lua != nil {
+		res = fmt.Sprintf(`# The shipped Lua-balanced upstreams template: it changes only when an app
+# appears or disappears (then nginx reloads).
+[template]
+src = "upstreams-lua.tmpl"
+dest = %[2]q
+keys = ["/%[1]s"]
+mode = "0644"
+`, service, dest)
+	}
+	if check != "" {
+		res += fmt.Sprintf("check_cmd = %q\nreload_cmd = %q\n", check, reload)
+	}
+	return res
 }
 
 // luaSetup is the shipped dynamic-upstream setup (package lua) in the

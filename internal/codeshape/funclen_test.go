@@ -17,7 +17,6 @@ const maxLines = 60
 // pending are functions over maxLines that other branches are rewriting
 // now; each goes once its branch lands.
 var pending = map[string]bool{
-	"renderer/apply.go apply": true, // crash-safe apply
 	"renderer/ack.go session": true, // etcd outages
 }
 

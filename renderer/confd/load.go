@@ -167,48 +167,20 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 		Keys:      t.Keys,
 		CheckCmd:  t.CheckCmd,
 		ReloadCmd: t.ReloadCmd,
+		Prefix:    effectivePrefix(t.Prefix, globalPrefix),
 		UID:       -1,
 		GID:       -1,
 	}
-	// confd: a non-empty global prefix replaces the resource's; a leading
-	// "/" is added when missing.
-	r.Prefix = t.Prefix
-	if globalPrefix != "" {
-		r.Prefix = globalPrefix
-	}
-	if !strings.HasPrefix(r.Prefix, "/") {
-		r.Prefix = "/" + r.Prefix
-	}
-	var warn string
-	if r.Mode, warn, err = parseMode(t.Mode); err != nil {
+	warn, err := r.parseOwnership(t)
+	if err != nil {
 		return nil, err
 	}
 	if warn != "" {
 		warnings = append(warnings, warn)
 	}
 	r.Warnings = warnings
-	if r.UID, err = resolveID("uid", t.UID, "owner", t.Owner, lookupUser); err != nil {
+	if err := r.parseOptions(t); err != nil {
 		return nil, err
-	}
-	if r.GID, err = resolveID("gid", t.GID, "group", t.Group, lookupGroup); err != nil {
-		return nil, err
-	}
-	if t.Wait != "" {
-		w, err := ParseWait(t.Wait)
-		if err != nil {
-			return nil, fmt.Errorf("wait: %w", err)
-		}
-		r.Wait = &w
-	}
-	if g := t.Guard; g != nil && !(*g >= 0) {
-		return nil, fmt.Errorf("guard_share %v: want a share between 0 and 1 (1 = off)", *g)
-	}
-	r.Guard = t.Guard
-	if t.Push != "" {
-		if err := checkPushURL(t.Push); err != nil {
-			return nil, fmt.Errorf("push: %w", err)
-		}
-		r.Push = t.Push
 	}
 	if err := r.parseTemplates(confdir, t); err != nil {
 		return nil, err
@@ -216,6 +188,55 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 	r.watch = watchPrefixes(r.Prefix, r.Keys)
 	r.svcDirs = serviceDirs(r.Prefix, r.Keys)
 	return r, nil
+}
+
+// effectivePrefix follows confd: a non-empty global prefix replaces the
+// resource's; a leading "/" is added when missing.
+func effectivePrefix(prefix, globalPrefix string) string {
+	if globalPrefix != "" {
+		prefix = globalPrefix
+	}
+	if !strings.HasPrefix(prefix, "/") {
+		prefix = "/" + prefix
+	}
+	return prefix
+}
+
+// parseOwnership sets the dest file's mode, uid and gid; warn is a
+// warning about the mode, if any.
+func (r *Resource) parseOwnership(t *tomlTemplate) (warn string, err error) {
+	if r.Mode, warn, err = parseMode(t.Mode); err != nil {
+		return "", err
+	}
+	if r.UID, err = resolveID("uid", t.UID, "owner", t.Owner, lookupUser); err != nil {
+		return "", err
+	}
+	if r.GID, err = resolveID("gid", t.GID, "group", t.Group, lookupGroup); err != nil {
+		return "", err
+	}
+	return warn, nil
+}
+
+// parseOptions sets rollcall's own keys: wait, guard_share and push.
+func (r *Resource) parseOptions(t *tomlTemplate) error {
+	if t.Wait != "" {
+		w, err := ParseWait(t.Wait)
+		if err != nil {
+			return fmt.Errorf("wait: %w", err)
+		}
+		r.Wait = &w
+	}
+	if g := t.Guard; g != nil && !(*g >= 0) {
+		return fmt.Errorf("guard_share %v: want a share between 0 and 1 (1 = off)", *g)
+	}
+	r.Guard = t.Guard
+	if t.Push != "" {
+		if err := checkPushURL(t.Push); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		r.Push = t.Push
+	}
+	return nil
 }
 
 // parseTemplates parses check_cmd and reload_cmd (so a broken one is
