@@ -2,8 +2,6 @@ package registrar
 
 import (
 	"testing"
-
-	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
 // TestAckLagsPerPrefix: an ack with per-prefix applied revisions lets a
@@ -26,7 +24,7 @@ func TestAckLagsPerPrefix(t *testing.T) {
 		{old, "/b_prod/10.0.0.1-80", 10, false},
 	}
 	for _, tc := range tests {
-		if got := ackLags(tc.key, tc.rev, &mvccpb.KeyValue{Value: []byte(tc.ack)}); got != tc.want {
+		if got := ackLags(tc.key, tc.rev, []byte(tc.ack)); got != tc.want {
 			t.Errorf("ackLags(%q, %d, %s) = %v; want %v", tc.key, tc.rev, tc.ack, got, tc.want)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -16,36 +15,47 @@ import (
 	"github.com/rollcall/rollcall/registry"
 )
 
-// waitDrained waits until every live renderer whose prefixes cover key has
-// acknowledged revision rev or later (or its ack key is gone), at most
-// timeout. A renderer acknowledges under its own prefix (the root without
-// one), which need not be the registrar's: the acks are read under every
-// registry.AckDirs(key) — the root and each ancestor of key — and coverage
-// is decided by each ack's prefixes, so the wait is right whether renderer
-// and registrar use one global prefix, per-resource prefixes, or none.
-// Renderer acks live on the renderers' leases, so a dead renderer's key
-// vanishes and is not waited for. It logs what it waited for. The caller
+// waitDrained waits until every renderer whose prefixes cover key has
+// acknowledged revision rev or later, at most timeout. A renderer
+// acknowledges under its own prefix (the root without one), which need not
+// be the registrar's: the acks are read under every registry.AckDirs(key) —
+// the root and each ancestor of key — and coverage is decided by each ack's
+// prefixes, so the wait is right whether renderer and registrar use one
+// global prefix, per-resource prefixes, or none.
+//
+// Renderer acks live on the renderers' leases. A renderer that stops
+// cleanly marks its ack Stopped before revoking the lease and is not waited
+// for. A key that vanishes without that mark expired: the renderer may be
+// alive and still routing to the instance, only cut off from etcd (an
+// outage longer than its ack TTL), so it is waited for until it
+// acknowledges again — whether its key vanished during the wait or earlier
+// (lost: the roster's record). It logs what it waited for. The caller
 // passes a ctx that outlives the shutdown signal (the drain is part of the
 // shutdown) but ends early on a second signal or when the app exits.
-func waitDrained(ctx context.Context, cli *clientv3.Client, key string, rev int64, timeout time.Duration, log *slog.Logger) {
+func waitDrained(ctx context.Context, cli *clientv3.Client, key string, rev int64, timeout time.Duration, lost map[string]registry.Ack, log *slog.Logger) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	dirs := registry.AckDirs(key)
+	if lost == nil {
+		lost = map[string]registry.Ack{}
+	}
 	for attempt := 0; ; attempt++ {
-		pending, at, n, err := laggingAcks(ctx, cli, dirs, key, rev)
+		pending, at, n, err := laggingAcks(ctx, cli, dirs, key, rev, lost)
 		if err != nil {
 			log.Warn("drain: cannot read renderer acks, stopping the app", "err", err, "took", time.Since(start))
 			return
 		}
-		if len(pending) == 0 && attempt == 0 {
+		switch {
+		case len(pending) == 0 && attempt == 0:
 			log.Info("drain: no renderer to wait for", "key", key, "rev", rev, "renderers", n)
 			return
-		}
-		if attempt == 0 {
+		case attempt == 0:
 			log.Info("drain: waiting for renderers", "key", key, "rev", rev, "renderers", slices.Sorted(maps.Keys(pending)))
 		}
-		err = watchAcks(ctx, cli, dirs, key, rev, at+1, pending)
+		if len(pending) > 0 {
+			err = watchAcks(ctx, cli, dirs, key, rev, at+1, pending, lost, log)
+		}
 		if len(pending) == 0 {
 			log.Info("drain: renderers acknowledged", "key", key, "rev", rev, "took", time.Since(start))
 			return
@@ -64,9 +74,11 @@ func waitDrained(ctx context.Context, cli *clientv3.Client, key string, rev int6
 
 // laggingAcks reads the acks under dirs at one revision (the first Get's,
 // returned as at) and returns the ack keys that cover key and are behind
-// rev, and how many acks it read.
-func laggingAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key string, rev int64) (pending map[string]bool, at int64, n int, err error) {
+// rev — the live ones, and the lost ones whose key is still gone — and how
+// many acks it read.
+func laggingAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key string, rev int64, lost map[string]registry.Ack) (pending map[string]bool, at int64, n int, err error) {
 	pending = map[string]bool{}
+	live := map[string]bool{}
 	for _, dir := range dirs {
 		opts := []clientv3.OpOption{clientv3.WithPrefix()}
 		if at > 0 {
@@ -81,60 +93,54 @@ func laggingAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key s
 		}
 		n += len(resp.Kvs)
 		for _, kv := range resp.Kvs {
-			if ackLags(key, rev, kv) {
+			live[string(kv.Key)] = true
+			if ackLags(key, rev, kv.Value) {
 				pending[string(kv.Key)] = true
 			}
+		}
+	}
+	for k, a := range lost {
+		if !live[k] && a.CoversKey(key) && a.RevisionFor(key) < rev {
+			pending[k] = true
 		}
 	}
 	return pending, at, n, nil
 }
 
-// watchAcks removes ack keys from pending as they acknowledge rev or go
-// away, watching every dir from fromRev. It returns when pending is empty,
-// ctx ends, or a watch fails.
-func watchAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key string, rev, fromRev int64, pending map[string]bool) error {
-	var wg sync.WaitGroup
-	defer wg.Wait() // runs after cancel: the watches close and the forwarders return
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events := make(chan clientv3.WatchResponse)
-	for _, dir := range dirs {
-		wch := cli.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithRev(fromRev))
-		wg.Go(func() {
-			for wr := range wch {
-				select {
-				case events <- wr:
-				case <-ctx.Done():
-					return
+// watchAcks removes ack keys from pending as they acknowledge rev or stop
+// cleanly, watching every dir from fromRev. A key deleted without a clean
+// stop stays pending and is added to lost. It returns when pending is empty, ctx ends, or a
+// watch fails.
+func watchAcks(ctx context.Context, cli *clientv3.Client, dirs []string, key string, rev, fromRev int64, pending map[string]bool, lost map[string]registry.Ack, log *slog.Logger) error {
+	return watchDirs(ctx, cli, dirs, fromRev, func(wr clientv3.WatchResponse) bool {
+		for _, ev := range wr.Events {
+			k := string(ev.Kv.Key)
+			switch {
+			case !pending[k]:
+			case ev.Type != mvccpb.DELETE:
+				if !ackLags(key, rev, ev.Kv.Value) {
+					delete(pending, k)
+				}
+			default:
+				if prev, expired := expiredAck(ev); expired {
+					lost[k] = prev
+					log.Warn("drain: renderer's ack expired without a clean stop, still waiting for it", "key", k)
+				} else {
+					delete(pending, k)
 				}
 			}
-		})
-	}
-	for len(pending) > 0 {
-		var wr clientv3.WatchResponse
-		select {
-		case wr = <-events:
-		case <-ctx.Done():
-			return ctx.Err()
 		}
-		if err := wr.Err(); err != nil {
-			return err
-		}
-		for _, ev := range wr.Events {
-			if ev.Type == mvccpb.DELETE || !ackLags(key, rev, ev.Kv) {
-				delete(pending, string(ev.Kv.Key))
-			}
-		}
-	}
-	return nil
+		return len(pending) == 0
+	})
 }
 
-// ackLags reports whether the renderer ack in kv covers key and is behind
-// rev. An ack that does not parse covers nothing.
-func ackLags(key string, rev int64, kv *mvccpb.KeyValue) bool {
+// ackLags reports whether the renderer ack value covers key and is behind
+// rev. An ack that does not parse covers nothing; a stopped ack lags
+// nothing (its renderer is gone).
+func ackLags(key string, rev int64, value []byte) bool {
 	var a registry.Ack
-	if err := json.Unmarshal(kv.Value, &a); err != nil {
+	if err := json.Unmarshal(value, &a); err != nil {
 		return false
 	}
-	return a.CoversKey(key) && a.RevisionFor(key) < rev
+	return !a.Stopped && a.CoversKey(key) && a.RevisionFor(key) < rev
 }

@@ -52,13 +52,37 @@ func TestRunDrain(t *testing.T) {
 				return err
 			},
 			min: react, max: 4 * time.Second, afterAct: true},
-		{name: "renderer goes away", drain: 5 * time.Second,
+		{name: "renderer stops cleanly", drain: 5 * time.Second,
+			renderers: []renderer{{id: "gw1", value: ack(1, ""), leased: true}},
+			act: func(ctx context.Context, cli *clientv3.Client, rev int64, leases map[string]clientv3.LeaseID) error {
+				b, _ := json.Marshal(registry.Ack{Revision: 1, Prefixes: []string{""}, Stopped: true})
+				if _, err := cli.Put(ctx, registry.RendererKey("", "gw1"), string(b), clientv3.WithLease(leases["gw1"])); err != nil {
+					return err
+				}
+				_, err := cli.Revoke(ctx, leases["gw1"])
+				return err
+			},
+			min: react, max: 4 * time.Second, afterAct: true},
+		// A key gone without the stopped mark expired: the renderer may
+		// still route to the instance, so the drain waits for its ack.
+		{name: "renderer's key expires, it acknowledges later", drain: 5 * time.Second,
+			renderers: []renderer{{id: "gw1", value: ack(1, ""), leased: true}},
+			act: func(ctx context.Context, cli *clientv3.Client, rev int64, leases map[string]clientv3.LeaseID) error {
+				if _, err := cli.Revoke(ctx, leases["gw1"]); err != nil {
+					return err
+				}
+				time.Sleep(react) // stands for the renderer's reconnect
+				_, err := cli.Put(ctx, registry.RendererKey("", "gw1"), ack(rev, ""))
+				return err
+			},
+			min: 2 * react, max: 4 * time.Second, afterAct: true},
+		{name: "renderer's key expires for good", drain: 2 * time.Second,
 			renderers: []renderer{{id: "gw1", value: ack(1, ""), leased: true}},
 			act: func(ctx context.Context, cli *clientv3.Client, rev int64, leases map[string]clientv3.LeaseID) error {
 				_, err := cli.Revoke(ctx, leases["gw1"])
 				return err
 			},
-			min: react, max: 4 * time.Second, afterAct: true},
+			min: 2*time.Second - 50*time.Millisecond, max: 3 * time.Second},
 		{name: "renderer never acknowledges", drain: 2 * time.Second,
 			renderers: []renderer{{id: "gw1", value: ack(1, "/")}, {id: "gw2", value: ack(1<<40, "/")}},
 			min:       2*time.Second - 50*time.Millisecond,
@@ -265,5 +289,72 @@ func TestRunDrainLayouts(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestRunDrainAfterOutage: a renderer's ack key expires after an etcd
+// outage (etcd restarted on the same data; the renderer has not reconnected
+// yet), and a registrar stopped then still waits for that renderer: the app
+// gets SIGTERM only once the renderer acknowledged the removal. Without the
+// roster it would find no renderer and stop the app at once, while the
+// gateway still routes to it.
+func TestRunDrainAfterOutage(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The renderer: its own client, gone for the outage (it never reconnects
+	// in time), its ack on a lease of etcd's minimum TTL.
+	gw := h.etcd.Client(t)
+	lease, err := gw.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ackKey := registry.RendererKey("", "gw1")
+	b, _ := json.Marshal(registry.Ack{Revision: 1, Prefixes: []string{""}})
+	if _, err := gw.Put(ctx, ackKey, string(b), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	kctx, kcancel := context.WithCancel(ctx)
+	if _, err := gw.KeepAlive(kctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	a := h.newApp()
+	cfg := h.config(a)
+	cfg.Check, cfg.DrainTimeout = "none", 10*time.Second
+	r := h.start(cfg)
+	key, value := h.instanceKey(t, a)
+	h.registered(key, value, 10*time.Second)
+	waitfor.Cond(t, 10*time.Second, "registrar follows the acks", func() error {
+		return h.logs.has("roster: following renderer acks")
+	})
+
+	h.etcd.Stop()
+	kcancel() // the renderer is cut off from here on
+	h.etcd.Restart()
+	h.reconnect()
+	h.absent(ackKey, 10*time.Second) // etcd expires the renderer's lease
+	waitfor.Cond(t, 10*time.Second, "registrar saw the renderer's ack expire", func() error {
+		return h.logs.has("renderer's ack expired without a clean stop")
+	})
+	h.registered(key, value, 2*testTTL) // the registrar is back
+
+	rev := terminate(ctx, t, h, r, key)
+	select {
+	case <-time.After(time.Second):
+	case <-r.done:
+		t.Fatal("registrar stopped the app without waiting for the expired renderer")
+	}
+	b, _ = json.Marshal(registry.Ack{Revision: rev, Prefixes: []string{""}})
+	acked := time.Now()
+	if _, err := h.cli.Put(ctx, ackKey, string(b)); err != nil { // the renderer is back
+		t.Fatal(err)
+	}
+	term := appStopped(t, r, a)
+	if term.at.Before(acked) {
+		t.Fatalf("app got SIGTERM %v before the renderer acknowledged", acked.Sub(term.at))
+	}
+	if d := term.at.Sub(acked); d > 2*time.Second {
+		t.Fatalf("app got SIGTERM %v after the ack; want at once", d)
 	}
 }

@@ -1,7 +1,9 @@
 package registrar
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -37,19 +39,29 @@ func clientConfig(c Config, retryCap time.Duration) (clientv3.Config, error) {
 // and etcd being down must never stop the app from starting.
 type conn struct {
 	cfg clientv3.Config
+	mu  sync.Mutex // get is called from the keeper and the roster
 	cli *clientv3.Client
 }
 
 func (c *conn) get() (*clientv3.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.cli != nil {
 		return c.cli, nil
 	}
 	cli, err := clientv3.New(c.cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect etcd %v: %w", c.cfg.Endpoints, err)
+		return nil, fmt.Errorf("connect etcd %v: %w", c.cfg.Endpoints, c.explain(err))
 	}
 	c.cli = cli
 	return cli, nil
+}
+
+// explain attaches the connection's real cause (x509, a refused client
+// certificate, a refused address) to an error that only says a deadline
+// passed.
+func (c *conn) explain(err error) error {
+	return etcdclient.Explain(context.Background(), c.cfg, err)
 }
 
 // close closes the client, if one was made.

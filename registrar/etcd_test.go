@@ -1,7 +1,6 @@
 package registrar
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,12 +9,15 @@ import (
 
 	"github.com/rollcall/rollcall/cli"
 	"time"
+
+	"github.com/rollcall/rollcall/internal/etcdtest"
 )
 
 func TestClientConfigTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cert, key := writeServingCert(t, dir)
+	certs := etcdtest.WriteCerts(t, dir)
+	cert, key := certs.ClientCert, certs.ClientKey
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
 		t.Fatal(err)
@@ -64,17 +66,7 @@ func TestClientConfigTLS(t *testing.T) {
 // so the client is dialled lazily).
 func TestRunAuth(t *testing.T) {
 	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, step := range []func() error{
-		func() error { _, err := h.cli.UserAdd(ctx, "root", "s3cret"); return err },
-		func() error { _, err := h.cli.UserGrantRole(ctx, "root", "root"); return err },
-		func() error { _, err := h.cli.AuthEnable(ctx); return err },
-	} {
-		if err := step(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	etcdtest.EnableAuth(t, h.cli, "s3cret")
 	h.etcd.Stop()
 	a := h.newApp()
 	cfg := h.config(a)

@@ -140,7 +140,7 @@ func (k *keeper) run(ctx context.Context) {
 
 func (k *keeper) setDown(err error) {
 	if !k.down {
-		k.log.Warn("cannot register, app keeps running, retrying", "key", k.key, "err", err)
+		k.log.Warn("cannot register, app keeps running, retrying", "key", k.key, "err", k.conn.explain(err))
 		k.down = true
 		return
 	}

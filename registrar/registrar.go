@@ -86,9 +86,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, sigs <-chan os.Signa
 	stop := make(chan os.Signal, 1)
 	wg.Go(func() { reap(bg, child, reapAll, sigchld) })
 	wg.Go(func() { routeSignals(bg, sigs, child, stop, hurry, log) })
+	ros := newRoster(etcd, k.key, base.With("component", "drain"))
+	wg.Go(func() { ros.Run(bg, cfg.TTL) })
 
 	appExited := keepRegistered(ctx, k, health{chk, cfg.Check, cfg.CheckInterval, addr}, stop, child, log)
-	drain(drainCtx, cfg, k, etcd, appExited, base)
+	drain(drainCtx, cfg, k, etcd, ros, appExited, base)
 	return child.Stop(cfg.StopTimeout).ExitCode(), nil
 }
 
@@ -155,7 +157,7 @@ func keepRegistered(ctx context.Context, k *keeper, h health, stop <-chan os.Sig
 // gateways dropped the key: every covering renderer acknowledged the
 // removal or, when the revoke failed, the lease had time to expire. ctx
 // ends early on a second stop signal or when the app exits.
-func drain(ctx context.Context, cfg Config, k *keeper, etcd *conn, appExited bool, log *slog.Logger) {
+func drain(ctx context.Context, cfg Config, k *keeper, etcd *conn, ros *roster, appExited bool, log *slog.Logger) {
 	stopping := time.Now()
 	rev, err := k.revoke(ctx)
 	switch {
@@ -176,7 +178,7 @@ func drain(ctx context.Context, cfg Config, k *keeper, etcd *conn, appExited boo
 			log.Warn("drain: no etcd client, stopping the app", "component", "drain", "err", err)
 			return
 		}
-		waitDrained(ctx, cli, k.key, rev, cfg.DrainTimeout, log.With("component", "drain"))
+		waitDrained(ctx, cli, k.key, rev, cfg.DrainTimeout, ros.Lost(time.Now()), log.With("component", "drain"))
 	}
 }
 

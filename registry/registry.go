@@ -169,10 +169,14 @@ func Covers(prefix, key string) bool {
 
 // Ack is what a renderer publishes under RendererKey after each applied batch:
 // every change up to Revision under Prefixes is live in its gateway.
+// Stopped is its last ack before a clean stop revokes the lease: a key that
+// vanishes after it is a renderer gone for good; one that vanishes without
+// it expired, and the renderer may be alive but cut off from etcd.
 type Ack struct {
 	Revision int64     `json:"revision"`
 	Prefixes []string  `json:"prefixes"`
 	Updated  time.Time `json:"updated"`
+	Stopped  bool      `json:"stopped,omitempty"`
 	// Applied (optional; older renderers omit it) holds, per resource
 	// prefix, the revision every resource reading under that prefix has
 	// applied, never below Revision: a resource failing under one prefix

@@ -59,7 +59,9 @@ func (a *acker) Run(ctx context.Context) {
 			return
 		}
 		a.log.Warn("ack lease lost, granting again", "err", err)
-		if sleepCtx(ctx, backoff(attempt, 200*time.Millisecond, 5*time.Second)) != nil {
+		// A grant waits for the connection by itself: a short pause is
+		// enough, and a long one would hold the ack back after an outage.
+		if sleepCtx(ctx, backoff(attempt, 200*time.Millisecond, time.Second)) != nil {
 			return
 		}
 	}
@@ -76,6 +78,9 @@ func (a *acker) session(ctx context.Context) error {
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
+		if ctx.Err() != nil {
+			a.stop(rctx, lease.ID)
+		}
 		if _, err := a.cli.Revoke(rctx, lease.ID); err != nil && ctx.Err() != nil {
 			a.log.Warn("revoke ack lease", "lease", lease.ID, "err", err)
 		}
@@ -131,5 +136,25 @@ func (a *acker) session(ctx context.Context) error {
 				}
 			}
 		}
+	}
+}
+
+// stop marks the ack stopped before the lease is revoked, so registrars
+// tell this clean stop from a lease that expired while the renderer was cut
+// off from etcd (registry.Ack.Stopped).
+func (a *acker) stop(ctx context.Context, lease clientv3.LeaseID) {
+	ack := a.current()
+	if ack == nil {
+		return
+	}
+	last := *ack
+	last.Stopped, last.Updated = true, time.Now()
+	b, err := json.Marshal(last)
+	if err != nil {
+		a.log.Warn("mark ack stopped", "err", err)
+		return
+	}
+	if _, err := a.cli.Put(ctx, a.key, string(b), clientv3.WithLease(lease)); err != nil {
+		a.log.Warn("mark ack stopped", "key", a.key, "err", err)
 	}
 }

@@ -28,7 +28,7 @@ func runDying(t *testing.T, h *harness) {
 	}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("run", "dying")
 	r := newRenderer(cfg, log, NewMetrics(prometheus.NewRegistry()))
-	cli, err := newClient(cfg, cfg.Endpoints)
+	cli, _, err := newClient(cfg, cfg.Endpoints)
 	if err != nil {
 		t.Fatal(err)
 	}

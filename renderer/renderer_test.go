@@ -206,9 +206,22 @@ func TestRunRendersAndReloads(t *testing.T) {
 	if n := h.reloadCount(); n != 3 {
 		t.Errorf("reloads = %d, want 3 (one per isolated change)", n)
 	}
+	// A clean stop marks the ack stopped, then revokes its lease: the
+	// deletion's previous value tells registrars it was no expiry.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wch := h.cli.Watch(ctx, registry.RendererKey("", "gw1"), clientv3.WithPrevKV(), clientv3.WithFilterPut())
 	h.stop()
 	if _, err := h.ack(); err == nil {
 		t.Error("ack key still there after stop: lease not revoked")
+	}
+	wr := <-wch
+	if len(wr.Events) != 1 || wr.Events[0].PrevKv == nil {
+		t.Fatalf("ack deletion = %v, %v; want one with its previous value", wr.Events, wr.Err())
+	}
+	var last registry.Ack
+	if err := json.Unmarshal(wr.Events[0].PrevKv.Value, &last); err != nil || !last.Stopped {
+		t.Errorf("last ack before the stop = %s; want stopped", wr.Events[0].PrevKv.Value)
 	}
 }
 
@@ -342,4 +355,45 @@ func TestEtcdAuth(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// TestRunAuthEtcdDownAtStart: with auth the etcd client logs in when it is
+// made, which fails while etcd is down; the renderer waits for etcd (as
+// for any outage) instead of exiting, and renders once it answers. Refused
+// credentials still end it at once, saying so.
+func TestRunAuthEtcdDownAtStart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.put(key("web_prod", "10.0.0.1", 80), "10.0.0.1:80")
+	etcdtest.EnableAuth(t, h.cli, "s3cret")
+	dest := h.resource("up", `"/"`, listTmpl, "")
+
+	h.cfg.User, h.cfg.Password = "root", "wrong"
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	if err := Run(ctx, h.cfg, log, prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "authentication failed") {
+		t.Fatalf("Run with a wrong password = %v; want authentication failed", err)
+	}
+
+	h.etcd.Stop()
+	h.cfg.Password = "s3cret"
+	h.start()
+	waitfor.Cond(t, 20*time.Second, "renderer waits for etcd", func() error {
+		return hasLog(h.logs.String(), "etcd unreachable at start, retrying")
+	})
+	select {
+	case err := <-h.done:
+		t.Fatalf("Run returned while etcd was down: %v", err)
+	default:
+	}
+	h.etcd.Restart()
+	h.waitFile(dest, "web_prod: 10.0.0.1:80\n")
+}
+
+func hasLog(logs, s string) error {
+	if !strings.Contains(logs, s) {
+		return fmt.Errorf("no %q logged", s)
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/etcdclient"
 	"github.com/rollcall/rollcall/registry"
 )
 
@@ -27,7 +28,8 @@ const probeEvery = 2 * time.Second
 // list at one revision, then one watch from the next revision.
 type watcher struct {
 	cli         *clientv3.Client
-	prefixes    []string // collapsed: none covers another; sorted
+	etcd        clientv3.Config // cli's, to explain connection errors
+	prefixes    []string        // collapsed: none covers another; sorted
 	store       *store
 	log         *slog.Logger
 	m           *Metrics
@@ -35,8 +37,8 @@ type watcher struct {
 	up          func(bool)    // etcd reachable or not
 	probeKey    string        // a key to Get (count only) when probing
 	listTimeout time.Duration // bound of one list; 0 = 30s
-	sleep       func(context.Context, time.Duration) error
 	relist      chan struct{} // cap 1: the probe saw etcd's revision go back
+	back        chan struct{} // cap 1: the probe saw etcd answer again after failing
 	progress    time.Duration // how often to ask for a progress notification; 0 = progressEvery
 	registry    []string      // registry prefixes: their reserved subtrees are ignored
 	gate        *valueGate    // withholds invalid instance values; nil = none
@@ -61,10 +63,8 @@ var (
 // backing off while etcd is unreachable. The store is only ever replaced
 // with a complete list.
 func (w *watcher) Run(ctx context.Context) {
-	if w.sleep == nil {
-		w.sleep = sleepCtx
-	}
 	w.relist = make(chan struct{}, 1)
+	w.back = make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { w.probe(ctx) })
@@ -85,9 +85,9 @@ func (w *watcher) Run(ctx context.Context) {
 			continue
 		case err != nil:
 			w.up(false)
-			w.log.Warn("etcd unreachable, keeping the last good files", "err", err)
+			w.log.Warn("etcd unreachable, keeping the last good files", "err", w.explain(ctx, err))
 		}
-		if w.sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) != nil {
+		if w.pause(ctx, attempt) != nil {
 			return
 		}
 	}
@@ -192,7 +192,7 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 		}
 		w.up(false)
 		w.log.Warn("watch broken, resuming", "rev", rev+1, "err", err)
-		if w.sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) != nil {
+		if w.pause(ctx, attempt) != nil {
 			return nil
 		}
 	}
@@ -309,6 +309,7 @@ func (w *watcher) covered(key string) bool {
 func (w *watcher) probe(ctx context.Context) {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
+	down := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -323,9 +324,17 @@ func (w *watcher) probe(ctx context.Context) {
 		}
 		if err != nil {
 			w.up(false)
+			down = true
 			continue
 		}
 		w.up(true)
+		if down { // wake a list or watch waiting for its next attempt
+			down = false
+			select {
+			case w.back <- struct{}{}:
+			default:
+			}
+		}
 		w.m.etcdRevision.Set(float64(resp.Header.Revision))
 		if rev, have := resp.Header.Revision, w.store.Rev(); rev < have {
 			w.log.Warn("etcd's revision is behind what was seen: etcd was replaced or restored", "etcd_rev", rev, "seen_rev", have)
@@ -335,6 +344,29 @@ func (w *watcher) probe(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// explain attaches the connection's real cause (x509, a refused client
+// certificate, a refused address) to an error that only says a deadline
+// passed (etcdclient.Explain).
+func (w *watcher) explain(ctx context.Context, err error) error {
+	return etcdclient.Explain(ctx, w.etcd, err)
+}
+
+// pause waits before the next list or watch attempt: a backoff capped at
+// 1s (each attempt waits for the connection by itself, so a failing etcd
+// is not hammered), cut short when the probe sees etcd answer again, so
+// the pickup after an outage never waits out a backoff.
+func (w *watcher) pause(ctx context.Context, attempt int) error {
+	t := time.NewTimer(backoff(attempt, 100*time.Millisecond, time.Second))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	case <-w.back:
+	}
+	return nil
 }
 
 // backoff is exponential from base, capped, with ±25% jitter.

@@ -170,7 +170,7 @@ func TestWatchProgressKeepsQuietWatch(t *testing.T) {
 	cli := e.Client(t)
 	m := NewMetrics(nil)
 	w := &watcher{cli: cli, prefixes: []string{"/a"}, store: newStore(), log: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		m: m, up: func(bool) {}, probeKey: "/_renderers/test", progress: 100 * time.Millisecond, sleep: sleepCtx}
+		m: m, up: func(bool) {}, probeKey: "/_renderers/test", progress: 100 * time.Millisecond}
 	rev, err := w.list(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package rolling_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,6 +37,9 @@ const (
 // gateway is one etcd, one nginx (or HAProxy) and one renderer process
 // rendering the shipped upstream template for app_env into it.
 type gateway struct {
+	cluster   *etcdtest.Cluster // with cfg.members > 1; etcd is nil then
+	endpoints string            // etcd's, or every member's, comma-separated
+
 	etcd     *etcdtest.Server
 	cli      *clientv3.Client
 	nginx    *nginxtest.Server
@@ -49,6 +53,18 @@ type gateway struct {
 
 // gatewayConfig says what the renderer renders and nginx serves.
 type gatewayConfig struct {
+	// members > 1 runs an etcd cluster (etcdtest.StartCluster) instead of
+	// one server; renderer and registrars get every member's endpoint.
+	members int
+	// certs makes etcd require client certificates (etcdtest.StartTLS).
+	certs *etcdtest.Certs
+	// beforeRenderer runs once etcd is up, before nginx and the renderer.
+	beforeRenderer func(g *gateway)
+	// extra flags and environment of the renderer and the registrars.
+	rendererArgs, rendererEnv, registrarArgs, registrarEnv []string
+	// ttl is the registrars' --ttl; 0 = ttl, etcd's floor.
+	ttl time.Duration
+
 	// server is spliced into nginx's main server block; @PREFIX@ stands
 	// for the nginx prefix.
 	server string
@@ -81,8 +97,21 @@ type gatewayConfig struct {
 // renderer has acknowledged its first apply.
 func startGateway(t *testing.T, c gatewayConfig) *gateway {
 	t.Helper()
-	g := &gateway{etcd: etcdtest.Start(t), confdir: t.TempDir(), known: map[string]bool{}, cfg: c}
-	g.cli = g.etcd.Client(t)
+	g := &gateway{confdir: t.TempDir(), known: map[string]bool{}, cfg: c}
+	if c.members > 1 {
+		g.cluster = etcdtest.StartCluster(t, c.members)
+		g.cli, g.endpoints = g.cluster.Client(t), strings.Join(g.cluster.Endpoints(), ",")
+	} else {
+		if c.certs != nil {
+			g.etcd = etcdtest.StartTLS(t, *c.certs)
+		} else {
+			g.etcd = etcdtest.Start(t)
+		}
+		g.cli, g.endpoints = g.etcd.Client(t), g.etcd.Endpoint
+	}
+	if c.beforeRenderer != nil {
+		c.beforeRenderer(g)
+	}
 	var extra []string
 	if c.haproxy {
 		extra = g.startHAProxy(t)
@@ -90,12 +119,12 @@ func startGateway(t *testing.T, c gatewayConfig) *gateway {
 		extra = g.startNginx(t)
 	}
 	metrics := proctest.FreePort(t)
-	g.renderer = proctest.Start(t, "renderer", nil, 15*time.Second, append([]string{bins.Path("renderer"),
+	g.renderer = proctest.Start(t, "renderer", c.rendererEnv, 15*time.Second, append([]string{bins.Path("renderer"),
 		"--confdir", g.confdir,
-		"--endpoints", g.etcd.Endpoint,
+		"--endpoints", g.endpoints,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--id", "gw1",
-		"--log-level", "debug", "--prefix", c.prefix}, extra...)...)
+		"--log-level", "debug", "--prefix", c.prefix}, append(extra, c.rendererArgs...)...)...)
 	waitfor.Cond(t, 20*time.Second, "renderer acknowledges its first apply", func() error {
 		if !g.renderer.Running() {
 			return fmt.Errorf("renderer exited: %v", g.renderer.State())
@@ -356,15 +385,15 @@ func (g *gateway) startBackend(t *testing.T, drain time.Duration) *backend {
 	t.Helper()
 	b := &backend{report: filepath.Join(t.TempDir(), "report.json")}
 	name := fmt.Sprintf("registrar-%d", len(g.known)+1)
-	b.reg = proctest.Start(t, name, []string{"DEMO_BACKEND_REPORT=" + b.report}, 20*time.Second, bins.Path("registrar"),
-		"--app", app, "--env", env,
-		"--endpoints", g.etcd.Endpoint,
+	args := append([]string{bins.Path("registrar"), "--app", app, "--env", env}, g.cfg.registrarArgs...)
+	b.reg = proctest.Start(t, name, append([]string{"DEMO_BACKEND_REPORT=" + b.report}, g.cfg.registrarEnv...), 20*time.Second, append(args,
+		"--endpoints", g.endpoints,
 		"--prefix", g.cfg.regPrefix,
 		"--ip", "127.0.0.1",
-		"--ttl", ttl.String(),
+		"--ttl", cmp.Or(g.cfg.ttl, ttl).String(),
 		"--drain-timeout", drain.String(),
 		"--stop-timeout", "5s",
-		"--", bins.Path("demo-backend"))
+		"--", bins.Path("demo-backend"))...)
 	waitfor.Cond(t, 15*time.Second, name+" registers", func() error {
 		if !b.reg.Running() {
 			return fmt.Errorf("registrar exited: %v", b.reg.State())

@@ -4,7 +4,6 @@ package etcdtest
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rollcall/rollcall/embedetcd"
-	"github.com/rollcall/rollcall/internal/proctest"
 )
 
 // Server is an embedded etcd owned by one test. Stop and Restart keep the
@@ -24,29 +22,40 @@ type Server struct {
 	dir      string
 	client   string
 	peer     string
-	srv      *embedetcd.Server
+	certs    *Certs // StartTLS
+	close    func() // nil when stopped
 	Endpoint string // "127.0.0.1:port", stable across Restart
 }
 
 // Start starts a server on free loopback ports; it stops at test cleanup.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	cp := proctest.FreePort(t)
-	pp := proctest.FreePort(t)
-	s := &Server{
-		t:      t,
-		dir:    t.TempDir(),
-		client: fmt.Sprintf("127.0.0.1:%d", cp),
-		peer:   fmt.Sprintf("127.0.0.1:%d", pp),
-	}
-	s.Endpoint = s.client
+	s := newServer(t)
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
 }
 
+func newServer(t testing.TB) *Server {
+	s := &Server{t: t, dir: t.TempDir(), client: freeAddr(t), peer: freeAddr(t)}
+	s.Endpoint = s.client
+	return s
+}
+
 func (s *Server) start() {
 	s.t.Helper()
+	var err error
+	if s.certs != nil {
+		s.close, err = s.startEmbed()
+	} else {
+		s.close, err = s.startPlain()
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *Server) startPlain() (func(), error) {
 	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
 	defer cancel()
 	srv, err := embedetcd.Start(ctx, embedetcd.Config{
@@ -54,16 +63,16 @@ func (s *Server) start() {
 		Logger: zaptest.NewLogger(s.t, zaptest.Level(zapcore.ErrorLevel)),
 	})
 	if err != nil {
-		s.t.Fatal(err)
+		return nil, err
 	}
-	s.srv = srv
+	return srv.Close, nil
 }
 
 // Stop stops the server, keeping its data; a no-op when stopped.
 func (s *Server) Stop() {
-	if s.srv != nil {
-		s.srv.Close()
-		s.srv = nil
+	if s.close != nil {
+		s.close()
+		s.close = nil
 	}
 }
 
@@ -77,14 +86,44 @@ func (s *Server) Restart() {
 // Client returns a client for the server, closed at test cleanup.
 func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{
+	return s.AuthClient(t, "", "")
+}
+
+// AuthClient returns a client logged in as user (none when empty), closed
+// at test cleanup.
+func (s *Server) AuthClient(t testing.TB, user, password string) *clientv3.Client {
+	t.Helper()
+	cc := clientv3.Config{
 		Endpoints:   []string{s.Endpoint},
-		DialTimeout: 5 * time.Second,
+		DialTimeout: 20 * time.Second, // a login is slow bcrypt under -race
 		Logger:      zap.NewNop(),
-	})
+		Username:    user,
+		Password:    password,
+	}
+	if s.certs != nil {
+		cc.TLS = s.certs.ClientTLS(t)
+	}
+	c, err := clientv3.New(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// EnableAuth adds user root with password and the root role and turns
+// auth on, through cli (a client from before auth).
+func EnableAuth(t testing.TB, cli *clientv3.Client, password string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // bcrypt is slow under -race
+	defer cancel()
+	for _, step := range []func() error{
+		func() error { _, err := cli.UserAdd(ctx, "root", password); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("enable auth: %v", err)
+		}
+	}
 }
