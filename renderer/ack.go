@@ -92,26 +92,15 @@ func (a *acker) session(ctx context.Context) error {
 		return fmt.Errorf("keep alive: %w", err)
 	}
 	a.log.Debug("ack lease granted", "lease", lease.ID)
-	put := func() error {
-		ack := a.current()
-		if ack == nil {
-			return nil
-		}
-		b, err := json.Marshal(ack)
-		if err != nil {
-			return err
-		}
-		pctx, cancel := context.WithTimeout(ctx, a.ttl)
-		defer cancel()
-		if _, err := a.cli.Put(pctx, a.key, string(b), clientv3.WithLease(lease.ID)); err != nil {
-			return fmt.Errorf("put %s: %w", a.key, err)
-		}
-		a.log.Debug("ack published", "key", a.key, "rev", ack.Revision)
-		return nil
-	}
-	if err := put(); err != nil {
+	if err := a.put(ctx, lease.ID); err != nil {
 		return err
 	}
+	return a.publish(ctx, lease.ID, ka)
+}
+
+// publish writes each queued ack on lease until ctx is done or the lease's
+// keep-alive channel closes (the lease is gone).
+func (a *acker) publish(ctx context.Context, lease clientv3.LeaseID, ka <-chan *clientv3.LeaseKeepAliveResponse) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -121,7 +110,7 @@ func (a *acker) session(ctx context.Context) error {
 				return errors.New("keep-alive channel closed")
 			}
 		case <-a.kick:
-			if err := put(); err != nil {
+			if err := a.put(ctx, lease); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -137,6 +126,25 @@ func (a *acker) session(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// put writes the latest ack, if any, on lease.
+func (a *acker) put(ctx context.Context, lease clientv3.LeaseID) error {
+	ack := a.current()
+	if ack == nil {
+		return nil
+	}
+	b, err := json.Marshal(ack)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, a.ttl)
+	defer cancel()
+	if _, err := a.cli.Put(pctx, a.key, string(b), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("put %s: %w", a.key, err)
+	}
+	a.log.Debug("ack published", "key", a.key, "rev", ack.Revision)
+	return nil
 }
 
 // stop marks the ack stopped before the lease is revoked, so registrars
