@@ -12,7 +12,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -161,7 +160,7 @@ func TestInjectionNeverWritten(t *testing.T) {
 	r := newRig(t)
 	r.startShipped()
 	r.startRenderer()
-	port := proctest.FreePort(t)
+	port := injectPort(t)
 	inject := fmt.Sprintf("server { listen 127.0.0.1:%d; location / { root /etc; } }", port)
 	evil := map[string]string{
 		"/a_test/1.2.3.4-80": "1.2.3.4:80; } " + inject + " upstream x {",

@@ -173,7 +173,7 @@ func TestHAProxyInjection(t *testing.T) {
 	r.startHAProxy()
 	const svc = "inj_test"
 	bs := r.serve(10*time.Second, svc, "b1", "b2")
-	port := proctest.FreePort(t)
+	port := injectPort(t)
 	evil := []string{
 		fmt.Sprintf("127.0.0.1:1; } server { listen 127.0.0.1:%d; return 200 injected; } upstream z { server 127.0.0.1:2", port),
 		fmt.Sprintf("127.0.0.1:1\nfrontend injected\n    bind 127.0.0.1:%d\n    http-request return status 200", port),

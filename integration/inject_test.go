@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/rollcall/rollcall/internal/nginxtest"
-	"github.com/rollcall/rollcall/internal/proctest"
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
@@ -48,7 +47,7 @@ reload_cmd = %q
 		"--nginx-error-log", filepath.Join(r.nginx.Prefix, "error.log"))
 	bs := r.serve(10*time.Second, svc, "b1", "b2")
 
-	port := proctest.FreePort(t)
+	port := injectPort(t)
 	evil := fmt.Sprintf("127.0.0.1:1; } server { listen 127.0.0.1:%d; return 200 injected; } upstream z { server 127.0.0.1:2", port)
 	offset := len(r.renderer.Output())
 	r.put("/"+svc+"/127.0.0.1-1", evil)                                                                       // a new instance key
