@@ -40,7 +40,7 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 # The load harness against real etcd and nginx (writes bench/RESULTS.md;
-# ~16 minutes on 2 cores), then the Go micro-benchmarks. Not part of CI.
+# ~14 minutes on 2 cores), then the Go micro-benchmarks. Not part of CI.
 bench: build
 	$(GO) build $(GOFLAGS) -o $(BIN)/bench ./bench
 	$(BIN)/bench --bin $(BIN) $(BENCHFLAGS)
