@@ -385,8 +385,9 @@ func backendAddr(r *proc.Proc, servers []string) (string, error) {
 }
 
 // until polls cond every 50ms until it succeeds, ctx ends, or watched exits.
-// untilServers waits until the upstream in dest lists n servers (said as
-// count) and returns them; renderer exiting ends the wait.
+// untilServers waits until the demo's app has n live servers (said as
+// count; see servers: the upstream in dest, or the pushed peers file on the
+// Lua path) and returns them; renderer exiting ends the wait.
 func (d *demo) untilServers(ctx context.Context, count string, n int, renderer *proc.Proc, dest string) ([]string, error) {
 	var servers []string
 	err := d.until(ctx, count+" servers in the upstream", renderer, func() error {
