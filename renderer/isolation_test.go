@@ -1,6 +1,7 @@
 package renderer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
@@ -25,6 +28,7 @@ type isolation struct {
 	starts       string
 	destA, destB string
 	revA         int64 // a's change, made while a hangs
+	reloads      int   // reload runs once started
 }
 
 func newIsolation(t *testing.T, timeout time.Duration) *isolation {
@@ -78,7 +82,7 @@ func (iso *isolation) runs(t *testing.T) (starts []float64, pgid int) {
 	return starts, pgid
 }
 
-// start applies both resources once (a's command works) and returns how
+// start applies every resource once (a's command works) and returns how
 // many runs of a's command that took.
 func (iso *isolation) start(t *testing.T) int {
 	t.Helper()
@@ -89,11 +93,12 @@ func (iso *isolation) start(t *testing.T) int {
 	h.waitFile(iso.destA, "a_prod: 10.0.0.1:80\n")
 	h.waitFile(iso.destB, "b_prod: 10.0.0.1:80\n")
 	waitfor.Cond(t, 10*time.Second, "first reloads", func() error {
-		if n := h.reloadCount(); n != 2 {
-			return fmt.Errorf("%d reloads", n)
+		if code, body := h.readyz(); code != http.StatusOK {
+			return fmt.Errorf("/readyz %d %q", code, body)
 		}
 		return nil
 	})
+	iso.reloads = h.reloadCount()
 	starts, _ := iso.runs(t)
 	return len(starts)
 }
@@ -114,20 +119,25 @@ func (iso *isolation) hangA(t *testing.T, before int) {
 	})
 }
 
-// changeB changes b while a hangs and waits at most 1s for b to be
-// installed, reloaded and acknowledged for b's prefix, while neither the
-// global revision nor a's prefix covers a's change.
-func (iso *isolation) changeB(t *testing.T) {
+// changeB changes b while a hangs (with also in the same transaction) and
+// waits at most 1s for b to be installed, reloaded and acknowledged for
+// b's prefix, while neither the global revision nor a's prefix covers a's
+// change.
+func (iso *isolation) changeB(t *testing.T, also ...clientv3.Op) {
 	t.Helper()
 	h := iso.h
 	start := time.Now()
-	revB := h.put(key("b_prod", "10.0.0.2", 80), "10.0.0.2:80")
+	resp, err := h.cli.Txn(context.Background()).Then(append(also, clientv3.OpPut(key("b_prod", "10.0.0.2", 80), "10.0.0.2:80"))...).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	revB := resp.Header.Revision
 	waitfor.Cond(t, time.Second, "b applied and acknowledged for its prefix while a hangs", func() error {
 		if got := readFile(t, iso.destB); got != "b_prod: 10.0.0.1:80 10.0.0.2:80\n" {
 			return fmt.Errorf("b = %q", got)
 		}
-		if n := h.reloadCount(); n != 3 {
-			return fmt.Errorf("%d reloads", n)
+		if n := h.reloadCount(); n != iso.reloads+1 {
+			return fmt.Errorf("%d reloads", n-iso.reloads)
 		}
 		a, err := h.ack()
 		if err != nil {
@@ -246,6 +256,33 @@ func TestHungCheckIsolated(t *testing.T) {
 			iso.waitRecovered(t)
 		})
 	}
+}
+
+// TestHungCheckSharedCommand: resources a and c share an installed-file
+// check command (one nginx config, one `nginx -t`); b has none. While a's
+// run of it hangs, a batch of b and c applies b within 1s, while c waits
+// for the command: its file is not installed while a's check runs (a's
+// check would test it), and c applies once a's run ends.
+func TestHungCheckSharedCommand(t *testing.T) {
+	t.Parallel()
+	iso := newIsolation(t, 3*time.Second)
+	iso.withCheck("true")
+	h := iso.h
+	destC := h.resource("c", `"/c_prod"`, listTmpl, fmt.Sprintf("check_cmd = %q\n", iso.hang()+"; true"))
+	h.put(key("c_prod", "10.0.0.1", 80), "10.0.0.1:80")
+	iso.hangA(t, iso.start(t))
+	iso.changeB(t, clientv3.OpPut(key("c_prod", "10.0.0.2", 80), "10.0.0.2:80"))
+	if got := readFile(t, destC); got != "c_prod: 10.0.0.1:80\n" {
+		t.Fatalf("c = %q while a's run of their check command hangs; want it not installed yet", got)
+	}
+	if err := os.WriteFile(iso.works, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFile(destC, "c_prod: 10.0.0.1:80 10.0.0.2:80\n")
+	if v := metric(t, h.reg, "rollcall_renderer_command_timeouts_total", "kind", "check"); v < 1 {
+		t.Errorf("c installed before a's hung check ended (command_timeouts_total{check} %v)", v)
+	}
+	iso.waitRecovered(t)
 }
 
 // waitRetried waits for a second hung run of a's command and checks that
