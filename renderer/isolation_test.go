@@ -233,27 +233,36 @@ func TestHungReloadIsolated(t *testing.T) {
 // check stops hanging.
 func TestHungCheckIsolated(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ name, check string }{
+	const timeout = 3 * time.Second
+	eachHungCheck(t, timeout, func(t *testing.T, iso *isolation, kind string) {
+		iso.changeB(t)
+		iso.waitFailing(t, "check")
+		h := iso.h
+		if v := metric(t, h.reg, "rollcall_renderer_checks_total", "resource", "a.toml", "result", "failure"); v < 1 {
+			t.Errorf("checks_total{a.toml,failure} %v", v)
+		}
+		if kind == "installed" && !logged(h, `msg="rolled back"`, "resource=a.toml") {
+			t.Errorf("a's installed file was not rolled back after its check failed")
+		}
+		iso.waitRetried(t, timeout)
+		iso.waitRecovered(t)
+	})
+}
+
+// eachHungCheck runs f as a parallel subtest per kind of check_cmd of a:
+// on its staged file ("src") and on its installed file ("installed"), with
+// --command-timeout timeout. f starts once a's check hangs for a's change.
+func eachHungCheck(t *testing.T, timeout time.Duration, f func(t *testing.T, iso *isolation, kind string)) {
+	for _, tc := range []struct{ kind, check string }{
 		{"src", "cat {{.src}} >/dev/null"},
 		{"installed", "cat {{.dest}} >/dev/null"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(tc.kind, func(t *testing.T) {
 			t.Parallel()
-			const timeout = 3 * time.Second
 			iso := newIsolation(t, timeout)
 			iso.withCheck(tc.check)
 			iso.hangA(t, iso.start(t))
-			iso.changeB(t)
-			iso.waitFailing(t, "check")
-			h := iso.h
-			if v := metric(t, h.reg, "rollcall_renderer_checks_total", "resource", "a.toml", "result", "failure"); v < 1 {
-				t.Errorf("checks_total{a.toml,failure} %v", v)
-			}
-			if tc.name == "installed" && !logged(h, `msg="rolled back"`, "resource=a.toml") {
-				t.Errorf("a's installed file was not rolled back after its check failed")
-			}
-			iso.waitRetried(t, timeout)
-			iso.waitRecovered(t)
+			f(t, iso, tc.kind)
 		})
 	}
 }
@@ -324,32 +333,23 @@ func logged(h *harness, parts ...string) bool {
 // would see it otherwise).
 func TestHungCheckShutdown(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ name, check string }{
-		{"src", "cat {{.src}} >/dev/null"},
-		{"installed", "cat {{.dest}} >/dev/null"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			iso := newIsolation(t, time.Minute)
-			iso.withCheck(tc.check)
-			iso.hangA(t, iso.start(t))
-			_, pgid := iso.runs(t)
-			h := iso.h
-			start := time.Now()
-			h.cancel()
-			h.cancel = nil
-			select {
-			case err := <-h.done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(3 * time.Second):
-				t.Fatal("Run did not return within 3s while a check hung")
+	eachHungCheck(t, time.Minute, func(t *testing.T, iso *isolation, _ string) {
+		_, pgid := iso.runs(t)
+		h := iso.h
+		start := time.Now()
+		h.cancel()
+		h.cancel = nil
+		select {
+		case err := <-h.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
 			}
-			t.Logf("Run returned %v after cancel", time.Since(start).Round(time.Millisecond))
-			if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
-				t.Errorf("the hung check's process group %d is still there: %v", pgid, err)
-			}
-		})
-	}
+		case <-time.After(3 * time.Second):
+			t.Fatal("Run did not return within 3s while a check hung")
+		}
+		t.Logf("Run returned %v after cancel", time.Since(start).Round(time.Millisecond))
+		if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("the hung check's process group %d is still there: %v", pgid, err)
+		}
+	})
 }
