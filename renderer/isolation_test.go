@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -352,4 +353,45 @@ func TestHungCheckShutdown(t *testing.T) {
 			t.Errorf("the hung check's process group %d is still there: %v", pgid, err)
 		}
 	})
+}
+
+// TestFirstRenderOneReloadApart (issue 8, with the checks apart from the
+// loop): the first full render of a resource per app, each with a check
+// on its staged file or on its installed file (a command per resource),
+// lands in one go and costs one reload; every file is installed.
+func TestFirstRenderOneReloadApart(t *testing.T) {
+	t.Parallel()
+	for kind, check := range map[string]string{"src": "test -s {{.src}}", "installed": "test -s {{.dest}}"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			log := filepath.Join(t.TempDir(), "reloads")
+			dir, kvs := benchConfdir(t, 100, true, check, "echo reload >> "+log)
+			r := newTestRenderer(dir)
+			var wg sync.WaitGroup
+			ctx, cancel := context.WithCancel(context.Background())
+			defer wg.Wait()
+			defer cancel()
+			r.lanes = newLanes(r, &wg)
+			r.store.Replace(kvs, 1, r.prefixes())
+			r.applyDue(ctx, time.Now())
+			for !r.sched.Idle() { // the loop's part
+				select {
+				case ld := <-r.lanes.landed:
+					r.lanes.Land(ctx, time.Now(), ld)
+				case d := <-r.lanes.done:
+					r.lanes.Finish(ctx, time.Now(), d)
+				case <-time.After(20 * time.Second):
+					t.Fatal("first full render still pending after 20s")
+				}
+			}
+			if b, err := os.ReadFile(log); err != nil || string(b) != "reload\n" {
+				t.Errorf("reloads: %q, %v; want one", b, err)
+			}
+			for _, st := range r.states {
+				if fi, err := os.Stat(st.res.Dest); err != nil || fi.Size() == 0 {
+					t.Fatalf("%s not installed: %v", st.res.Dest, err)
+				}
+			}
+		})
+	}
 }
