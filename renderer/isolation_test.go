@@ -158,6 +158,22 @@ func (iso *isolation) changeB(t *testing.T, also ...clientv3.Op) {
 	t.Logf("b applied and acknowledged %v after its change while a hung", time.Since(start).Round(time.Millisecond))
 }
 
+// editB edits b's template while a hangs and waits at most 1s for b's
+// file to follow: the loop reloads resources meanwhile (and a's job lands
+// on the resource state loaded then).
+func (iso *isolation) editB(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	iso.h.write("templates/b.tmpl", "# edited\n"+listTmpl)
+	waitfor.Cond(t, time.Second, "b's template edit applied while a hangs", func() error {
+		if got := readFile(t, iso.destB); !strings.HasPrefix(got, "# edited\n") {
+			return fmt.Errorf("b = %q", got)
+		}
+		return nil
+	})
+	t.Logf("b's template edit applied %v after it while a hung", time.Since(start).Round(time.Millisecond))
+}
+
 // waitFailing waits until a's command (kind) was killed at its timeout,
 // and a is reported failing in metrics and /readyz; b is not.
 func (iso *isolation) waitFailing(t *testing.T, kind string) {
@@ -200,6 +216,9 @@ func (iso *isolation) waitRecovered(t *testing.T) {
 	})
 	if got := readFile(t, iso.destA); got != "a_prod: 10.0.0.1:80 10.0.0.2:80\n" {
 		t.Errorf("a = %q after its retry applied", got)
+	}
+	if _, err := os.Stat(pendingMark(iso.destA)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a's pending mark still there once applied: %v", err)
 	}
 }
 
@@ -246,6 +265,7 @@ func TestHungCheckIsolated(t *testing.T) {
 			t.Errorf("a's installed file was not rolled back after its check failed")
 		}
 		iso.waitRetried(t, timeout)
+		iso.editB(t) // a resource reload while a's retry hangs (it retries a at once when it ends)
 		iso.waitRecovered(t)
 	})
 }
@@ -308,7 +328,10 @@ func (iso *isolation) waitRetried(t *testing.T, timeout time.Duration) {
 		return nil
 	})
 	gap := time.Duration((starts[2] - starts[1]) * float64(time.Second))
-	if min := timeout + retryBase/2; gap < min {
+	// The first backoff is at least 3/4 retryBase; the run's start is logged
+	// a little after its timeout starts, under load up to ~0.1s. Without a
+	// backoff the gap is the timeout and a few ms.
+	if min := timeout + retryBase/4; gap < min {
 		t.Errorf("a retried %v after its hung run started; want >= %v (killed at its timeout, then a backoff)", gap, min)
 	}
 	t.Logf("a retried %v after its hung run started (timeout %v)", gap.Round(time.Millisecond), timeout)

@@ -328,8 +328,8 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 	return coalesced
 }
 
-// Done records the end of what ran apart for resource id (a check that
-// failed, or its reload), which rendered the snapshot at rev.
+// Done records the end of what ran apart for resource id (its flight or
+// its reload), which rendered the snapshot at rev.
 func (s *scheduler) Done(now time.Time, id string, rev int64, ok bool) {
 	s.done(now, id, rev, ok)
 	s.updateAck()
