@@ -379,7 +379,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 		r.lanes.Fly(ctx, f)
 	}
 	r.afterBatch()
-	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "apart", apart, "held", len(held), "took", end.Sub(now))
+	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "apart", apart, "reloads", reloads, "held", len(held), "took", end.Sub(now))
 }
 
 // sortDue splits the due resources at snap into those to apply now and
