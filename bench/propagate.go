@@ -89,7 +89,7 @@ func pattern(ctx context.Context, w *world, t *table, name string, n int, pcts [
 	if err != nil {
 		return "", err
 	}
-	fl, err := w.nginx.floors(ctx, w.opt.floorRuns)
+	fl, err := floors(ctx, w.opt.floorRuns, w.nginx.floor)
 	if err != nil {
 		return "", err
 	}
