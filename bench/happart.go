@@ -123,17 +123,8 @@ func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int
 // the runtime API's variant needs no reload. Reloads are HAProxy's own
 // (`show proc`), over the burst and one second after its acknowledgement.
 func hapBurst(ctx context.Context, hw *hapWorld, t *table, name, floorRow string) error {
-	bases, err := hw.be.addN(burstApps)
+	bases, err := burstBases(ctx, hw.world)
 	if err != nil {
-		return err
-	}
-	var rev int64
-	for i, a := range bases {
-		if rev, err = hw.put(ctx, registry.Key("", fmt.Sprintf("burst%d", i), benchEnv, a), registry.Value(a)); err != nil {
-			return err
-		}
-	}
-	if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
 		return err
 	}
 	addrs, err := hw.be.addN(200)
@@ -190,15 +181,7 @@ func hapBurst(ctx context.Context, hw *hapWorld, t *table, name, floorRow string
 // HAProxy's answers with what is registered: its base instance and live[j],
 // which belongs to app (100+j) % burstApps.
 func hapBurstCheck(ctx context.Context, hw *hapWorld, bases, live []netip.AddrPort) error {
-	want := map[string][]netip.AddrPort{}
-	for i, a := range bases {
-		svc := registry.Service(fmt.Sprintf("burst%d", i), benchEnv)
-		want[svc] = append(want[svc], a)
-	}
-	for j, a := range live {
-		svc := registry.Service(fmt.Sprintf("burst%d", (100+j)%burstApps), benchEnv)
-		want[svc] = append(want[svc], a)
-	}
+	want := burstWant(bases, live)
 	held, err := hw.hap.servers(ctx)
 	if err != nil {
 		return err
@@ -208,7 +191,6 @@ func hapBurstCheck(ctx context.Context, hw *hapWorld, bases, live []netip.AddrPo
 		return err
 	}
 	for svc, addrs := range want {
-		slices.SortFunc(addrs, netip.AddrPort.Compare)
 		var s []string
 		for _, a := range addrs {
 			s = append(s, a.String())

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,26 +99,7 @@ frontend bench-gen
 // waitGen waits until a fresh connection is answered with the current
 // generation: a worker running the current config serves.
 func (h *haproxy) waitGen(ctx context.Context) error {
-	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	want := fmt.Sprint(h.gen)
-	url := fmt.Sprintf("http://127.0.0.1:%d/", h.genPort)
-	return poll(ctx, 10*time.Second, 2*time.Millisecond, "haproxy serves generation "+want, func() error {
-		if !h.Running() {
-			return fmt.Errorf("haproxy exited: %s", tail(h.Proc))
-		}
-		resp, err := c.Get(url)
-		if err != nil {
-			return err
-		}
-		b, err := readBody(resp)
-		if err != nil {
-			return err
-		}
-		if string(b) != want {
-			return fmt.Errorf("got %q", b)
-		}
-		return nil
-	})
+	return waitServes(ctx, h.Proc, fmt.Sprintf("http://127.0.0.1:%d/", h.genPort), fmt.Sprint(h.gen))
 }
 
 // checkCmd is `haproxy -c` of the whole configuration, as the shipped
