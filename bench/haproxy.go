@@ -220,6 +220,10 @@ func haproxyVersion(bin string) string {
 	if err != nil {
 		return fmt.Sprintf("unknown (%s -v: %v)", bin, err)
 	}
-	line, _, _ := strings.Cut(string(out), "\n")
-	return strings.TrimSpace(strings.TrimPrefix(line, "HAProxy version "))
+	// "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
+	f := strings.Fields(strings.TrimPrefix(string(out), "HAProxy version "))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return f[0]
 }
