@@ -164,7 +164,7 @@ func (h *haproxy) reloads(ctx context.Context) (float64, error) {
 }
 
 // servers is HAProxy's own view (`show servers state` on the runtime API):
-// backend → its servers' "<addr>:<port>", sorted, for servers not in maint.
+// see parseServersState.
 func (h *haproxy) servers(ctx context.Context) (map[string][]string, error) {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -172,6 +172,12 @@ func (h *haproxy) servers(ctx context.Context) (map[string][]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseServersState(out), nil
+}
+
+// parseServersState reads `show servers state`: backend → its servers'
+// "<addr>:<port>", sorted, for servers not in maint (a free slot).
+func parseServersState(out string) map[string][]string {
 	got := map[string][]string{}
 	for line := range strings.Lines(out) {
 		// be_id be_name srv_id srv_name srv_addr srv_op_state
@@ -188,7 +194,7 @@ func (h *haproxy) servers(ctx context.Context) (map[string][]string, error) {
 	for _, s := range got {
 		slices.Sort(s)
 	}
-	return got, nil
+	return got
 }
 
 // floors measures the floor k times and returns the medians.
