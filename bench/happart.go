@@ -65,10 +65,11 @@ func hapRun(ctx context.Context, opt *options, t *table, bin string, v hapVarian
 }
 
 // hapPattern registers the probe app (an app appearing: a reload on any
-// variant), measures HAProxy's floor, then runs n cycles of the
-// add → remove pattern (propagate) on the probe. It adds the percentiles
-// with the floor beside them, where the time went, and the reloads HAProxy
-// itself ran during the changes; it returns the floor row's name.
+// variant), then runs n cycles of the add → remove pattern (propagate) on
+// it, measuring HAProxy's floor between the cycles (once the renderer
+// acknowledged the remove), so the floor sees the machine the changes saw.
+// It adds the percentiles with the floor's beside them, where the time
+// went, and the reloads HAProxy itself ran; it returns the floor p50 row.
 func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int) (string, error) {
 	p := hw.prober(probeSvc)
 	base, err := hw.be.add()
@@ -85,11 +86,15 @@ func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int
 	if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
 		return "", err
 	}
-	fl, err := floors(ctx, hw.opt.floorRuns, hw.hap.floor)
-	if err != nil {
-		return "", err
+	var fls []floor
+	between := func(ctx context.Context, rev int64) error {
+		if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
+			return err
+		}
+		f, err := hw.hap.floor(ctx)
+		fls = append(fls, f)
+		return err
 	}
-	floorRow := floorRows(t, v.name+"HAProxy's floor: ", "`haproxy -c`", fl)
 	before, err := hw.scrape()
 	if err != nil {
 		return "", err
@@ -98,7 +103,7 @@ func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int
 	if err != nil {
 		return "", err
 	}
-	c, err := propagate(ctx, hw.world, p, n)
+	c, err := propagate(ctx, hw.world, p, n, between)
 	if err != nil {
 		return "", err
 	}
@@ -111,10 +116,42 @@ func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int
 		return "", err
 	}
 	changes := len(c.adds) + len(c.removes)
-	c.record(t, v.name, []float64{50, 95, 99}, func(p float64) string { return v.target(fl, p) }, floorRow)
+	hapRecord(t, v, c, fls)
 	breakdown(t, v.name, before, after, changes)
-	t.add(fmt.Sprintf("%sHAProxy's own reloads per change (`show proc`)", v.name), count, (r1-r0)/float64(changes))
-	return floorRow, nil
+	// The floor's reloads are HAProxy's too: one per cycle.
+	t.add(fmt.Sprintf("%sHAProxy's own reloads per change (`show proc`)", v.name), count, (r1-r0-float64(len(fls)))/float64(changes))
+	return hapFloorName(v.name, 50, len(fls)), nil
+}
+
+// hapRecord adds the floor's rows (check + reload until served, at each
+// percentile, from the samples fls taken between the cycles; the check and
+// the reload alone at p50) and the propagation and deregistration
+// percentiles of c, each beside the floor at the same percentile.
+func hapRecord(t *table, v hapVariant, c changes, fls []floor) {
+	pcts := []float64{50, 95, 99}
+	var tot, chk, rl []time.Duration
+	for _, f := range fls {
+		tot, chk, rl = append(tot, f.total()), append(chk, f.test), append(rl, f.reload)
+	}
+	for _, p := range pcts {
+		t.dur(hapFloorName(v.name, p, len(fls)), percentile(tot, p))
+	}
+	t.dur(v.name+"HAProxy's floor: `haproxy -c` alone p50", percentile(chk, 50))
+	t.dur(v.name+"HAProxy's floor: reload until served p50", percentile(rl, 50))
+	for _, x := range []struct {
+		what string
+		ds   []time.Duration
+	}{{"propagation", c.adds}, {"deregistration", c.removes}} {
+		for _, p := range pcts {
+			name := fmt.Sprintf("%s%s p%.0f (%d changes)", v.name, x.what, p, len(x.ds))
+			t.dur(name, percentile(x.ds, p)).with(v.target(p), hapFloorName(v.name, p, len(fls)))
+		}
+	}
+}
+
+// hapFloorName is the floor row at percentile p of k samples.
+func hapFloorName(prefix string, p float64, k int) string {
+	return fmt.Sprintf("%sHAProxy's floor: `haproxy -c` + reload until served p%.0f (%d, between the cycles)", prefix, p, k)
 }
 
 // hapBurst is the burst of issue 12: 200 registrations and 100 removals

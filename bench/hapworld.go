@@ -16,9 +16,9 @@ import (
 type hapVariant struct {
 	name     string // the rows' prefix
 	resource string // the file in haproxy/conf.d
-	// target is the propagation and deregistration target, given the floor
-	// measured in the same run.
-	target func(fl floor, p float64) string
+	// target is the propagation and deregistration target at percentile
+	// p; the floor at p is printed beside it.
+	target func(p float64) string
 }
 
 // hapReloads is the reload path: haproxy/conf.d/haproxy.toml, `haproxy -c`
@@ -26,7 +26,9 @@ type hapVariant struct {
 var hapReloads = hapVariant{
 	name:     "HAProxy, reloads (haproxy.toml): ",
 	resource: "haproxy.toml",
-	target:   func(floor, float64) string { return "≤ floor + 50 ms (issue 12)" },
+	target: func(p float64) string {
+		return fmt.Sprintf("≤ floor p%.0f + 50 ms (issue 12)", p)
+	},
 }
 
 // hapWorld is a world whose gateway is the private HAProxy and whose

@@ -97,7 +97,7 @@ func pushPattern(ctx context.Context, pw *pushWorld, t *table, name string, n in
 	if err != nil {
 		return err
 	}
-	c, err := propagate(ctx, pw.world, p, n)
+	c, err := propagate(ctx, pw.world, p, n, nil)
 	if err != nil {
 		return err
 	}
