@@ -197,19 +197,6 @@ func parseServersState(out string) map[string][]string {
 	return got
 }
 
-// floors measures the floor k times and returns the medians.
-func floors(ctx context.Context, k int, measure func(context.Context) (floor, error)) (floor, error) {
-	var ts, rs []float64
-	for range k {
-		f, err := measure(ctx)
-		if err != nil {
-			return floor{}, err
-		}
-		ts, rs = append(ts, float64(f.test)), append(rs, float64(f.reload))
-	}
-	return floor{test: time.Duration(median(ts)), reload: time.Duration(median(rs))}, nil
-}
-
 // lookHAProxy finds haproxy, also in /usr/sbin (often off a user's PATH).
 func lookHAProxy(name string) (string, error) {
 	bin, err := exec.LookPath(name)

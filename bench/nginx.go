@@ -100,6 +100,19 @@ func (n *nginx) floor(ctx context.Context) (floor, error) {
 	return f, nil
 }
 
+// floors measures the floor k times and returns the medians.
+func (n *nginx) floors(ctx context.Context, k int) (floor, error) {
+	var ts, rs []float64
+	for range k {
+		f, err := n.floor(ctx)
+		if err != nil {
+			return floor{}, err
+		}
+		ts, rs = append(ts, float64(f.test)), append(rs, float64(f.reload))
+	}
+	return floor{test: time.Duration(median(ts)), reload: time.Duration(median(rs))}, nil
+}
+
 // checkScript writes the {{.src}} check a confd user writes for an nginx
 // fragment: `nginx -t` on a wrapper that includes only the staged file.
 func (n *nginx) checkScript(dir string) (string, error) {

@@ -97,7 +97,7 @@ func pattern(ctx context.Context, w *world, t *table, name string, n int, pcts [
 	if err != nil {
 		return "", err
 	}
-	fl, err := floors(ctx, w.opt.floorRuns, w.nginx.floor)
+	fl, err := w.nginx.floors(ctx, w.opt.floorRuns)
 	if err != nil {
 		return "", err
 	}

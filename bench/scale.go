@@ -123,15 +123,9 @@ func breakdown(t *table, name string, before, after map[string]float64, n int) {
 // recordFloor adds nginx's floor rows under name and returns the name of
 // the row that other rows print as their floor.
 func recordFloor(t *table, name string, fl floor) string {
-	return floorRows(t, name+"nginx's floor: ", "`nginx -t`", fl)
-}
-
-// floorRows adds a server's floor rows (prefix, then check + reload, check
-// alone, reload alone) and returns the name of the total's row.
-func floorRows(t *table, prefix, check string, fl floor) string {
-	total := prefix + check + " + reload until served"
+	total := name + "nginx's floor: `nginx -t` + reload until served"
 	t.dur(total, fl.total())
-	t.dur(prefix+check+" alone", fl.test)
-	t.dur(prefix+"reload until served", fl.reload)
+	t.dur(name+"nginx's floor: `nginx -t` alone", fl.test)
+	t.dur(name+"nginx's floor: reload until served", fl.reload)
 	return total
 }
