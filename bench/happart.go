@@ -54,6 +54,19 @@ func hapRun(ctx context.Context, opt *options, t *table, bin string, v hapVarian
 	if err := hapBurst(ctx, hw, t, v.name, floorRow); err != nil {
 		return err
 	}
+	// The stream's app keeps one instance, so each change of the stream is
+	// a membership change (as in the burst).
+	base, err := hw.be.add()
+	if err != nil {
+		return err
+	}
+	rev, err := hw.put(ctx, registry.Key("", steadyApp, benchEnv, base), registry.Value(base))
+	if err != nil {
+		return err
+	}
+	if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
+		return err
+	}
 	s, err := stream(ctx, hw.world)
 	if err != nil {
 		return err
