@@ -26,7 +26,7 @@ func hapPart(ctx context.Context, opt *options, t *table, logf func(string, ...a
 		t.add(hapName+"every row", count, math.NaN()).note = "n/a: no haproxy (apt-get install haproxy)"
 		return nil
 	}
-	for _, v := range []hapVariant{hapReloads} {
+	for _, v := range hapVariants {
 		for i := range opt.hapRuns {
 			logf("%srun %d/%d: floor, %d add → remove cycles, burst, stream", v.name, i+1, opt.hapRuns, opt.changes)
 			if err := hapRun(ctx, opt, t, bin, v); err != nil {

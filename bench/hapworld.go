@@ -31,6 +31,9 @@ var hapReloads = hapVariant{
 	},
 }
 
+// hapVariants are the setups the part measures, in order.
+var hapVariants = []hapVariant{hapReloads}
+
 // hapWorld is a world whose gateway is the private HAProxy and whose
 // renderer runs the shipped haproxy/ confdir (one variant's resource). The
 // embedded world has no nginx; etcd, renderer, backends and acks are the
