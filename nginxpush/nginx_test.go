@@ -397,6 +397,18 @@ func TestNginxPushRetriesFailedPeer(t *testing.T) {
 	}
 }
 
+// get answers a GET's body, on a new connection (not a worker going away).
+func get(url string) (string, error) {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
 func dead2(t *testing.T) netip.AddrPort { return deadAddr(t) }
 
 // TestNginxPushColdStartAndReload: nginx started cold serves the rendered
@@ -406,7 +418,14 @@ func TestNginxPushColdStartAndReload(t *testing.T) {
 	t.Parallel()
 	b1, b2, b3 := backend(t), backend(t), backend(t)
 	file := set(3, map[string][]netip.AddrPort{"a_b": {b2}})
-	g := startGateway(t, gatewayOpts{apps: []string{"a_b"}, peers: string(file.Encode())})
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The worker's pid, to see a reload applied (a new worker answers).
+	pidURL := fmt.Sprintf("http://127.0.0.1:%d/pid", port)
+	pidServer := fmt.Sprintf("server { listen 127.0.0.1:%d; location = /pid { return 200 $pid; } }\n", port)
+	g := startGateway(t, gatewayOpts{apps: []string{"a_b"}, peers: string(file.Encode()), http: pidServer})
 	ctx := ctxT(t)
 	if v, err := g.client.Version(ctx); err != nil || v != 3 {
 		t.Fatalf("cold start holds %d, %v; want the file's 3", v, err)
@@ -418,16 +437,16 @@ func TestNginxPushColdStartAndReload(t *testing.T) {
 	}
 	reload := func(what string) {
 		t.Helper()
-		old, _ := g.ngx.MasterPID()
+		old, _ := get(pidURL)
 		if err := g.ngx.Reload(ctx); err != nil {
 			t.Fatal(err)
 		}
-		_ = old
-		// The new workers answer the update endpoint once the reload is
-		// applied; wait until a new generation serves (version readable).
+		// The reload is applied once a new worker answers.
 		waitfor.Cond(t, 5*time.Second, what, func() error {
-			_, err := g.client.Version(ctx)
-			return err
+			if pid, err := get(pidURL); err != nil || pid == old {
+				return fmt.Errorf("worker %q (before: %q), %v", pid, old, err)
+			}
+			return nil
 		})
 	}
 	reload("reload with an older file")
@@ -447,6 +466,10 @@ func TestNginxPushColdStartAndReload(t *testing.T) {
 		}
 		return nil
 	})
+	wantServed(t, g.served(t, "a_b", 3), b3)
+	// Reloaded again with the file at the version the dict holds (the
+	// renderer wrote and pushed it, then an app appeared): the dict stays.
+	reload("reload with the file at the dict's version")
 	wantServed(t, g.served(t, "a_b", 3), b3)
 }
 

@@ -176,7 +176,7 @@ func decode(b []byte) (v, base int64, svcs map[string][]netip.AddrPort, err erro
 	}
 	svcs = make(map[string][]netip.AddrPort, len(lines)-1)
 	for i, line := range lines[1:] {
-		name, as, err := parseLine(line)
+		name, as, err := ParseLine(line)
 		if err != nil {
 			return 0, 0, nil, fmt.Errorf("line %d: %w", i+2, err)
 		}
@@ -232,7 +232,10 @@ func parseNumber(d string) (int64, error) {
 	return v, nil
 }
 
-func parseLine(line string) (string, []netip.AddrPort, error) {
+// ParseLine parses one service line ("<app>_<env> <ip:port> ...", no
+// newline) with Decode's rules: a caller that keeps what it parsed before
+// re-parses only the lines that changed.
+func ParseLine(line string) (string, []netip.AddrPort, error) {
 	fields := strings.Split(line, " ")
 	name := fields[0]
 	if _, _, err := registry.ParseService(name); err != nil {

@@ -367,13 +367,18 @@ end
 -- (write), and only once all are in place do the apps' numbers and then
 -- the version switch over (numbers, rewritten in place: they never need
 -- memory), after which the old values are freed. A failure leaves the
--- last good state whole and current.
+-- last good state whole and current. st.version must be newer than the
+-- version held: the fresh keys are named with it.
 local function store(d, st)
+    local v = st.version
+    local cur = d:get("version")
+    if cur and v <= cur then
+        return nil, "version " .. v .. " is not newer than the " .. cur .. " held"
+    end
     local ok, err = ensure(d, "version")
     if not ok then
         return nil, err
     end
-    local v = st.version
     local ch = changes(d, st)
     ok, err = write(d, ch, v)
     if not ok then
@@ -401,7 +406,7 @@ end
 -- init loads the rendered peers file into the dict: call it from
 -- init_by_lua_block. opts.dict names the lua_shared_dict, opts.file the
 -- peers file the renderer keeps current. A reload keeps the dict, so the
--- file is applied only when it is not older than what the dict holds.
+-- file is applied only when it is newer than what the dict holds.
 function _M.init(opts)
     conf.dict = opts.dict or conf.dict
     conf.file = opts.file
@@ -430,10 +435,12 @@ function _M.init(opts)
             "; serving the dict's version ", held(d))
         return
     end
-    local cur = held(d)
-    if st.version < cur then
+    -- The dict at the file's version holds the same peers already (a
+    -- reload right after the renderer wrote and pushed it).
+    local cur = d:get("version")
+    if cur and st.version <= cur then
         ngx.log(ngx.NOTICE, "rollcall.peers: peers file ", conf.file, " holds version ", st.version,
-            ", older than the dict's ", cur, ": kept the dict")
+            ", not newer than the dict's ", cur, ": kept the dict")
         return
     end
     local ok, serr = store(d, st)

@@ -1,0 +1,124 @@
+package renderer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeLua answers like lua/rollcall/peers.lua's endpoint: it holds a
+// version, applies a full state or a delta on top of the version it holds
+// (412 otherwise), and counts what it was sent.
+type fakeLua struct {
+	mu            sync.Mutex
+	held          int64
+	fulls, deltas int
+	lastBody      string
+	refusedDeltas int
+	bytesIn       int
+}
+
+func (f *fakeLua) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.Method == http.MethodGet {
+		io.WriteString(w, "version "+strconv.FormatInt(f.held, 10)+"\n")
+		return
+	}
+	b, _ := io.ReadAll(r.Body)
+	f.bytesIn += len(b)
+	f.lastBody = string(b)
+	head, _, _ := strings.Cut(string(b), "\n")
+	vs, from, delta := strings.Cut(strings.TrimPrefix(head, "version "), " from ")
+	v, _ := strconv.ParseInt(vs, 10, 64)
+	base, _ := strconv.ParseInt(from, 10, 64)
+	if delta {
+		f.deltas++
+		if v > f.held && base != f.held {
+			f.refusedDeltas++
+			w.WriteHeader(http.StatusPreconditionFailed)
+			io.WriteString(w, "holding version "+strconv.FormatInt(f.held, 10)+"\n")
+			return
+		}
+	} else {
+		f.fulls++
+	}
+	f.held = max(f.held, v)
+	io.WriteString(w, "version "+strconv.FormatInt(f.held, 10)+"\n")
+}
+
+func (f *fakeLua) lose() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.held = 0
+}
+
+// pushConfdir writes a confdir with the shipped peers.tmpl as a resource
+// that pushes to url, and returns it with apps x 10 instances.
+func pushConfdir(tb testing.TB, apps int, url string) (string, string, map[string]string) {
+	tb.Helper()
+	dir, out := tb.TempDir(), tb.TempDir()
+	for _, d := range []string{"conf.d", "templates"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join("..", "templates", "peers.tmpl"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "templates", "peers.tmpl"), b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	dest := filepath.Join(out, "peers.txt")
+	toml := fmt.Sprintf("[template]\nsrc = \"peers.tmpl\"\ndest = %q\nkeys = [\"/\"]\npush = %q\n", dest, url)
+	if err := os.WriteFile(filepath.Join(dir, "conf.d", "peers.toml"), []byte(toml), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	_, kvs := benchConfdir(tb, apps, false, "", "")
+	return dir, dest, kvs
+}
+
+func newPushRenderer(tb testing.TB, apps int) (*Renderer, *fakeLua, string, map[string]string) {
+	tb.Helper()
+	f := &fakeLua{}
+	s := httptest.NewServer(f)
+	tb.Cleanup(s.Close)
+	dir, dest, kvs := pushConfdir(tb, apps, s.URL)
+	r := newTestRenderer(dir)
+	r.push.enabled = true
+	r.store.Replace(kvs, 1, r.prefixes())
+	r.applyDue(context.Background(), time.Now())
+	if !r.sched.Idle() {
+		tb.Fatal("first push failed")
+	}
+	return r, f, dest, kvs
+}
+
+// BenchmarkPushChange: the renderer's share of one instance change at
+// 10,000 instances over 1,000 apps on the push path: render the peer set,
+// find what changed, install the peers file, push and confirm (to a fake
+// nginx that answers at once).
+func BenchmarkPushChange(b *testing.B) {
+	r, _, _, _ := newPushRenderer(b, 1000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		toggle(r.store, n)
+		r.applyDue(ctx, time.Now())
+		if !r.sched.Idle() {
+			b.Fatal("change not applied")
+		}
+	}
+}
