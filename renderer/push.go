@@ -126,70 +126,98 @@ func (r *Renderer) applyPushes(ctx context.Context, snap *snapshot, sts []*resSt
 // set nginx last confirmed, the full state when there is none (start, a
 // failure) or nginx does not hold the delta's base (it lost its dict), and
 // the full state again when nginx reports an older version while nothing
-// changed. It returns once nginx confirms, so an acknowledgement after it
-// is true.
+// changed. It returns once nginx confirms and the file is installed, so an
+// acknowledgement after it is true.
 func (r *Renderer) applyPush(ctx context.Context, snap *snapshot, st *resState) error {
 	rs := st.res
-	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
-	if err != nil {
-		r.m.renders.WithLabelValues(st.name, "error").Inc()
-		return fmt.Errorf("render %s: %w", rs.Dest, err)
-	}
-	for _, s := range out.Skipped {
-		r.gate.skipped(s.Key, s.Value, s.Err)
-	}
-	// base: what nginx confirmed last, the delta's base; last: what dest
-	// holds, the same or, at start, the installed file.
+	// base: what nginx confirmed last, the delta's base; kept again only
+	// once nginx confirms the new state.
 	base := r.push.last[rs.Path]
 	if base != nil && (base.dest != rs.Dest || base.url != rs.Push) {
 		base = nil
 	}
-	delete(r.push.last, rs.Path) // until nginx confirms the new state
-	next, err := parsePeers(out.Bytes, snap.rev, base)
+	delete(r.push.last, rs.Path)
+	next, rendered, err := r.renderPeers(ctx, snap, st, base)
 	if err != nil {
 		r.m.renders.WithLabelValues(st.name, "error").Inc()
-		return fmt.Errorf("render %s: not a peer set (one line per service: <app>_<env> ip:port ...): %w", rs.Dest, err)
+		return err
 	}
-	next.dest, next.url = rs.Dest, rs.Push
+	// last: what dest holds: base or, at start, the installed file.
 	last := base
 	if last == nil {
 		if last, err = installedPeers(rs.Dest); err != nil {
 			return err
 		}
 	}
-	changed := last == nil || !next.same(last)
-	if changed {
-		r.m.renders.WithLabelValues(st.name, "ok").Inc()
-		// The file first: nginx started or reloaded from now on loads it.
-		if err := installPeers(rs, next, out.Bytes); err != nil {
-			return err
-		}
-	} else {
-		r.m.renders.WithLabelValues(st.name, "unchanged").Inc()
-		next.version = last.version // its version says since when
-	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
 	defer cancel()
 	c := r.push.client(rs.Push)
-	if !changed {
-		held, err := c.Version(ctx)
-		if err == nil && held >= next.version {
-			r.m.pushes.WithLabelValues("unchanged").Inc()
-			r.push.last[rs.Path] = next
-			return nil
-		}
-		r.log.Warn("nginx does not hold the installed peers, pushing them again", "resource", st.name, "rev", next.version, "held", held, "err", err)
-		base = nil // the full state
+	if last != nil && next.same(last) {
+		r.m.renders.WithLabelValues(st.name, "unchanged").Inc()
+		next.version = last.version // its version says since when
+		return r.ensureHeld(ctx, st, c, next)
 	}
+	r.m.renders.WithLabelValues(st.name, "ok").Inc()
+	// The file and the push at once. nginx reloaded before the file is in
+	// place loads the older file, which does not replace a newer dict;
+	// restarted, it reports the older version, and the next batch pushes
+	// the full state (412 to a delta, or the version check). The
+	// acknowledgement waits for both.
+	installed := make(chan error, 1)
+	go func() { installed <- installPeers(rs, next, rendered) }()
 	start := time.Now()
 	kind, err := r.pushPeers(ctx, c, base, next)
+	if ierr := <-installed; ierr != nil {
+		return errors.Join(ierr, err)
+	}
+	return r.pushed(st, next, kind, start, err)
+}
+
+// renderPeers renders st's peer set at snap and parses it, re-parsing only
+// the lines that differ from base's.
+func (r *Renderer) renderPeers(ctx context.Context, snap *snapshot, st *resState, base *peerState) (*peerState, []byte, error) {
+	rs := st.res
+	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
+	if err != nil {
+		return nil, nil, fmt.Errorf("render %s: %w", rs.Dest, err)
+	}
+	for _, s := range out.Skipped {
+		r.gate.skipped(s.Key, s.Value, s.Err)
+	}
+	next, err := parsePeers(out.Bytes, snap.rev, base)
+	if err != nil {
+		return nil, nil, fmt.Errorf("render %s: not a peer set (one line per service: <app>_<env> ip:port ...): %w", rs.Dest, err)
+	}
+	next.dest, next.url = rs.Dest, rs.Push
+	return next, out.Bytes, nil
+}
+
+// ensureHeld checks that nginx holds next, which is installed, and pushes
+// the full state when it reports an older version (it lost its dict, or
+// its peers file did not load).
+func (r *Renderer) ensureHeld(ctx context.Context, st *resState, c *nginxpush.Client, next *peerState) error {
+	held, err := c.Version(ctx)
+	if err == nil && held >= next.version {
+		r.m.pushes.WithLabelValues("unchanged").Inc()
+		r.push.last[st.res.Path] = next
+		return nil
+	}
+	r.log.Warn("nginx does not hold the installed peers, pushing them again", "resource", st.name, "rev", next.version, "held", held, "err", err)
+	start := time.Now()
+	kind, err := r.pushPeers(ctx, c, nil, next)
+	return r.pushed(st, next, kind, start, err)
+}
+
+// pushed records a push's outcome; from a confirmed one the next push is
+// a delta.
+func (r *Renderer) pushed(st *resState, next *peerState, kind string, start time.Time, err error) error {
 	if err != nil {
 		r.m.pushes.WithLabelValues("failure").Inc()
-		return fmt.Errorf("push %s to %s: %w", rs.Dest, rs.Push, err)
+		return fmt.Errorf("push %s to %s: %w", st.res.Dest, st.res.Push, err)
 	}
-	r.push.last[rs.Path] = next
+	r.push.last[st.res.Path] = next
 	r.m.pushes.WithLabelValues("ok").Inc()
-	if since := r.sched.Since(rs.Path); !since.IsZero() {
+	if since := r.sched.Since(st.res.Path); !since.IsZero() {
 		r.m.changeToInstall.Observe(time.Since(since).Seconds())
 	}
 	r.log.Info("pushed peers", "resource", st.name, "rev", next.version, "services", len(next.apps), "push", kind, "took", time.Since(start))

@@ -16,7 +16,7 @@ import (
 // version nginx confirmed; the peers file always holds the full state.
 func TestPushDeltaFromConfirmed(t *testing.T) {
 	t.Parallel()
-	r, f, dest, _ := newPushRenderer(t, 50)
+	r, f, dest, _ := newPushRenderer(t, 50, false)
 	if f.fulls != 1 || f.deltas != 0 || f.held != 1 {
 		t.Fatalf("first push: %d full, %d deltas, nginx holds %d; want one full state at 1", f.fulls, f.deltas, f.held)
 	}
@@ -48,7 +48,7 @@ func TestPushDeltaFromConfirmed(t *testing.T) {
 // version and the full state pushed again.
 func TestPushFullWhenDictLost(t *testing.T) {
 	t.Parallel()
-	r, f, _, _ := newPushRenderer(t, 20)
+	r, f, _, _ := newPushRenderer(t, 20, false)
 	ctx := context.Background()
 	f.lose()
 	toggleApp(r.store, "app0003_prod", "10.0.3.99:20003", 1)
