@@ -164,8 +164,8 @@ func (r *Renderer) applyPush(ctx context.Context, snap *snapshot, st *resState) 
 	// the full state (412 to a delta, or the version check). The
 	// acknowledgement waits for both.
 	installed := make(chan error, 1)
-	go func() { installed <- installPeers(rs, next, rendered) }()
 	start := time.Now()
+	go func() { installed <- installPeers(rs, next, rendered) }()
 	kind, err := r.pushPeers(ctx, c, base, next)
 	if ierr := <-installed; ierr != nil {
 		return errors.Join(ierr, err)
