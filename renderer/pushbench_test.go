@@ -64,39 +64,30 @@ func (f *fakeLua) lose() {
 	f.held = 0
 }
 
-// pushConfdir writes a confdir with the shipped peers.tmpl as a resource
-// that pushes to url, and returns it with apps x 10 instances.
+// pushConfdir is benchConfdir's confdir for all apps in one resource (its
+// upstreams.tmpl, kept when upstreams is set: a change renders it too, and
+// it stays as it is) plus the shipped peers.tmpl as a resource that pushes
+// to url. It returns the confdir, the peers file and apps x 10 instances.
 func pushConfdir(tb testing.TB, apps int, url string, upstreams bool) (string, string, map[string]string) {
 	tb.Helper()
-	dir, out := tb.TempDir(), tb.TempDir()
-	for _, d := range []string{"conf.d", "templates"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+	dir, kvs := benchConfdir(tb, apps, false, "", "")
+	if !upstreams {
+		if err := os.Remove(filepath.Join(dir, "conf.d", "upstreams.toml")); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	for _, t := range []string{"peers.tmpl", "upstreams-lua.tmpl"} {
-		b, err := os.ReadFile(filepath.Join("..", "templates", t))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "templates", t), b, 0o644); err != nil {
-			tb.Fatal(err)
-		}
+	b, err := os.ReadFile(filepath.Join("..", "templates", "peers.tmpl"))
+	if err != nil {
+		tb.Fatal(err)
 	}
-	dest := filepath.Join(out, "peers.txt")
+	if err := os.WriteFile(filepath.Join(dir, "templates", "peers.tmpl"), b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	dest := filepath.Join(tb.TempDir(), "peers.txt")
 	toml := fmt.Sprintf("[template]\nsrc = \"peers.tmpl\"\ndest = %q\nkeys = [\"/\"]\npush = %q\n", dest, url)
 	if err := os.WriteFile(filepath.Join(dir, "conf.d", "peers.toml"), []byte(toml), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	if upstreams {
-		// conf.d/upstreams-lua.toml.example's shape, without commands: a
-		// change renders it too, and it stays as it is.
-		toml := fmt.Sprintf("[template]\nsrc = \"upstreams-lua.tmpl\"\ndest = %q\nkeys = [\"/\"]\n", filepath.Join(out, "upstreams.conf"))
-		if err := os.WriteFile(filepath.Join(dir, "conf.d", "upstreams.toml"), []byte(toml), 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	_, kvs := benchConfdir(tb, apps, false, "", "")
 	return dir, dest, kvs
 }
 
@@ -121,7 +112,7 @@ func newPushRenderer(tb testing.TB, apps int, upstreams bool) (*Renderer, *fakeL
 // (conf.d/peers.toml.example, upstreams-lua.toml.example) has it: render
 // the peer set, find what changed, install the peers file, push and
 // confirm (to a fake nginx that answers at once), then render the
-// upstreams (unchanged). push-ms/op is the loop's start to the confirmed
+// upstreams (unchanged; upstreams.tmpl, as costly as upstreams-lua.tmpl). push-ms/op is the loop's start to the confirmed
 // push, the renderer's share in make bench.
 func BenchmarkPushChange(b *testing.B) {
 	r, f, _, _ := newPushRenderer(b, 1000, true)
