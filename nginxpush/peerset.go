@@ -130,7 +130,8 @@ func sameAddrs(a, b []netip.AddrPort) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	return slices.Equal(sortedAddrs(a), sortedAddrs(b))
+	// In the same order (the common case: rendered alike) nothing is sorted.
+	return slices.Equal(a, b) || slices.Equal(sortedAddrs(a), sortedAddrs(b))
 }
 
 // Decode parses the wire format strictly, with the Lua module's rules: the
