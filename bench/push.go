@@ -113,32 +113,48 @@ func pushPattern(ctx context.Context, pw *pushWorld, t *table, name string, n in
 	c.record(t, name, pcts, target, "")
 	breakdown(t, name, before, after, changes)
 	t.add(fmt.Sprintf("%snginx reloads during the %d changes", name, changes), count, r1-r0).with("0", "")
-	fl, err := pushFloor(ctx, pw, pw.opt.floorRuns)
+	fl, dl, err := pushFloor(ctx, pw, pw.opt.floorRuns)
 	if err != nil {
 		return err
 	}
 	t.dur(fmt.Sprintf("%snginx's share of a push: the whole peer set POSTed and confirmed (median of %d)", name, pw.opt.floorRuns), fl)
+	t.dur(fmt.Sprintf("%snginx's share of a change: a delta of one app POSTed and confirmed (median of %d)", name, pw.opt.floorRuns), dl)
 	return nil
 }
 
 // pushFloor is nginx's own part of one push on this state, the push
 // path's floor: the peer set nginx holds, POSTed again at its version
 // (parsed and validated whole; then not stored, being not newer) and
-// confirmed with a GET. It returns the median of k.
-func pushFloor(ctx context.Context, pw *pushWorld, k int) (time.Duration, error) {
+// confirmed with a GET; and the same for a delta of one app, what a change
+// sends (the renderer pushes the changed apps only). It returns the
+// medians of k each.
+func pushFloor(ctx context.Context, pw *pushWorld, k int) (full, delta time.Duration, err error) {
 	held, err := pw.push.Peers(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var ds []time.Duration
+	if held.Version < 1 {
+		return 0, 0, fmt.Errorf("nginx holds no peers")
+	}
+	// At the version held: parsed and validated, then not applied.
+	one := nginxpush.Delta{Base: held.Version - 1, Version: held.Version, Services: map[string][]netip.AddrPort{}}
+	for name, as := range held.Services {
+		one.Services[name] = as
+		break
+	}
+	var fs, ds []time.Duration
 	for range k {
 		t0 := time.Now()
 		if err := pw.push.Push(ctx, held); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		ds = append(ds, time.Since(t0))
+		t1 := time.Now()
+		if err := pw.push.PushDelta(ctx, one); err != nil {
+			return 0, 0, err
+		}
+		fs, ds = append(fs, t1.Sub(t0)), append(ds, time.Since(t1))
 	}
-	return percentile(ds, 50), nil
+	return percentile(fs, 50), percentile(ds, 50), nil
 }
 
 // pushBurst is the burst of issue 8 and 9 on the push path: 200

@@ -34,6 +34,18 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("nginx refused peers (%d): %s", e.Status, e.Msg)
 }
 
+// BaseError is nginx refusing a delta because it does not hold the
+// delta's base: it lost its dict (restart), loaded an older peers file
+// (reload) or missed a push. It applied nothing; send the full state.
+type BaseError struct {
+	Base int64
+	Msg  string
+}
+
+func (e *BaseError) Error() string {
+	return fmt.Sprintf("nginx refused a delta from version %d (%d): %s", e.Base, http.StatusPreconditionFailed, e.Msg)
+}
+
 func (c *Client) http() *http.Client {
 	if c.HTTP != nil {
 		return c.HTTP
@@ -50,22 +62,42 @@ func (c *Client) Push(ctx context.Context, p PeerSet) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	body := p.Encode()
+	return c.send(ctx, p.Version, p.Encode())
+}
+
+// PushDelta sends d as Push sends a full state. nginx applies it only on
+// top of d.Base; holding another version older than d.Version, it applies
+// nothing and PushDelta returns a *BaseError at once: send the full state
+// with Push.
+func (c *Client) PushDelta(ctx context.Context, d Delta) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	err := c.send(ctx, d.Version, d.Encode())
+	var be *BaseError
+	if errors.As(err, &be) {
+		be.Base = d.Base
+	}
+	return err
+}
+
+func (c *Client) send(ctx context.Context, version int64, body []byte) error {
 	var last error // the last failure that was not ctx ending
 	for attempt := 0; ; attempt++ {
-		err := c.pushOnce(ctx, p.Version, body)
+		err := c.pushOnce(ctx, version, body)
 		if err == nil {
 			return nil
 		}
 		var refused *RefusedError
-		if errors.As(err, &refused) {
+		var base *BaseError
+		if errors.As(err, &refused) || errors.As(err, &base) {
 			return err
 		}
 		if ctx.Err() == nil || last == nil {
 			last = err
 		}
 		if serr := sleepCtx(ctx, c.backoff(attempt)); serr != nil {
-			return fmt.Errorf("push version %d to %s: %w (last: %v)", p.Version, c.URL, serr, last)
+			return fmt.Errorf("push version %d to %s: %w (last: %v)", version, c.URL, serr, last)
 		}
 	}
 }
@@ -87,6 +119,8 @@ func (c *Client) pushOnce(ctx context.Context, version int64, body []byte) error
 	case status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge,
 		status == http.StatusInsufficientStorage, status == http.StatusForbidden:
 		return &RefusedError{Status: status, Msg: strings.TrimSpace(msg)}
+	case status == http.StatusPreconditionFailed:
+		return &BaseError{Msg: strings.TrimSpace(msg)}
 	default: // 409 another update, 502/503 while nginx restarts: retry
 		return fmt.Errorf("push: nginx answered %d: %s", status, strings.TrimSpace(msg))
 	}

@@ -40,14 +40,19 @@ func (f *fakeNginx) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, _ := io.ReadAll(r.Body)
-	p, err := Decode(b)
+	v, base, _, err := decode(b)
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)
 		io.WriteString(w, err.Error())
 		return
 	}
-	if p.Version > f.held {
-		f.held = p.Version
+	if base >= 0 && v > f.held && base != f.held {
+		w.WriteHeader(http.StatusPreconditionFailed)
+		io.WriteString(w, "holding version "+strconv.FormatInt(f.held, 10))
+		return
+	}
+	if v > f.held {
+		f.held = v
 	}
 	if f.lose {
 		f.lose, f.held = false, 0
@@ -79,6 +84,40 @@ func TestPush(t *testing.T) {
 			err := c.Push(t.Context(), one)
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("Push() = %v; want %q", err, tc.wantErr)
+			}
+			if f.posts != tc.wantPosts {
+				t.Errorf("posts = %d; want %d", f.posts, tc.wantPosts)
+			}
+		})
+	}
+}
+
+func TestPushDelta(t *testing.T) {
+	d := Delta{Base: 4, Version: 6, Services: map[string][]netip.AddrPort{"a_b": nil}}
+	for _, tc := range []struct {
+		name      string
+		fake      *fakeNginx
+		wantPosts int
+		wantErr   string // "" = confirmed
+	}{
+		{"applied", &fakeNginx{held: 4}, 1, ""},
+		{"stale is acknowledged", &fakeNginx{held: 6}, 1, ""},
+		{"busy then applied", &fakeNginx{held: 4, script: []int{409}}, 2, ""},
+		{"lost dict: refused at once", &fakeNginx{held: 0}, 1, "refused a delta from version 4 (412): holding version 0"},
+		{"gap: refused at once", &fakeNginx{held: 5}, 1, "(412): holding version 5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.fake
+			s := httptest.NewServer(f)
+			defer s.Close()
+			c := &Client{URL: s.URL, MaxBackoff: time.Millisecond}
+			err := c.PushDelta(t.Context(), d)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("PushDelta() = %v; want %q", err, tc.wantErr)
+			}
+			var be *BaseError
+			if tc.wantErr != "" && (!errors.As(err, &be) || be.Base != 4) {
+				t.Errorf("PushDelta() = %#v; want a *BaseError with base 4", err)
 			}
 			if f.posts != tc.wantPosts {
 				t.Errorf("posts = %d; want %d", f.posts, tc.wantPosts)

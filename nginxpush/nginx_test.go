@@ -397,6 +397,18 @@ func TestNginxPushRetriesFailedPeer(t *testing.T) {
 	}
 }
 
+// get answers a GET's body, on a new connection (not a worker going away).
+func get(url string) (string, error) {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
 func dead2(t *testing.T) netip.AddrPort { return deadAddr(t) }
 
 // TestNginxPushColdStartAndReload: nginx started cold serves the rendered
@@ -406,7 +418,14 @@ func TestNginxPushColdStartAndReload(t *testing.T) {
 	t.Parallel()
 	b1, b2, b3 := backend(t), backend(t), backend(t)
 	file := set(3, map[string][]netip.AddrPort{"a_b": {b2}})
-	g := startGateway(t, gatewayOpts{apps: []string{"a_b"}, peers: string(file.Encode())})
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The worker's pid, to see a reload applied (a new worker answers).
+	pidURL := fmt.Sprintf("http://127.0.0.1:%d/pid", port)
+	pidServer := fmt.Sprintf("server { listen 127.0.0.1:%d; location = /pid { return 200 $pid; } }\n", port)
+	g := startGateway(t, gatewayOpts{apps: []string{"a_b"}, peers: string(file.Encode()), http: pidServer})
 	ctx := ctxT(t)
 	if v, err := g.client.Version(ctx); err != nil || v != 3 {
 		t.Fatalf("cold start holds %d, %v; want the file's 3", v, err)
@@ -418,16 +437,16 @@ func TestNginxPushColdStartAndReload(t *testing.T) {
 	}
 	reload := func(what string) {
 		t.Helper()
-		old, _ := g.ngx.MasterPID()
+		old, _ := get(pidURL)
 		if err := g.ngx.Reload(ctx); err != nil {
 			t.Fatal(err)
 		}
-		_ = old
-		// The new workers answer the update endpoint once the reload is
-		// applied; wait until a new generation serves (version readable).
+		// The reload is applied once a new worker answers.
 		waitfor.Cond(t, 5*time.Second, what, func() error {
-			_, err := g.client.Version(ctx)
-			return err
+			if pid, err := get(pidURL); err != nil || pid == old {
+				return fmt.Errorf("worker %q (before: %q), %v", pid, old, err)
+			}
+			return nil
 		})
 	}
 	reload("reload with an older file")
@@ -447,6 +466,10 @@ func TestNginxPushColdStartAndReload(t *testing.T) {
 		}
 		return nil
 	})
+	wantServed(t, g.served(t, "a_b", 3), b3)
+	// Reloaded again with the file at the version the dict holds (the
+	// renderer wrote and pushed it, then an app appeared): the dict stays.
+	reload("reload with the file at the dict's version")
 	wantServed(t, g.served(t, "a_b", 3), b3)
 }
 
@@ -502,6 +525,29 @@ func TestNginxPushTenThousand(t *testing.T) {
 	if err != nil || !got.Equal(p) {
 		t.Fatalf("Peers() differs from the pushed set: %v", err)
 	}
+	// One instance coming and going is a delta of one app: nginx's share
+	// is a small fraction of a full push's.
+	var took []time.Duration
+	cur := p
+	for i := range 20 {
+		next := PeerSet{Version: cur.Version + 1, Services: maps.Clone(cur.Services)}
+		next.Services["app7_prod"] = p.Services["app7_prod"][i%2:]
+		d := Diff(cur, next)
+		start := time.Now()
+		if err := g.client.PushDelta(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		cur = next
+	}
+	slices.Sort(took)
+	t.Logf("a delta of one app at 10,000 instances pushed and confirmed: median %v, max %v", took[len(took)/2], took[len(took)-1])
+	if took[len(took)/2] > 5*time.Millisecond {
+		t.Errorf("a delta of one app took %v (median); want ≤ 5 ms (a full push of this state takes ~30 ms)", took[len(took)/2])
+	}
+	if got, err := g.client.Peers(ctx); err != nil || !got.Equal(cur) {
+		t.Fatalf("Peers() after the deltas differs: %v", err)
+	}
 }
 
 // TestNginxPushBadPeersFile: a peers file that does not parse never keeps
@@ -512,4 +558,132 @@ func TestNginxPushBadPeersFile(t *testing.T) {
 	if v, err := g.client.Version(ctxT(t)); err != nil || v != 0 {
 		t.Fatalf("with a bad peers file nginx holds %d, %v; want 0", v, err)
 	}
+}
+
+func delta(base, v int64, svcs map[string][]netip.AddrPort) Delta {
+	return Delta{Base: base, Version: v, Services: svcs}
+}
+
+// TestNginxPushDelta: a delta changes only the apps it names (an app named
+// alone loses its peers), in every worker from the next request on; a
+// repeated or late delta is harmless; the Lua parser accepts and refuses
+// exactly the deltas DecodeDelta does.
+func TestNginxPushDelta(t *testing.T) {
+	t.Parallel()
+	b1, b2, b3 := backend(t), backend(t), backend(t)
+	g := startGateway(t, gatewayOpts{apps: []string{"web_prod", "api_prod", "db_prod"}, workers: 2})
+	ctx := ctxT(t)
+	full := set(10, map[string][]netip.AddrPort{"web_prod": {b1}, "api_prod": {b2}, "db_prod": {b3}})
+	if err := g.client.Push(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	wantServed(t, g.served(t, "api_prod", 4), b2) // parsed by the workers before the delta
+	d := delta(10, 11, map[string][]netip.AddrPort{"web_prod": {b2, b3}, "db_prod": nil})
+	if err := g.client.PushDelta(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	wantServed(t, g.served(t, "web_prod", 8), b2, b3)
+	wantServed(t, g.served(t, "api_prod", 4), b2)
+	if _, code, _ := g.get("db_prod"); code != http.StatusBadGateway {
+		t.Fatalf("db_prod emptied by a delta answered %d; want 502", code)
+	}
+	want := full.Apply(d)
+	got, err := g.client.Peers(ctx)
+	if err != nil || got.Version != 11 || !got.Equal(want) || len(got.Services) != 2 {
+		t.Fatalf("Peers() = %+v, %v; want %+v", got, err, want)
+	}
+	// Repeated, or late behind a newer one: acknowledged, nothing changes.
+	if err := g.client.PushDelta(ctx, d); err != nil {
+		t.Fatalf("repeated delta: %v", err)
+	}
+	if err := g.client.PushDelta(ctx, delta(9, 10, map[string][]netip.AddrPort{"api_prod": {b1}})); err != nil {
+		t.Fatalf("late delta: %v", err)
+	}
+	wantServed(t, g.served(t, "api_prod", 4), b2)
+	for _, tc := range deltaCases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Versions at or below the one held: an accepted delta is stale
+			// and changes nothing; the parser runs before the version check.
+			code, msg := post(t, g.lua.URL, tc.body)
+			want := http.StatusBadRequest
+			if tc.ok {
+				want = http.StatusOK
+			}
+			if code != want {
+				t.Fatalf("POST %q: %d %q; want %d (DecodeDelta ok=%v)", tc.body, code, msg, want, tc.ok)
+			}
+		})
+	}
+	if got, err := g.client.Peers(ctx); err != nil || got.Version != 11 || !got.Equal(want) {
+		t.Fatalf("after stale and refused deltas Peers() = %+v, %v; want %+v", got, err, want)
+	}
+}
+
+// TestNginxPushDeltaLostDict: nginx that does not hold a delta's base (it
+// restarted and lost its dict, or missed a push) refuses it with a
+// *BaseError and applies nothing; the full state then applies, and the
+// next delta on top of it.
+func TestNginxPushDeltaLostDict(t *testing.T) {
+	t.Parallel()
+	b1, b2 := backend(t), backend(t)
+	g := startGateway(t, gatewayOpts{apps: []string{"a_b", "c_d"}})
+	ctx := ctxT(t)
+	var be *BaseError
+	err := g.client.PushDelta(ctx, delta(5, 6, map[string][]netip.AddrPort{"a_b": {b1}}))
+	if !errors.As(err, &be) || be.Base != 5 || !strings.Contains(err.Error(), "holding version 0") {
+		t.Fatalf("delta to an empty dict = %v; want a *BaseError naming version 0", err)
+	}
+	if v, _ := g.client.Version(ctx); v != 0 {
+		t.Fatalf("holds %d after a refused delta; want 0", v)
+	}
+	if err := g.client.Push(ctx, set(6, map[string][]netip.AddrPort{"a_b": {b1}, "c_d": {b1}})); err != nil {
+		t.Fatal(err)
+	}
+	// A gap (the delta from 7 when nginx holds 6) is refused the same way.
+	if err := g.client.PushDelta(ctx, delta(7, 8, map[string][]netip.AddrPort{"a_b": {b2}})); !errors.As(err, &be) {
+		t.Fatalf("delta over a gap = %v; want a *BaseError", err)
+	}
+	if err := g.client.PushDelta(ctx, delta(6, 8, map[string][]netip.AddrPort{"a_b": {b2}})); err != nil {
+		t.Fatal(err)
+	}
+	wantServed(t, g.served(t, "a_b", 3), b2)
+	wantServed(t, g.served(t, "c_d", 3), b1)
+}
+
+// TestNginxPushDeltaFullDict: a delta that does not fit is refused (507)
+// whole: none of its apps change, the version stays, and a full state
+// replacing everything is refused the same way.
+func TestNginxPushDeltaFullDict(t *testing.T) {
+	t.Parallel()
+	b1, b2 := backend(t), backend(t)
+	g := startGateway(t, gatewayOpts{apps: []string{"a_b", "c_d"}, dictSize: "12k"})
+	ctx := ctxT(t)
+	if err := g.client.Push(ctx, set(2, map[string][]netip.AddrPort{"a_b": {b1}, "c_d": {b1}})); err != nil {
+		t.Fatal(err)
+	}
+	var big []netip.AddrPort
+	for i := range 2000 {
+		big = append(big, netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i+1)))
+	}
+	// a_b's new value fits; c_d's does not, and a_b must not change either.
+	var refused *RefusedError
+	err := g.client.PushDelta(ctx, delta(2, 3, map[string][]netip.AddrPort{"a_b": {b2}, "c_d": big}))
+	if !errors.As(err, &refused) || refused.Status != http.StatusInsufficientStorage {
+		t.Fatalf("PushDelta(too big) = %v; want 507", err)
+	}
+	err = g.client.Push(ctx, set(3, map[string][]netip.AddrPort{"a_b": {b2}, "c_d": big}))
+	if !errors.As(err, &refused) || refused.Status != http.StatusInsufficientStorage {
+		t.Fatalf("Push(too big) = %v; want 507", err)
+	}
+	if v, _ := g.client.Version(ctx); v != 2 {
+		t.Fatalf("holds version %d; want 2", v)
+	}
+	wantServed(t, g.served(t, "a_b", 3), b1)
+	wantServed(t, g.served(t, "c_d", 3), b1)
+	// What fits still applies, on top of the last good version.
+	if err := g.client.PushDelta(ctx, delta(2, 4, map[string][]netip.AddrPort{"a_b": {b2}})); err != nil {
+		t.Fatal(err)
+	}
+	wantServed(t, g.served(t, "a_b", 3), b2)
+	wantServed(t, g.served(t, "c_d", 3), b1)
 }

@@ -11,6 +11,16 @@
 // one line per service, every line ending in "\n", single spaces, addresses
 // canonical (registry.ParseAddr). The rendered peers file nginx loads at
 // start has the same format.
+//
+// A delta (Delta, Diff) carries only the services that changed since the
+// version nginx holds:
+//
+//	version <n> from <base>
+//	<app>_<env> <ip:port> ...
+//	<app>_<env>
+//
+// nginx applies it only on top of <base>; a listed service replaces its
+// peers, a service listed alone has none, the others are kept.
 package nginxpush
 
 import (
@@ -38,13 +48,16 @@ const maxVersion = 1<<53 - 1
 // Encode writes p in the wire format: services sorted by name, each one's
 // peers sorted by address, so equal sets encode to equal bytes.
 func (p PeerSet) Encode() []byte {
+	return encode("version "+strconv.FormatInt(p.Version, 10), p.Services)
+}
+
+func encode(head string, svcs map[string][]netip.AddrPort) []byte {
 	var b bytes.Buffer
-	b.WriteString("version ")
-	b.WriteString(strconv.FormatInt(p.Version, 10))
+	b.WriteString(head)
 	b.WriteByte('\n')
-	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+	for _, name := range slices.Sorted(maps.Keys(svcs)) {
 		b.WriteString(name)
-		for _, a := range sortedAddrs(p.Services[name]) {
+		for _, a := range sortedAddrs(svcs[name]) {
 			b.WriteByte(' ')
 			b.WriteString(a.String())
 		}
@@ -62,20 +75,34 @@ func sortedAddrs(as []netip.AddrPort) []netip.AddrPort {
 // Validate checks what Encode would write against the grammar the Lua side
 // enforces, so a set nginx would refuse is never sent.
 func (p PeerSet) Validate() error {
-	if p.Version < 0 || p.Version > maxVersion {
-		return fmt.Errorf("peer set: version %d out of range 0..%d", p.Version, int64(maxVersion))
+	if err := validVersion(p.Version); err != nil {
+		return fmt.Errorf("peer set: %w", err)
 	}
-	for name, as := range p.Services {
+	if err := validServices(p.Services); err != nil {
+		return fmt.Errorf("peer set: %w", err)
+	}
+	return nil
+}
+
+func validVersion(v int64) error {
+	if v < 0 || v > maxVersion {
+		return fmt.Errorf("version %d out of range 0..%d", v, int64(maxVersion))
+	}
+	return nil
+}
+
+func validServices(svcs map[string][]netip.AddrPort) error {
+	for name, as := range svcs {
 		if _, _, err := registry.ParseService(name); err != nil {
-			return fmt.Errorf("peer set: %w", err)
+			return err
 		}
 		seen := make(map[netip.AddrPort]bool, len(as))
 		for _, a := range as {
 			if _, err := registry.ParseAddr(a.String()); err != nil {
-				return fmt.Errorf("peer set: service %s: %w", name, err)
+				return fmt.Errorf("service %s: %w", name, err)
 			}
 			if seen[a] {
-				return fmt.Errorf("peer set: service %s: address %s listed twice", name, a)
+				return fmt.Errorf("service %s: address %s listed twice", name, a)
 			}
 			seen[a] = true
 		}
@@ -83,47 +110,121 @@ func (p PeerSet) Validate() error {
 	return nil
 }
 
-// Equal reports whether p and q hold the same peers (versions aside).
+// Equal reports whether p and q route the same (versions aside): the same
+// peers for every service, a service with no peers being the same as one
+// not listed (nginx answers 502 for both; a delta drops an emptied one).
 func (p PeerSet) Equal(q PeerSet) bool {
-	return maps.EqualFunc(p.Services, q.Services, func(a, b []netip.AddrPort) bool {
-		return slices.Equal(sortedAddrs(a), sortedAddrs(b))
-	})
+	return subset(p.Services, q.Services) && subset(q.Services, p.Services)
+}
+
+func subset(a, b map[string][]netip.AddrPort) bool {
+	for name, as := range a {
+		if !sameAddrs(as, b[name]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameAddrs(a, b []netip.AddrPort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	// In the same order (the common case: rendered alike) nothing is sorted.
+	return slices.Equal(a, b) || slices.Equal(sortedAddrs(a), sortedAddrs(b))
 }
 
 // Decode parses the wire format strictly, with the Lua module's rules: the
 // first line "version <n>" (decimal, no leading zero), then one line per
-// service, no service twice, every address canonical and listed once.
+// service, no service twice, every address canonical and listed once. A
+// delta is refused: a full state is expected.
 func Decode(b []byte) (PeerSet, error) {
+	v, base, svcs, err := decode(b)
+	if err != nil {
+		return PeerSet{}, fmt.Errorf("decode peers: %w", err)
+	}
+	if base >= 0 {
+		return PeerSet{}, fmt.Errorf("decode peers: line 1: a delta (\"from %d\"), not a full state", base)
+	}
+	return PeerSet{Version: v, Services: svcs}, nil
+}
+
+// DecodeDelta parses a delta ("version <n> from <base>", base < n, then
+// the changed services) with Decode's rules.
+func DecodeDelta(b []byte) (Delta, error) {
+	v, base, svcs, err := decode(b)
+	if err != nil {
+		return Delta{}, fmt.Errorf("decode delta: %w", err)
+	}
+	if base < 0 {
+		return Delta{}, fmt.Errorf("decode delta: line 1: a full state, not a delta (\"version <n> from <base>\")")
+	}
+	return Delta{Base: base, Version: v, Services: svcs}, nil
+}
+
+// decode parses either form; base is -1 for a full state.
+func decode(b []byte) (v, base int64, svcs map[string][]netip.AddrPort, err error) {
 	s := string(b)
 	if s == "" {
-		return PeerSet{}, fmt.Errorf("decode peers: empty")
+		return 0, 0, nil, fmt.Errorf("empty")
 	}
 	if !strings.HasSuffix(s, "\n") {
-		return PeerSet{}, fmt.Errorf("decode peers: must end with a newline")
+		return 0, 0, nil, fmt.Errorf("must end with a newline")
 	}
 	lines := strings.Split(s[:len(s)-1], "\n")
-	v, err := parseVersion(lines[0])
-	if err != nil {
-		return PeerSet{}, fmt.Errorf("decode peers: line 1: %w", err)
+	if v, base, err = parseHead(lines[0]); err != nil {
+		return 0, 0, nil, fmt.Errorf("line 1: %w", err)
 	}
-	p := PeerSet{Version: v, Services: make(map[string][]netip.AddrPort, len(lines)-1)}
+	svcs = make(map[string][]netip.AddrPort, len(lines)-1)
 	for i, line := range lines[1:] {
-		name, as, err := parseLine(line)
+		name, as, err := ParseLine(line)
 		if err != nil {
-			return PeerSet{}, fmt.Errorf("decode peers: line %d: %w", i+2, err)
+			return 0, 0, nil, fmt.Errorf("line %d: %w", i+2, err)
 		}
-		if _, dup := p.Services[name]; dup {
-			return PeerSet{}, fmt.Errorf("decode peers: line %d: service %s listed twice", i+2, name)
+		if _, dup := svcs[name]; dup {
+			return 0, 0, nil, fmt.Errorf("line %d: service %s listed twice", i+2, name)
 		}
-		p.Services[name] = as
+		svcs[name] = as
 	}
-	return p, nil
+	return v, base, svcs, nil
+}
+
+// parseHead reads "version <n>" (base -1) or "version <n> from <base>"
+// with base < n.
+func parseHead(line string) (v, base int64, err error) {
+	head, from, isDelta := strings.Cut(line, " from ")
+	if v, err = parseVersion(head); err != nil {
+		return 0, 0, err
+	}
+	if !isDelta {
+		return v, -1, nil
+	}
+	if base, err = parseNumber(from); err != nil {
+		return 0, 0, fmt.Errorf("want \"version <n> from <base>\", got %q", clip(line))
+	}
+	if base >= v {
+		return 0, 0, fmt.Errorf("delta from %d to %d: the base must be older", base, v)
+	}
+	return v, base, nil
 }
 
 func parseVersion(line string) (int64, error) {
 	d, ok := strings.CutPrefix(line, "version ")
-	if !ok || d == "" || len(d) > 16 || (len(d) > 1 && d[0] == '0') || strings.Trim(d, "0123456789") != "" {
+	if !ok {
 		return 0, fmt.Errorf("want \"version <n>\", got %q", clip(line))
+	}
+	v, err := parseNumber(d)
+	if err != nil {
+		return 0, fmt.Errorf("want \"version <n>\", got %q: %w", clip(line), err)
+	}
+	return v, nil
+}
+
+// parseNumber reads a version number: decimal, no sign, no leading zero,
+// at most maxVersion.
+func parseNumber(d string) (int64, error) {
+	if d == "" || len(d) > 16 || (len(d) > 1 && d[0] == '0') || strings.Trim(d, "0123456789") != "" {
+		return 0, fmt.Errorf("not a version number")
 	}
 	v, err := strconv.ParseInt(d, 10, 64)
 	if err != nil || v > maxVersion {
@@ -132,7 +233,10 @@ func parseVersion(line string) (int64, error) {
 	return v, nil
 }
 
-func parseLine(line string) (string, []netip.AddrPort, error) {
+// ParseLine parses one service line ("<app>_<env> <ip:port> ...", no
+// newline) with Decode's rules: a caller that keeps what it parsed before
+// re-parses only the lines that changed.
+func ParseLine(line string) (string, []netip.AddrPort, error) {
 	fields := strings.Split(line, " ")
 	name := fields[0]
 	if _, _, err := registry.ParseService(name); err != nil {

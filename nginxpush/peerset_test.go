@@ -140,3 +140,92 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// deltaCases are shared with the nginx test, like decodeCases: both
+// parsers must accept and refuse the same deltas.
+var deltaCases = []struct {
+	name, body string
+	ok         bool
+}{
+	{"one app", "version 8 from 7\nsearch_PRE 172.18.100.31:86\n", true},
+	{"app emptied", "version 8 from 7\nsearch_PRE\n", true},
+	{"nothing changed", "version 8 from 7\n", true},
+	{"from zero", "version 1 from 0\na_b 10.0.0.1:80\n", true},
+	{"base equal", "version 7 from 7\n", false},
+	{"base newer", "version 7 from 8\n", false},
+	{"base leading zero", "version 8 from 07\n", false},
+	{"base word", "version 8 from x\n", false},
+	{"base missing", "version 8 from \n", false},
+	{"base too big", "version 8 from 9007199254740992\n", false},
+	{"two spaces", "version 8  from 7\n", false},
+	{"bad address", "version 8 from 7\na_b 10.0.0.1:80;\n", false},
+	{"duplicate app", "version 8 from 7\na_b\na_b 10.0.0.1:80\n", false},
+}
+
+func TestDecodeDelta(t *testing.T) {
+	for _, tc := range deltaCases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := DecodeDelta([]byte(tc.body))
+			if (err == nil) != tc.ok {
+				t.Fatalf("DecodeDelta(%q) = %v; want ok=%v", tc.body, err, tc.ok)
+			}
+			if err == nil && !bytes.Equal(d.Encode(), []byte(tc.body)) {
+				t.Errorf("DecodeDelta(%q).Encode() = %q; want the input back", tc.body, d.Encode())
+			}
+			if _, err := Decode([]byte(tc.body)); err == nil {
+				t.Errorf("Decode(%q) accepted a delta as a full state", tc.body)
+			}
+		})
+	}
+	if _, err := DecodeDelta([]byte("version 3\na_b 10.0.0.1:80\n")); err == nil {
+		t.Error("DecodeDelta accepted a full state")
+	}
+}
+
+// TestDiff: a delta lists exactly the apps whose peers differ (order
+// aside), an app that lost its peers with none, and applied to the old set
+// gives the new one.
+func TestDiff(t *testing.T) {
+	a, b, c := netip.MustParseAddrPort("10.0.0.1:80"), netip.MustParseAddrPort("10.0.0.2:80"), netip.MustParseAddrPort("[::1]:80")
+	old := PeerSet{Version: 4, Services: map[string][]netip.AddrPort{
+		"same_prod": {a, b}, "reordered_prod": {a, b}, "changed_prod": {a}, "gone_prod": {c}, "empty_prod": nil,
+	}}
+	new := PeerSet{Version: 9, Services: map[string][]netip.AddrPort{
+		"same_prod": {a, b}, "reordered_prod": {b, a}, "changed_prod": {a, c}, "new_prod": {b}, "emptied_prod": nil,
+	}}
+	d := Diff(old, new)
+	want := "version 9 from 4\nchanged_prod 10.0.0.1:80 [::1]:80\ngone_prod\nnew_prod 10.0.0.2:80\n"
+	if got := string(d.Encode()); got != want {
+		t.Fatalf("Diff().Encode() = %q; want %q", got, want)
+	}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := old.Apply(d); got.Version != 9 || !got.Equal(new) {
+		t.Fatalf("old.Apply(Diff(old, new)) = %+v; want %+v", got, new)
+	}
+	if err := (Delta{Base: 9, Version: 9}).Validate(); err == nil {
+		t.Error("Validate accepted a delta whose base is not older")
+	}
+}
+
+// FuzzDecodeDelta: as FuzzDecode, for deltas.
+func FuzzDecodeDelta(f *testing.F) {
+	for _, tc := range deltaCases {
+		f.Add([]byte(tc.body))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := DecodeDelta(b)
+		if err != nil {
+			return
+		}
+		if err := d.Validate(); err != nil {
+			t.Fatalf("DecodeDelta(%q) accepted an invalid delta: %v", b, err)
+		}
+		enc := d.Encode()
+		e, err := DecodeDelta(enc)
+		if err != nil || e.Version != d.Version || e.Base != d.Base || !bytes.Equal(e.Encode(), enc) {
+			t.Fatalf("DecodeDelta(%q).Encode() = %q does not decode back: %v", b, enc, err)
+		}
+	})
+}

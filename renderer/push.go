@@ -1,8 +1,11 @@
 package renderer
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rollcall/rollcall/nginxpush"
+	"github.com/rollcall/rollcall/renderer/confd"
 )
 
 // Values of Config.Push.
@@ -30,10 +34,16 @@ type pusher struct {
 	enabled bool
 	told    bool                         // the start message was logged
 	clients map[string]*nginxpush.Client // by URL
+	// last is, by resource, the peer set installed in dest and confirmed
+	// by nginx: a change is pushed as a delta from it. Absent (at start,
+	// after a failure) the installed file is read and the full state
+	// pushed when nginx does not hold it.
+	last map[string]*peerState
 }
 
 func newPusher(mode string) *pusher {
-	return &pusher{enabled: mode == PushOn || mode == PushAuto && luaInstalled(), clients: map[string]*nginxpush.Client{}}
+	return &pusher{enabled: mode == PushOn || mode == PushAuto && luaInstalled(),
+		clients: map[string]*nginxpush.Client{}, last: map[string]*peerState{}}
 }
 
 func (p *pusher) client(url string) *nginxpush.Client {
@@ -112,67 +122,162 @@ func (r *Renderer) applyPushes(ctx context.Context, snap *snapshot, sts []*resSt
 }
 
 // applyPush renders st's peer set, installs it when the peers changed, and
-// makes sure nginx holds it: pushed when changed, and pushed again when
-// nginx reports an older version (it lost its dict, or its peers file did
-// not load). It returns once nginx confirms, so an acknowledgement after it
-// is true.
+// makes sure nginx holds it: the changed apps pushed as a delta from the
+// set nginx last confirmed, the full state when there is none (start, a
+// failure) or nginx does not hold the delta's base (it lost its dict), and
+// the full state again when nginx reports an older version while nothing
+// changed. It returns once nginx confirms and the file is installed, so an
+// acknowledgement after it is true.
 func (r *Renderer) applyPush(ctx context.Context, snap *snapshot, st *resState) error {
 	rs := st.res
-	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
+	// base: what nginx confirmed last, the delta's base; kept again only
+	// once nginx confirms the new state.
+	base := r.push.last[rs.Path]
+	if base != nil && (base.dest != rs.Dest || base.url != rs.Push) {
+		base = nil
+	}
+	delete(r.push.last, rs.Path)
+	next, rendered, err := r.renderPeers(ctx, snap, st, base)
 	if err != nil {
 		r.m.renders.WithLabelValues(st.name, "error").Inc()
-		return fmt.Errorf("render %s: %w", rs.Dest, err)
-	}
-	for _, s := range out.Skipped {
-		r.gate.skipped(s.Key, s.Value, s.Err)
-	}
-	head := "version " + strconv.FormatInt(snap.rev, 10) + "\n"
-	want, err := nginxpush.Decode(append([]byte(head), out.Bytes...))
-	if err != nil {
-		r.m.renders.WithLabelValues(st.name, "error").Inc()
-		return fmt.Errorf("render %s: not a peer set (one line per service: <app>_<env> ip:port ...): %w", rs.Dest, err)
-	}
-	cur, err := readState(rs.Dest)
-	if err != nil {
 		return err
 	}
-	changed := true
-	if installed, derr := nginxpush.Decode(cur.data); cur.exists && derr == nil && installed.Equal(want) {
-		want, changed = installed, false // its version says since when
-		r.m.renders.WithLabelValues(st.name, "unchanged").Inc()
-	} else {
-		r.m.renders.WithLabelValues(st.name, "ok").Inc()
-		// The file first: nginx started or reloaded from now on loads it.
-		staged, err := stageFile(rs.Dest, target(rs, want.Encode(), cur))
-		if err != nil {
-			return err
-		}
-		if err := install(staged, rs.Dest); err != nil {
+	// last: what dest holds: base or, at start, the installed file.
+	last := base
+	if last == nil {
+		if last, err = installedPeers(rs.Dest); err != nil {
 			return err
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
 	defer cancel()
 	c := r.push.client(rs.Push)
-	if !changed {
-		held, err := c.Version(ctx)
-		if err == nil && held >= want.Version {
-			r.m.pushes.WithLabelValues("unchanged").Inc()
-			return nil
-		}
-		r.log.Warn("nginx does not hold the installed peers, pushing them again", "resource", st.name, "rev", want.Version, "held", held, "err", err)
+	if last != nil && next.same(last) {
+		r.m.renders.WithLabelValues(st.name, "unchanged").Inc()
+		next.version = last.version // its version says since when
+		return r.ensureHeld(ctx, st, c, next)
 	}
+	r.m.renders.WithLabelValues(st.name, "ok").Inc()
+	// The file and the push at once. nginx reloaded before the file is in
+	// place loads the older file, which does not replace a newer dict;
+	// restarted, it reports the older version, and the next batch pushes
+	// the full state (412 to a delta, or the version check). The
+	// acknowledgement waits for both.
+	installed := make(chan error, 1)
 	start := time.Now()
-	if err := c.Push(ctx, want); err != nil {
-		r.m.pushes.WithLabelValues("failure").Inc()
-		return fmt.Errorf("push %s to %s: %w", rs.Dest, rs.Push, err)
+	go func() { installed <- installPeers(rs, next, rendered) }()
+	kind, err := r.pushPeers(ctx, c, base, next)
+	if ierr := <-installed; ierr != nil {
+		return errors.Join(ierr, err)
 	}
+	return r.pushed(st, next, kind, start, err)
+}
+
+// renderPeers renders st's peer set at snap and parses it, re-parsing only
+// the lines that differ from base's.
+func (r *Renderer) renderPeers(ctx context.Context, snap *snapshot, st *resState, base *peerState) (*peerState, []byte, error) {
+	rs := st.res
+	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
+	if err != nil {
+		return nil, nil, fmt.Errorf("render %s: %w", rs.Dest, err)
+	}
+	for _, s := range out.Skipped {
+		r.gate.skipped(s.Key, s.Value, s.Err)
+	}
+	next, err := parsePeers(out.Bytes, snap.rev, base)
+	if err != nil {
+		return nil, nil, fmt.Errorf("render %s: not a peer set (one line per service: <app>_<env> ip:port ...): %w", rs.Dest, err)
+	}
+	next.dest, next.url = rs.Dest, rs.Push
+	return next, out.Bytes, nil
+}
+
+// ensureHeld checks that nginx holds next, which is installed, and pushes
+// the full state when it reports an older version (it lost its dict, or
+// its peers file did not load).
+func (r *Renderer) ensureHeld(ctx context.Context, st *resState, c *nginxpush.Client, next *peerState) error {
+	held, err := c.Version(ctx)
+	if err == nil && held >= next.version {
+		r.m.pushes.WithLabelValues("unchanged").Inc()
+		r.push.last[st.res.Path] = next
+		return nil
+	}
+	r.log.Warn("nginx does not hold the installed peers, pushing them again", "resource", st.name, "rev", next.version, "held", held, "err", err)
+	start := time.Now()
+	kind, err := r.pushPeers(ctx, c, nil, next)
+	return r.pushed(st, next, kind, start, err)
+}
+
+// pushed records a push's outcome; from a confirmed one the next push is
+// a delta.
+func (r *Renderer) pushed(st *resState, next *peerState, kind string, start time.Time, err error) error {
+	if err != nil {
+		r.m.pushes.WithLabelValues("failure").Inc()
+		return fmt.Errorf("push %s to %s: %w", st.res.Dest, st.res.Push, err)
+	}
+	r.push.last[st.res.Path] = next
 	r.m.pushes.WithLabelValues("ok").Inc()
-	if since := r.sched.Since(rs.Path); !since.IsZero() {
+	if since := r.sched.Since(st.res.Path); !since.IsZero() {
 		r.m.changeToInstall.Observe(time.Since(since).Seconds())
 	}
-	r.log.Info("pushed peers", "resource", st.name, "rev", want.Version, "services", len(want.Services), "took", time.Since(start))
+	r.log.Info("pushed peers", "resource", st.name, "rev", next.version, "services", len(next.apps), "push", kind, "took", time.Since(start))
 	return nil
+}
+
+// pushPeers sends next: as a delta from base, the state nginx confirmed
+// last, else (none: the first push, or after a failure), or when nginx
+// answers that it does not hold base's version, the full state. It says
+// which it sent.
+func (r *Renderer) pushPeers(ctx context.Context, c *nginxpush.Client, base, next *peerState) (string, error) {
+	if base != nil && base.version < next.version {
+		err := c.PushDelta(ctx, next.diff(base))
+		var base *nginxpush.BaseError
+		if !errors.As(err, &base) {
+			return "delta", err
+		}
+		r.log.Warn("nginx does not hold the peers it confirmed (restarted or reloaded), pushing them all", "rev", next.version, "err", err)
+	}
+	return "full", c.Push(ctx, next.set())
+}
+
+// installPeers writes the full state next to dest: the version line, then
+// the rendered lines (every one checked by parsePeers).
+func installPeers(rs *confd.Resource, next *peerState, rendered []byte) error {
+	cur := fileState{}
+	if fi, err := os.Stat(rs.Dest); err == nil {
+		cur = fileState{exists: true, mode: fi.Mode().Perm()}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", rs.Dest, err)
+	}
+	data := make([]byte, 0, len(rendered)+32)
+	data = append(data, "version "...)
+	data = strconv.AppendInt(data, next.version, 10)
+	data = append(data, '\n')
+	data = append(data, rendered...)
+	staged, err := stageFile(rs.Dest, target(rs, data, cur))
+	if err != nil {
+		return err
+	}
+	return install(staged, rs.Dest)
+}
+
+// installedPeers reads the peer set installed in dest (nil: none, or not
+// one), to compare the first render after a start with.
+func installedPeers(dest string) (*peerState, error) {
+	cur, err := readState(dest)
+	if err != nil || !cur.exists {
+		return nil, err
+	}
+	head, body, _ := bytes.Cut(cur.data, []byte("\n"))
+	p, err := nginxpush.Decode(append(head, '\n'))
+	if err != nil {
+		return nil, nil
+	}
+	st, err := parsePeers(body, p.Version, nil)
+	if err != nil {
+		return nil, nil
+	}
+	return st, nil
 }
 
 // withPushes adds to a batch every resource that pushes and is listed: each

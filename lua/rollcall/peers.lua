@@ -1,15 +1,26 @@
 -- rollcall.peers: upstream peers held in an nginx shared dict and pushed by
 -- rollcall's renderer, so a membership change needs no reload.
 --
--- State is one text in the dict, in the push format (package nginxpush):
+-- A push is a full state or a delta, in the push format (package nginxpush):
 --
---     version <n>
+--     version <n>                  a full state: every app, one line each
+--     version <n> from <base>      a delta: only the apps that changed
 --     <app>_<env> <ip:port> <ip:port> ...
 --
--- one line per app, every line ending in "\n". It is stored as one value so
--- an update is applied whole or not at all (a full dict refuses it and the
--- last good peers stay). Workers keep a parsed copy and compare the dict's
--- version on every balancer call, so a push is seen by the next request.
+-- every line ending in "\n". The dict holds one value per app with peers,
+-- so a worker re-parses only the apps that changed, and a delta carries
+-- only them:
+--
+--     version          number: the version held (0: nothing)
+--     c:<app>          number: the version the app's peers were written at
+--     p:<app>:<ver>    string: the app's peers, "<ip:port> <ip:port> ..."
+--     lock             one update at a time
+--
+-- An update writes every new value under a fresh key first (safe_set: a
+-- full dict refuses it whole and the last good peers stay), then switches
+-- the apps' numbers and the version (in place), then frees the old values.
+-- Workers compare an app's number on every balancer call, so a push is seen
+-- by the next request.
 local balancer = require "ngx.balancer"
 
 local _M = {}
@@ -164,9 +175,32 @@ end
 local NAME = "[A-Za-z0-9][A-Za-z0-9%.%-]*"
 local SERVICE = "^" .. NAME .. "_" .. NAME .. "$"
 
--- parse reads a whole state text strictly. It returns
--- { version = n, apps = { [name] = { {host, port, addr}, ... } } } or nil and
--- an error naming the line.
+local function parse_version(v)
+    if not v or (#v > 1 and v:sub(1, 1) == "0") or #v > 16 or tonumber(v) > MAX_VERSION then
+        return nil
+    end
+    return tonumber(v)
+end
+
+-- parse_head reads "version <n>" or "version <n> from <base>" (base < n).
+local function parse_head(line)
+    local v, b = line:match("^version ([0-9]+) from ([0-9]+)$")
+    if not v then
+        v = line:match("^version ([0-9]+)$")
+    end
+    local version, base = parse_version(v), b and parse_version(b)
+    if not version or (b and not base) then
+        return nil, "line 1: want \"version <n>\" or \"version <n> from <base>\", got " .. string.format("%q", line:sub(1, 64))
+    end
+    if base and base >= version then
+        return nil, "line 1: delta from " .. base .. " to " .. version .. ": the base must be older"
+    end
+    return version, base
+end
+
+-- parse reads a full state or a delta strictly. It returns
+-- { version = n, base = n or nil, apps = { [name] = text } } (text: the
+-- app's addresses as sent, "" for none) or nil and an error naming the line.
 local function parse(body)
     if type(body) ~= "string" or body == "" then
         return nil, "empty body"
@@ -179,11 +213,11 @@ local function parse(body)
     for line in body:gmatch("([^\n]*)\n") do
         n = n + 1
         if n == 1 then
-            local v = line:match("^version ([0-9]+)$")
-            if not v or (#v > 1 and v:sub(1, 1) == "0") or #v > 16 or tonumber(v) > MAX_VERSION then
-                return nil, "line 1: want \"version <n>\", got " .. string.format("%q", line:sub(1, 64))
+            local v, b = parse_head(line)
+            if not v then
+                return nil, b
             end
-            st.version = tonumber(v)
+            st.version, st.base = v, b
         else
             local name, rest = line:match("^([^ ]+)(.*)$")
             if not name or not name:find(SERVICE) then
@@ -192,15 +226,14 @@ local function parse(body)
             if st.apps[name] then
                 return nil, "line " .. n .. ": service " .. name .. " listed twice"
             end
-            local peers, seen = {}, {}
+            local seen, count = {}, 0
             local pos = 1
             while pos <= #rest do
                 local addr, nxt = rest:match("^ ([^ ]+)()", pos)
                 if not addr then
                     return nil, "line " .. n .. ": want single spaces between addresses"
                 end
-                local host, port = parse_addr(addr)
-                if not host then
+                if not parse_addr(addr) then
                     return nil, "line " .. n .. ": invalid address " .. string.format("%q", addr:sub(1, 64))
                         .. " (want canonical a.b.c.d:port or [ipv6]:port, port 1-65535)"
                 end
@@ -208,12 +241,12 @@ local function parse(body)
                     return nil, "line " .. n .. ": address " .. addr .. " listed twice"
                 end
                 seen[addr] = true
-                peers[#peers + 1] = { host, port, addr }
+                count = count + 1
                 pos = nxt
             end
-            st.apps[name] = peers
+            st.apps[name] = rest:sub(2)
             st.napps = st.napps + 1
-            st.npeers = st.npeers + #peers
+            st.npeers = st.npeers + count
         end
     end
     if n == 0 then
@@ -223,29 +256,16 @@ local function parse(body)
 end
 _M.parse = parse
 
--- load reads a state the dict holds, which parse checked before it was
--- stored: workers re-read it after every push, so this skips the checks.
-local function load(body)
-    local st = { apps = {} }
-    local first = true
-    for line in body:gmatch("([^\n]*)\n") do
-        if first then
-            first = false
-        else
-            local peers = {}
-            local name
-            for f in line:gmatch("[^ ]+") do
-                if not name then
-                    name = f
-                else
-                    local host, port = f:match("^(.+):([0-9]+)$")
-                    peers[#peers + 1] = { host, tonumber(port), f }
-                end
-            end
-            st.apps[name] = peers
-        end
+-- load reads an app's peers as the dict holds them, which parse checked
+-- before they were stored: workers re-read them after every change of the
+-- app, so this skips the checks.
+local function load(text)
+    local peers = {}
+    for f in text:gmatch("[^ ]+") do
+        local host, port = f:match("^(.+):([0-9]+)$")
+        peers[#peers + 1] = { host, tonumber(port), f }
     end
-    return st
+    return peers
 end
 
 local function dict()
@@ -274,35 +294,119 @@ local function ensure(d, key)
     return true
 end
 
--- store writes a parsed, validated state. A dict replacing a value frees the
--- old one before it allocates the new, so a refused safe_set would lose the
--- peers: the state therefore alternates between two keys, and the new one
--- is written to the slot not in use. Only once it is in place do the slot
--- number and then the version switch over (in place). A failure leaves the
--- last good state whole and current.
-local function store(d, st, body)
+local function app_key(name)
+    return "c:" .. name
+end
+
+local function peers_key(name, v)
+    return "p:" .. name .. ":" .. v
+end
+
+-- held_apps lists the apps the dict holds peers for.
+local function held_apps(d)
+    local names = {}
+    for _, k in ipairs(d:get_keys(0)) do
+        local name = k:match("^c:(.+)$")
+        if name then
+            names[#names + 1] = name
+        end
+    end
+    return names
+end
+
+-- changes returns what st changes, app -> new text ("" = no peers): a
+-- delta its apps, a full state its apps and every app held it leaves out.
+local function changes(d, st)
+    local ch = {}
+    for name, text in pairs(st.apps) do
+        ch[name] = text
+    end
+    if not st.base then
+        for _, name in ipairs(held_apps(d)) do
+            ch[name] = ch[name] or ""
+        end
+    end
+    return ch
+end
+
+-- write is the first half of store: every new value under a fresh key
+-- (versions only increase, so no reader uses it yet), and a number key for
+-- every app that gains peers (0: none yet). Nothing written is in use, so on
+-- failure it is removed and the dict is as before.
+local function write(d, ch, v)
+    local added = {}
+    local function undo(err)
+        for _, k in ipairs(added) do
+            d:delete(k)
+        end
+        return nil, err
+    end
+    for name, text in pairs(ch) do
+        if text ~= "" then
+            local k = peers_key(name, v)
+            local ok, err = d:safe_set(k, text)
+            if not ok then
+                return undo(err)
+            end
+            added[#added + 1] = k
+            if d:get(app_key(name)) == nil then
+                ok, err = d:safe_add(app_key(name), 0)
+                if not ok then
+                    return undo(err)
+                end
+                added[#added + 1] = app_key(name)
+            end
+        end
+    end
+    return true
+end
+
+-- store applies a parsed, validated state or delta at st.version. A dict
+-- replacing a value frees the old one before it allocates the new, so a
+-- refused write would lose peers: new values go under fresh keys first
+-- (write), and only once all are in place do the apps' numbers and then
+-- the version switch over (numbers, rewritten in place: they never need
+-- memory), after which the old values are freed. A failure leaves the
+-- last good state whole and current. st.version must be newer than the
+-- version held: the fresh keys are named with it.
+local function store(d, st)
+    local v = st.version
+    local cur = d:get("version")
+    if cur and v <= cur then
+        return nil, "version " .. v .. " is not newer than the " .. cur .. " held"
+    end
     local ok, err = ensure(d, "version")
-    if ok then
-        ok, err = ensure(d, "slot")
-    end
     if not ok then
         return nil, err
     end
-    local nxt = 1 - d:get("slot")
-    d:delete("state" .. nxt)
-    ok, err = d:safe_set("state" .. nxt, body)
+    local ch = changes(d, st)
+    ok, err = write(d, ch, v)
     if not ok then
         return nil, err
     end
-    d:set("slot", nxt)
-    d:set("version", st.version)
+    local old = {}
+    for name, text in pairs(ch) do
+        local k = app_key(name)
+        old[name] = d:get(k)
+        if text ~= "" then
+            d:set(k, v)
+        else
+            d:delete(k)
+        end
+    end
+    d:set("version", v)
+    for name, o in pairs(old) do
+        if o and o ~= 0 then
+            d:delete(peers_key(name, o))
+        end
+    end
     return true
 end
 
 -- init loads the rendered peers file into the dict: call it from
 -- init_by_lua_block. opts.dict names the lua_shared_dict, opts.file the
 -- peers file the renderer keeps current. A reload keeps the dict, so the
--- file is applied only when it is not older than what the dict holds.
+-- file is applied only when it is newer than what the dict holds.
 function _M.init(opts)
     conf.dict = opts.dict or conf.dict
     conf.file = opts.file
@@ -326,13 +430,20 @@ function _M.init(opts)
             "; serving the dict's version ", held(d))
         return
     end
-    local cur = held(d)
-    if st.version < cur then
-        ngx.log(ngx.NOTICE, "rollcall.peers: peers file ", conf.file, " holds version ", st.version,
-            ", older than the dict's ", cur, ": kept the dict")
+    if st.base then
+        ngx.log(ngx.ERR, "rollcall.peers: peers file ", conf.file, " refused: a delta, not a full state",
+            "; serving the dict's version ", held(d))
         return
     end
-    local ok, serr = store(d, st, body)
+    -- The dict at the file's version holds the same peers already (a
+    -- reload right after the renderer wrote and pushed it).
+    local cur = d:get("version")
+    if cur and st.version <= cur then
+        ngx.log(ngx.NOTICE, "rollcall.peers: peers file ", conf.file, " holds version ", st.version,
+            ", not newer than the dict's ", cur, ": kept the dict")
+        return
+    end
+    local ok, serr = store(d, st)
     if not ok then
         ngx.log(ngx.ERR, "rollcall.peers: load ", conf.file, " into lua_shared_dict ", conf.dict, ": ", serr,
             "; serving the dict's version ", held(d))
@@ -346,34 +457,52 @@ end
 local FAIL_TIMEOUT = 10
 local down = {} -- per worker: address -> until when it is skipped
 
--- Per worker: the parsed state and the dict version it was read at, plus a
--- round-robin position per app that survives updates.
-local cache = { version = nil, apps = {} }
+-- Per worker: each app's parsed peers and the version they were written
+-- at, plus a round-robin position per app that survives updates.
+local cache = {}
+local keys = {} -- app -> its number key, built once
 local rr = {}
 
-local function current()
-    local d = dict()
-    local v = d:get("version")
-    if v ~= cache.version then
-        -- The state is never older than the version read just before it:
-        -- keying the cache on that version re-reads once more if it is
-        -- newer. A state that vanished under a concurrent update is read on
-        -- the next request; until then the last one serves.
-        local body = d:get("state" .. (d:get("slot") or 0))
-        local st = body and load(body)
-        if st then
-            cache = { version = v, apps = st.apps }
-            local now = ngx.now()
-            for addr, u in pairs(down) do
-                if u <= now then
-                    down[addr] = nil
-                end
-            end
-        elseif v == nil or v == 0 then
-            cache = { version = v, apps = {} }
+local function prune_down()
+    local now = ngx.now()
+    for addr, u in pairs(down) do
+        if u <= now then
+            down[addr] = nil
         end
     end
-    return cache
+end
+
+-- peers_of returns the app's peers (nil: none), re-parsed only when the
+-- app's number changed. Its value vanishing under a concurrent update (the
+-- number moved on and the old value was freed) means the number is read
+-- again; should that keep happening, the last parsed peers serve this
+-- request and the next one reads again.
+local function peers_of(name)
+    local d = dict()
+    local k = keys[name]
+    if not k then
+        k = app_key(name)
+        keys[name] = k
+    end
+    for _ = 1, 3 do
+        local v = d:get(k)
+        if not v or v == 0 then
+            return nil
+        end
+        local c = cache[name]
+        if c and c.version == v then
+            return c.peers
+        end
+        local text = d:get(peers_key(name, v))
+        if text then
+            local peers = load(text)
+            cache[name] = { version = v, peers = peers }
+            prune_down()
+            return peers
+        end
+    end
+    local c = cache[name]
+    return c and c.peers
 end
 
 -- pick returns the first peer from start, in round-robin order, that this
@@ -406,7 +535,7 @@ function _M.balance(name)
     local now = ngx.now()
     local i
     if not peers then
-        peers = current().apps[name]
+        peers = peers_of(name)
         if not peers or #peers == 0 then
             -- No peer set: nginx falls back to the upstream's placeholder
             -- "server 127.0.0.1:1 down" and answers 502 at once without
@@ -479,24 +608,61 @@ local function update(d)
     end
     local cur = held(d)
     local ok, serr = true, nil
-    if st.version > cur then
-        ok, serr = store(d, st, body)
+    local stale = st.version <= cur
+    if not stale and st.base and st.base ~= cur then
+        d:delete("lock")
+        return reply(412, "holding version " .. cur .. ", not " .. st.base
+            .. ": delta to version " .. st.version .. " refused, nothing applied: send the full state\n")
+    end
+    if not stale then
+        local perr
+        perr, ok, serr = pcall(store, d, st)
+        if not perr then
+            ok, serr = nil, ok -- a Lua error: report it, and release the lock
+        end
     end
     d:delete("lock")
     if not ok then
         ngx.log(ngx.ERR, "rollcall.peers: update to version ", st.version, " refused: ", serr)
-        return reply(507, "lua_shared_dict " .. conf.dict .. " " .. serr .. ": version " .. st.version
+        return reply(507, "lua_shared_dict " .. conf.dict .. " " .. tostring(serr) .. ": version " .. st.version
             .. " refused, holding version " .. cur .. " (make the dict larger)\n")
     end
-    if st.version <= cur then
+    if stale then
         return reply(200, "version " .. cur .. "\nignored version " .. st.version .. ": not newer\n")
     end
-    return reply(200, "version " .. st.version .. "\napplied " .. st.napps .. " services, " .. st.npeers .. " peers\n")
+    local what = st.base and (" changed from version " .. st.base) or ""
+    return reply(200, "version " .. st.version .. "\napplied " .. st.napps .. " services" .. what .. ", " .. st.npeers .. " peers\n")
+end
+
+-- full_state writes the whole state the dict holds, in the push format
+-- (apps with peers only), read under the update lock so no update mixes in.
+local function full_state(d)
+    for _ = 1, 1000 do
+        local got, err = d:safe_add("lock", true, 10)
+        if got then
+            local names = held_apps(d)
+            table.sort(names)
+            local out = { "version " .. held(d) .. "\n" }
+            for _, name in ipairs(names) do
+                local v = d:get(app_key(name))
+                local text = v and v ~= 0 and d:get(peers_key(name, v))
+                if text then
+                    out[#out + 1] = name .. " " .. text .. "\n"
+                end
+            end
+            d:delete("lock")
+            return table.concat(out)
+        elseif err ~= "exists" then
+            return nil, err
+        end
+        ngx.sleep(0.002)
+    end
+    return nil, "another update is being applied"
 end
 
 -- serve is the update endpoint: call it from content_by_lua_block in a
 -- server that only the host can reach. GET answers "version <n>" (with
--- ?full, the whole state); POST or PUT applies a new state.
+-- ?full, the whole state); POST or PUT applies a full state or a delta.
 function _M.serve()
     if not local_caller() then
         return reply(403, "only local callers may read or update peers\n")
@@ -505,7 +671,11 @@ function _M.serve()
     local m = ngx.req.get_method()
     if m == "GET" then
         if ngx.var.arg_full then
-            return reply(200, d:get("state" .. (d:get("slot") or 0)) or ("version " .. held(d) .. "\n"))
+            local body, err = full_state(d)
+            if not body then
+                return reply(409, "full state: " .. err .. ": retry\n")
+            end
+            return reply(200, body)
         end
         return reply(200, "version " .. held(d) .. "\n")
     elseif m == "POST" or m == "PUT" then
