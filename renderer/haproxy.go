@@ -1,0 +1,225 @@
+package renderer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rollcall/rollcall/haproxyapi"
+	"github.com/rollcall/rollcall/nginxpush"
+)
+
+// isHAProxyPush reports whether a push URL names HAProxy's runtime API
+// (haproxy/runtime/conf.d/haproxy.toml) rather than nginx's Lua endpoint.
+func isHAProxyPush(url string) bool { return strings.HasPrefix(url, "haproxy:") }
+
+// hapTarget is where one HAProxy resource applies: its runtime API, the
+// config it writes and that config's template.
+type hapTarget struct {
+	api      haproxyapi.Client
+	config   string // absolute path, in a directory HAProxy reads with -f
+	template string // under the confdir's templates/
+}
+
+func hapTargetOf(st *resState) (hapTarget, error) {
+	c, q, err := haproxyapi.ParseURL(st.res.Push)
+	if err != nil {
+		return hapTarget{}, err
+	}
+	t := hapTarget{api: c, config: q.Get("config"), template: q.Get("template")}
+	if !filepath.IsAbs(t.config) || t.template == "" || filepath.Base(t.template) != t.template {
+		return hapTarget{}, fmt.Errorf("push %q: want ?config=<absolute path>&template=<name under templates/>", st.res.Push)
+	}
+	t.template = filepath.Join(filepath.Dir(st.res.Src), t.template)
+	return t, nil
+}
+
+// applyHAProxy applies a resource whose push names HAProxy's runtime API:
+// its peer set is planned into the backends' server slots, the config
+// holding the whole state is written (so a cold start serves the same
+// servers), and then either the changed slots are set through the runtime
+// API, or — for a new or removed app, or slots run out — the config is
+// checked and HAProxy reloaded. It returns once `show servers state` shows
+// the plan, so an acknowledgement after it is true.
+func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resState) error {
+	want, err := r.renderPeers(ctx, snap, st)
+	if err != nil {
+		return err
+	}
+	t, err := hapTargetOf(st)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
+	defer cancel()
+	prev, err := readState(st.res.Dest)
+	if err != nil {
+		return err
+	}
+	managed := func(name string) bool { _, ok := want.Services[name]; return ok }
+	if old, derr := nginxpush.Decode(prev.data); prev.exists && derr == nil {
+		managed = func(name string) bool { _, ok := want.Services[name]; _, was := old.Services[name]; return ok || was }
+	}
+	start := time.Now()
+	cur, busy, err := hapLive(ctx, t.api, managed)
+	if err != nil {
+		return err
+	}
+	next, structural := haproxyapi.Plan(cur, want.Services, busy)
+	if err := r.writeHAProxyConfig(ctx, st, t, next, structural); err != nil {
+		return err
+	}
+	if err := r.installPeers(st, want, prev); err != nil {
+		return err
+	}
+	if structural {
+		if cur, _, err = hapLive(ctx, t.api, managed); err != nil {
+			return err
+		}
+	}
+	n, err := hapSet(ctx, t.api, cur, next, structural)
+	if err != nil {
+		r.m.pushes.WithLabelValues("failure").Inc()
+		return fmt.Errorf("haproxy %s: %w", t.api.Address, err)
+	}
+	r.m.pushes.WithLabelValues(map[bool]string{true: "ok", false: "unchanged"}[n > 0 || structural]).Inc()
+	if n > 0 || structural {
+		if since := r.sched.Since(st.res.Path); !since.IsZero() {
+			r.m.changeToInstall.Observe(time.Since(since).Seconds())
+		}
+		r.log.Info("haproxy servers set", "resource", st.name, "rev", want.Version, "commands", n, "reload", structural, "took", time.Since(start))
+	}
+	return nil
+}
+
+// renderPeers renders st's peer set at snap.
+func (r *Renderer) renderPeers(ctx context.Context, snap *snapshot, st *resState) (nginxpush.PeerSet, error) {
+	rs := st.res
+	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
+	if err == nil {
+		for _, s := range out.Skipped {
+			r.gate.skipped(s.Key, s.Value, s.Err)
+		}
+		head := "version " + strconv.FormatInt(snap.rev, 10) + "\n"
+		var p nginxpush.PeerSet
+		if p, err = nginxpush.Decode(append([]byte(head), out.Bytes...)); err == nil {
+			r.m.renders.WithLabelValues(st.name, "ok").Inc()
+			return p, nil
+		}
+		err = fmt.Errorf("not a peer set (one line per service: <app>_<env> ip:port ...): %w", err)
+	}
+	r.m.renders.WithLabelValues(st.name, "error").Inc()
+	return nginxpush.PeerSet{}, fmt.Errorf("render %s: %w", rs.Dest, err)
+}
+
+// installPeers writes the peer set to dest when its peers changed: the
+// next pass reads which apps it managed from there.
+func (r *Renderer) installPeers(st *resState, want nginxpush.PeerSet, prev fileState) error {
+	if installed, err := nginxpush.Decode(prev.data); prev.exists && err == nil && installed.Equal(want) {
+		return nil
+	}
+	return installBytes(st, st.res.Dest, want.Encode(), prev)
+}
+
+// installBytes stages data for dest and installs it.
+func installBytes(st *resState, dest string, data []byte, prev fileState) error {
+	t := target(st.res, data, prev)
+	if prev.same(t) {
+		return nil
+	}
+	staged, err := stageFile(dest, t)
+	if err != nil {
+		return err
+	}
+	return install(staged, dest)
+}
+
+// writeHAProxyConfig renders the config for next and installs it; when
+// structural, it also checks the whole configuration (restoring the old
+// file if HAProxy refuses it) and reloads HAProxy, confirmed.
+func (r *Renderer) writeHAProxyConfig(ctx context.Context, st *resState, t hapTarget, next haproxyapi.Layout, structural bool) error {
+	text, err := os.ReadFile(t.template)
+	if err != nil {
+		return fmt.Errorf("read template: %w", err)
+	}
+	data, err := haproxyapi.RenderConfig(t.template, string(text), next)
+	if err != nil {
+		return fmt.Errorf("render %s: %w", t.config, err)
+	}
+	prev, err := readState(t.config)
+	if err != nil {
+		return err
+	}
+	if err := installBytes(st, t.config, data, prev); err != nil {
+		return err
+	}
+	if !structural {
+		return nil
+	}
+	if c := st.res.CheckCmd; c != "" {
+		cmd, err := expandCmd(c, "", t.config)
+		if err == nil {
+			err = r.check(ctx, st.name, cmd)
+		}
+		if err != nil {
+			if rerr := restore(t.config, prev); rerr != nil {
+				return fmt.Errorf("%w (and restoring %s: %v)", err, t.config, rerr)
+			}
+			return err
+		}
+	}
+	if st.res.ReloadCmd == "" {
+		return fmt.Errorf("%s: the config changed in structure, and no reload_cmd", t.config)
+	}
+	return r.runReload(ctx, &reloadGroup{cmd: st.res.ReloadCmd, items: []reloadItem{{st: st}}})
+}
+
+// hapLive reads the managed backends' slots and the sessions each server
+// still has.
+func hapLive(ctx context.Context, api haproxyapi.Client, managed func(string) bool) (haproxyapi.Layout, func(string, int) bool, error) {
+	out, err := api.Run(ctx, "show servers state")
+	if err != nil {
+		return nil, nil, err
+	}
+	srvs, err := haproxyapi.ParseServersState(out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("haproxy %s: %w", api.Address, err)
+	}
+	if out, err = api.Run(ctx, "show stat -1 4 -1"); err != nil {
+		return nil, nil, err
+	}
+	sessions, err := haproxyapi.ParseSessions(out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("haproxy %s: %w", api.Address, err)
+	}
+	busy := func(backend string, slot int) bool { return sessions[backend+"/"+haproxyapi.SlotName(slot)] > 0 }
+	return haproxyapi.FromServers(srvs, managed), busy, nil
+}
+
+// hapSet sends the commands turning cur into next and confirms them with
+// `show servers state` (also when none was needed, if always); it returns
+// how many commands it sent.
+func hapSet(ctx context.Context, api haproxyapi.Client, cur, next haproxyapi.Layout, always bool) (int, error) {
+	cmds, err := haproxyapi.Commands(cur, next)
+	if err != nil || len(cmds) == 0 && !always {
+		return 0, err
+	}
+	var answer string
+	if len(cmds) > 0 {
+		if answer, err = api.Run(ctx, cmds...); err != nil {
+			return len(cmds), err
+		}
+	}
+	live, _, err := hapLive(ctx, api, func(name string) bool { _, ok := next[name]; return ok })
+	if err != nil {
+		return len(cmds), err
+	}
+	if err := haproxyapi.Confirm(live, next); err != nil {
+		return len(cmds), fmt.Errorf("%w (HAProxy answered %q)", err, strings.TrimSpace(answer))
+	}
+	return len(cmds), nil
+}
