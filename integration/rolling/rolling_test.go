@@ -37,6 +37,10 @@ func TestRollingDeploy(t *testing.T) {
 	// through the master CLI.
 	haproxySystemctl := haproxy
 	haproxySystemctl.plainReload = true
+	// The shipped runtime API setup: instances set through HAProxy's
+	// runtime API, no reload, no client connection closed.
+	haproxyRuntime := haproxy
+	haproxyRuntime.haproxyRuntime = true
 	for _, tc := range []struct {
 		name      string
 		gw        gatewayConfig
@@ -51,6 +55,7 @@ func TestRollingDeploy(t *testing.T) {
 		{"lua-push", gatewayConfig{server: rollingServer, resources: luaResources, lua: true}, 5 * time.Second, true},
 		{"haproxy", haproxy, 5 * time.Second, true},
 		{"haproxy-systemctl-reload", haproxySystemctl, 5 * time.Second, true},
+		{"haproxy-runtime", haproxyRuntime, 5 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			failed := rollingDeploy(t, tc.gw, tc.drain, tc.wantClean)
@@ -107,8 +112,8 @@ func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClea
 	// retried: closed while a request was sent on it.
 	closed := st.closed
 	t.Logf("ROLLING: %d gateway reloads, %d client connections closed by the gateway (%d of them under a request), %d failed", reloads, closed, st.retried, st.failed)
-	if gw.lua && (reloads > 0 || closed > 0 || st.retried > 0) {
-		t.Errorf("through the Lua push path: %d nginx reloads, %d client connections closed by nginx; want 0 and 0", reloads, closed)
+	if (gw.lua || gw.haproxyRuntime) && (reloads > 0 || closed > 0 || st.retried > 0) {
+		t.Errorf("through the push path (Lua or HAProxy's runtime API): %d gateway reloads, %d client connections closed by the gateway; want 0 and 0", reloads, closed)
 	}
 	t.Logf("the deploy took %v under load", took.Round(time.Millisecond))
 	if took >= maxTime || st.sent >= l.maxRequests {
