@@ -2,6 +2,8 @@ package haproxyapi
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -55,13 +57,35 @@ func Data(l Layout) (ConfigData, error) {
 	return d, nil
 }
 
+// shapePrefix starts the first line of a rendered config: the hash of the
+// config with every slot blank, so the config's structure (template text,
+// backends, slot counts) is compared without its servers.
+const shapePrefix = "# rollcall-shape "
+
 // RenderConfig executes the config template text (named name in errors)
-// with l's data.
+// with l's data, under a first line holding its shape (Shape).
 func RenderConfig(name, text string, l Layout) ([]byte, error) {
 	t, err := template.New(name).Option("missingkey=error").Parse(text)
 	if err != nil {
 		return nil, err
 	}
+	blank := Layout{}
+	for b, slots := range l {
+		blank[b] = make([]Slot, len(slots))
+	}
+	shape, err := execute(t, blank)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(shape)
+	body, err := execute(t, l)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(shapePrefix+hex.EncodeToString(sum[:12])+"\n"), body...), nil
+}
+
+func execute(t *template.Template, l Layout) ([]byte, error) {
 	d, err := Data(l)
 	if err != nil {
 		return nil, err
@@ -71,4 +95,17 @@ func RenderConfig(name, text string, l Layout) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// Shape returns the shape a rendered config records on its first line; ""
+// for any other file. Two configs of equal shape differ only in their
+// servers' addresses and states: the runtime API applies that difference,
+// anything else needs a reload.
+func Shape(config []byte) string {
+	line, _, _ := bytes.Cut(config, []byte("\n"))
+	s, _ := bytes.CutPrefix(line, []byte(shapePrefix))
+	if len(s) == len(line) {
+		return ""
+	}
+	return string(s)
 }

@@ -70,7 +70,7 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 		return err
 	}
 	next, structural := haproxyapi.Plan(cur, want.Services, busy)
-	if err := r.writeHAProxyConfig(ctx, st, t, next, structural); err != nil {
+	if structural, err = r.writeHAProxyConfig(ctx, st, t, next, structural); err != nil {
 		return err
 	}
 	if err := r.installPeers(st, want, prev); err != nil {
@@ -138,42 +138,55 @@ func installBytes(st *resState, dest string, data []byte, prev fileState) error 
 	return install(staged, dest)
 }
 
-// writeHAProxyConfig renders the config for next and installs it; when
-// structural, it also checks the whole configuration (restoring the old
-// file if HAProxy refuses it) and reloads HAProxy, confirmed.
-func (r *Renderer) writeHAProxyConfig(ctx context.Context, st *resState, t hapTarget, next haproxyapi.Layout, structural bool) error {
+// writeHAProxyConfig renders the config for next and installs it. When
+// structural, or the config's shape changed, it also checks the whole
+// configuration and reloads HAProxy, confirmed, and says it reloaded; on a
+// failure the old file is back.
+func (r *Renderer) writeHAProxyConfig(ctx context.Context, st *resState, t hapTarget, next haproxyapi.Layout, structural bool) (reloaded bool, err error) {
 	text, err := os.ReadFile(t.template)
 	if err != nil {
-		return fmt.Errorf("read template: %w", err)
+		return false, fmt.Errorf("read template: %w", err)
 	}
 	data, err := haproxyapi.RenderConfig(t.template, string(text), next)
 	if err != nil {
-		return fmt.Errorf("render %s: %w", t.config, err)
+		return false, fmt.Errorf("render %s: %w", t.config, err)
 	}
 	prev, err := readState(t.config)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := installBytes(st, t.config, data, prev); err != nil {
-		return err
+		return false, err
 	}
-	if !structural {
-		return nil
+	// A config of another shape (template edited, or HAProxy started on
+	// another file) reloads too, even when every backend has its slots.
+	if !structural && haproxyapi.Shape(prev.data) == haproxyapi.Shape(data) {
+		return false, nil
 	}
+	if err := r.checkAndReload(ctx, st, t.config); err != nil {
+		// Back to the config HAProxy runs: the next pass tries again.
+		if rerr := restore(t.config, prev); rerr != nil {
+			return false, fmt.Errorf("%w (and restoring %s: %v)", err, t.config, rerr)
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// checkAndReload checks the whole configuration with config installed and
+// reloads HAProxy, confirmed.
+func (r *Renderer) checkAndReload(ctx context.Context, st *resState, config string) error {
 	if c := st.res.CheckCmd; c != "" {
-		cmd, err := expandCmd(c, "", t.config)
+		cmd, err := expandCmd(c, "", config)
 		if err == nil {
 			err = r.check(ctx, st.name, cmd)
 		}
 		if err != nil {
-			if rerr := restore(t.config, prev); rerr != nil {
-				return fmt.Errorf("%w (and restoring %s: %v)", err, t.config, rerr)
-			}
 			return err
 		}
 	}
 	if st.res.ReloadCmd == "" {
-		return fmt.Errorf("%s: the config changed in structure, and no reload_cmd", t.config)
+		return fmt.Errorf("%s: the config changed in structure, and no reload_cmd", config)
 	}
 	return r.runReload(ctx, &reloadGroup{cmd: st.res.ReloadCmd, items: []reloadItem{{st: st}}})
 }
