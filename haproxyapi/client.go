@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
 )
 
@@ -56,6 +57,28 @@ func ParseURL(s string) (Client, url.Values, error) {
 		return Client{}, nil, fmt.Errorf("%q: want a loopback ip:port and no path (the runtime API is not for remote callers)", s)
 	}
 	return Client{Network: "tcp", Address: ap.String()}, q, nil
+}
+
+// Push is a resource's `push = "haproxy://..."`: the runtime API, and the
+// config the renderer writes with its template.
+type Push struct {
+	API      Client
+	Config   string // absolute path, in a directory HAProxy reads with -f
+	Template string // a file name under the confdir's templates/
+}
+
+// ParsePush reads a push URL with its `config` and `template` (ParseURL),
+// both required.
+func ParsePush(s string) (Push, error) {
+	c, q, err := ParseURL(s)
+	if err != nil {
+		return Push{}, err
+	}
+	p := Push{API: c, Config: q.Get("config"), Template: q.Get("template")}
+	if !filepath.IsAbs(p.Config) || p.Template == "" || filepath.Base(p.Template) != p.Template {
+		return Push{}, fmt.Errorf("%q: want ?config=<absolute path>&template=<file name under templates/>", s)
+	}
+	return p, nil
 }
 
 // maxLine bounds one request: HAProxy reads a CLI request into one buffer

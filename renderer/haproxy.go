@@ -17,25 +17,15 @@ import (
 // (haproxy/runtime/conf.d/haproxy.toml) rather than nginx's Lua endpoint.
 func isHAProxyPush(url string) bool { return strings.HasPrefix(url, "haproxy:") }
 
-// hapTarget is where one HAProxy resource applies: its runtime API, the
-// config it writes and that config's template.
-type hapTarget struct {
-	api      haproxyapi.Client
-	config   string // absolute path, in a directory HAProxy reads with -f
-	template string // under the confdir's templates/
-}
-
-func hapTargetOf(st *resState) (hapTarget, error) {
-	c, q, err := haproxyapi.ParseURL(st.res.Push)
+// hapTargetOf reads st's push URL; the template is found under st's
+// confdir templates/.
+func hapTargetOf(st *resState) (haproxyapi.Push, error) {
+	p, err := haproxyapi.ParsePush(st.res.Push)
 	if err != nil {
-		return hapTarget{}, err
+		return haproxyapi.Push{}, err
 	}
-	t := hapTarget{api: c, config: q.Get("config"), template: q.Get("template")}
-	if !filepath.IsAbs(t.config) || t.template == "" || filepath.Base(t.template) != t.template {
-		return hapTarget{}, fmt.Errorf("push %q: want ?config=<absolute path>&template=<name under templates/>", st.res.Push)
-	}
-	t.template = filepath.Join(filepath.Dir(st.res.Src), t.template)
-	return t, nil
+	p.Template = filepath.Join(filepath.Dir(st.res.Src), p.Template)
+	return p, nil
 }
 
 // applyHAProxy applies a resource whose push names HAProxy's runtime API:
@@ -65,7 +55,7 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 		managed = func(name string) bool { _, ok := want.Services[name]; _, was := old.Services[name]; return ok || was }
 	}
 	start := time.Now()
-	cur, busy, err := hapLive(ctx, t.api, managed)
+	cur, busy, err := hapLive(ctx, t.API, managed)
 	if err != nil {
 		return err
 	}
@@ -77,14 +67,14 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 		return err
 	}
 	if structural {
-		if cur, _, err = hapLive(ctx, t.api, managed); err != nil {
+		if cur, _, err = hapLive(ctx, t.API, managed); err != nil {
 			return err
 		}
 	}
-	n, err := hapSet(ctx, t.api, cur, next, structural)
+	n, err := hapSet(ctx, t.API, cur, next, structural)
 	if err != nil {
 		r.m.pushes.WithLabelValues("failure").Inc()
-		return fmt.Errorf("haproxy %s: %w", t.api.Address, err)
+		return fmt.Errorf("haproxy %s: %w", t.API.Address, err)
 	}
 	r.m.pushes.WithLabelValues(map[bool]string{true: "ok", false: "unchanged"}[n > 0 || structural]).Inc()
 	if n > 0 || structural {
@@ -142,20 +132,20 @@ func installBytes(st *resState, dest string, data []byte, prev fileState) error 
 // structural, or the config's shape changed, it also checks the whole
 // configuration and reloads HAProxy, confirmed, and says it reloaded; on a
 // failure the old file is back.
-func (r *Renderer) writeHAProxyConfig(ctx context.Context, st *resState, t hapTarget, next haproxyapi.Layout, structural bool) (reloaded bool, err error) {
-	text, err := os.ReadFile(t.template)
+func (r *Renderer) writeHAProxyConfig(ctx context.Context, st *resState, t haproxyapi.Push, next haproxyapi.Layout, structural bool) (reloaded bool, err error) {
+	text, err := os.ReadFile(t.Template)
 	if err != nil {
 		return false, fmt.Errorf("read template: %w", err)
 	}
-	data, err := haproxyapi.RenderConfig(t.template, string(text), next)
+	data, err := haproxyapi.RenderConfig(t.Template, string(text), next)
 	if err != nil {
-		return false, fmt.Errorf("render %s: %w", t.config, err)
+		return false, fmt.Errorf("render %s: %w", t.Config, err)
 	}
-	prev, err := readState(t.config)
+	prev, err := readState(t.Config)
 	if err != nil {
 		return false, err
 	}
-	if err := installBytes(st, t.config, data, prev); err != nil {
+	if err := installBytes(st, t.Config, data, prev); err != nil {
 		return false, err
 	}
 	// A config of another shape (template edited, or HAProxy started on
@@ -163,10 +153,10 @@ func (r *Renderer) writeHAProxyConfig(ctx context.Context, st *resState, t hapTa
 	if !structural && haproxyapi.Shape(prev.data) == haproxyapi.Shape(data) {
 		return false, nil
 	}
-	if err := r.checkAndReload(ctx, st, t.config); err != nil {
+	if err := r.checkAndReload(ctx, st, t.Config); err != nil {
 		// Back to the config HAProxy runs: the next pass tries again.
-		if rerr := restore(t.config, prev); rerr != nil {
-			return false, fmt.Errorf("%w (and restoring %s: %v)", err, t.config, rerr)
+		if rerr := restore(t.Config, prev); rerr != nil {
+			return false, fmt.Errorf("%w (and restoring %s: %v)", err, t.Config, rerr)
 		}
 		return false, err
 	}

@@ -273,7 +273,7 @@ func (r *Resource) parseTemplates(confdir string, t *tomlTemplate) error {
 // thing to secure.
 func checkPushURL(s string) error {
 	if strings.HasPrefix(s, "haproxy:") {
-		_, _, err := haproxyapi.ParseURL(s) // HAProxy's runtime API (renderer/haproxy.go)
+		_, err := haproxyapi.ParsePush(s) // HAProxy's runtime API (renderer/haproxy.go)
 		return err
 	}
 	u, err := url.Parse(s)
