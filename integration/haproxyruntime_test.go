@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/rollcall/rollcall/haproxyapi"
 	"github.com/rollcall/rollcall/internal/haproxytest"
 	"github.com/rollcall/rollcall/internal/waitfor"
@@ -223,15 +225,23 @@ func TestHAProxyRuntimeNoReload(t *testing.T) {
 func TestHAProxyRuntimeBurst(t *testing.T) {
 	r, _ := newHAProxyRuntimeRig(t)
 	r.startHAProxy() // --onetime: the config replaces the placeholder, checked and reloaded
-	// 13 instances per app (32 slots): the burst's 15 more fit, so no
-	// slot runs out (that is TestHAProxyRuntimeSlotsRunOut).
+	// 13 instances per app, in one transaction so the renderer first sees
+	// all 13 (32 slots): the burst's 15 more fit, so no slot runs out
+	// (that is TestHAProxyRuntimeSlotsRunOut).
 	const apps, base, puts, dels = 10, 100, 15, 15
 	var names, want []string
 	for a := range apps {
 		names = append(names, fmt.Sprintf("app%d_burst", a))
+		var ops []clientv3.Op
 		for j := base; j < base+13; j++ {
-			r.put(instanceKey(t, names[a], burstAddr(a, j)), burstAddr(a, j).String())
+			ops = append(ops, clientv3.OpPut(instanceKey(t, names[a], burstAddr(a, j)), burstAddr(a, j).String()))
 			want = append(want, names[a]+"="+burstAddr(a, j).String())
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
+		_, err := r.kv.Txn(ctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 	r.waitReadyServers(15*time.Second, want)
