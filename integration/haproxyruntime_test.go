@@ -182,19 +182,7 @@ func TestHAProxyRuntimeNoReload(t *testing.T) {
 	for range 50 {
 		start := time.Now()
 		nk := r.register("web_prod", next)
-		for {
-			got, err := fetch(keep, url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got == next.name {
-				break
-			}
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("%s not routed 5s after its put", next.name)
-			}
-		}
-		adds = append(adds, time.Since(start))
+		adds = append(adds, untilRouted(t, keep, url, next.name, start))
 		r.waitAck(5*time.Second, r.del(curKey))
 		for range 4 {
 			if got, err := fetch(keep, url); err != nil || got != next.name {
@@ -216,6 +204,24 @@ func TestHAProxyRuntimeNoReload(t *testing.T) {
 	conf := read(t, filepath.Join(r.out, "rollcall.cfg"))
 	if want := "server s1 " + cur.addr.String() + "\n"; !strings.Contains(conf, want) || strings.Count(conf, " disabled\n") != 7 {
 		t.Errorf("rollcall.cfg lacks %q with 7 disabled slots:\n%s", want, conf)
+	}
+}
+
+// untilRouted fetches url on keep until backend name answers (5 s after
+// start at most) and returns how long since start that took.
+func untilRouted(t *testing.T, keep *http.Client, url, name string, start time.Time) time.Duration {
+	t.Helper()
+	for {
+		got, err := fetch(keep, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == name {
+			return time.Since(start)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%s not routed 5s after its put", name)
+		}
 	}
 }
 
@@ -377,12 +383,9 @@ func TestHAProxyRuntimeInjection(t *testing.T) {
 	const svc = "inj_test"
 	bs := r.serve(10*time.Second, svc, "b1", "b2")
 	port := injectPort(t)
-	evil := []string{
-		fmt.Sprintf("127.0.0.1:1; } server { listen 127.0.0.1:%d; return 200 injected; } upstream z { server 127.0.0.1:2", port),
-		fmt.Sprintf("127.0.0.1:1\nfrontend injected\n    bind 127.0.0.1:%d\n    http-request return status 200", port),
-		"1.2.3.5:80;", "1.2.3.6:80 backup", "127.0.0.1:1 check inter 1 injected",
-		"1.2.3.7 port 80;shutdown sessions server inj_test/s1", "127.0.0.1:1\nshutdown frontend rollcall",
-	}
+	// and two for the runtime API's: a second command after ";" or "\n".
+	evil := append(haproxyInjections(port),
+		"1.2.3.7 port 80;shutdown sessions server inj_test/s1", "127.0.0.1:1\nshutdown frontend rollcall")
 	offset := len(r.renderer.Output())
 	for i, v := range evil {
 		r.put(fmt.Sprintf("/%s/127.0.0.1-%d", svc, i+1), v)
