@@ -43,13 +43,11 @@ func Data(l Layout) (ConfigData, error) {
 		b := ConfigBackend{Name: name}
 		for i, s := range l[name] {
 			addr := "0.0.0.0:0"
-			if s.Addr.IsValid() {
-				a, err := registry.ParseAddr(s.Addr.String())
-				if err != nil {
-					return ConfigData{}, fmt.Errorf("backend %s: %w", name, err)
-				}
+			if a, err := registry.ParseAddr(s.Addr.String()); err == nil {
 				addr = a.String()
-			}
+			} else if s.Ready {
+				return ConfigData{}, fmt.Errorf("backend %s: %w", name, err)
+			} // a slot in maint whose address (read back from HAProxy) is not one of ours: blank
 			b.Servers = append(b.Servers, ConfigServer{Name: SlotName(i), Addr: addr, Ready: s.Ready})
 		}
 		d.Backends = append(d.Backends, b)
