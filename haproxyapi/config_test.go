@@ -90,3 +90,22 @@ func TestShape(t *testing.T) {
 		t.Errorf("Shape(placeholder) = %q; want \"\"", got)
 	}
 }
+
+// TestDataAddresses: a ready slot's address must be canonical; a slot in
+// maint whose address is not (read back from HAProxy) is written blank.
+func TestDataAddresses(t *testing.T) {
+	odd := ap("[::ffff:10.0.0.1]:80")
+	d, err := Data(Layout{"a_x": {{Addr: odd}, {Addr: ap("10.0.0.2:80"), Ready: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Backends[0].Servers; got[0].Addr != "0.0.0.0:0" || got[1].Addr != "10.0.0.2:80" {
+		t.Errorf("Data servers %+v; want 0.0.0.0:0 and 10.0.0.2:80", got)
+	}
+	if _, err := Data(Layout{"a_x": {{Addr: odd, Ready: true}}}); err == nil {
+		t.Errorf("Data with ready slot %s: no error", odd)
+	}
+	if _, err := Data(Layout{"a x": nil}); err == nil {
+		t.Error("Data with backend \"a x\": no error")
+	}
+}
