@@ -7,6 +7,8 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -412,5 +414,85 @@ func TestHAProxyRuntimeInjection(t *testing.T) {
 	r.waitReadyServers(5*time.Second, []string{svc + "=" + bs[0].addr.String()})
 	if err := r.servedBy(svc, "b1"); err != nil {
 		t.Errorf("the legitimate route: %v", err)
+	}
+}
+
+// TestHAProxyRuntimeDrainBeforeReuse: a removed instance's slot with a
+// request still in flight is not given to another instance: with every
+// other slot taken, the next instance costs a reload with more slots
+// instead, and the request in flight completes.
+func TestHAProxyRuntimeDrainBeforeReuse(t *testing.T) {
+	r, _ := newHAProxyRuntimeRig(t)
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/slow" {
+			<-release
+		}
+		w.Write([]byte("slow"))
+	}))
+	t.Cleanup(slow.Close)
+	sa := netip.MustParseAddrPort(slow.Listener.Addr().String())
+	r.startHAProxy()
+	r.register("drain_test", &backend{name: "slow", addr: sa})
+	r.waitServed(10*time.Second, "drain_test", "slow")
+	r.waitReady(10 * time.Second)
+	slot := r.slotOf("drain_test")[sa.String()]
+
+	inflight := make(chan error, 1)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { closeOnce(release); wg.Wait() }) // before slow closes
+	wg.Go(func() {
+		code, body, err := r.status("/drain_test/slow")
+		if err == nil && (code != 200 || body != "slow") {
+			err = fmt.Errorf("got %d %q", code, body)
+		}
+		inflight <- err
+	})
+	waitfor.Cond(t, 5*time.Second, "the slow request reaches its server", func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
+		defer cancel()
+		out, err := r.haproxy.Runtime(ctx, "show stat -1 4 -1")
+		if err != nil {
+			return err
+		}
+		s, err := haproxyapi.ParseSessions(out)
+		if err == nil && s["drain_test/"+slot] != 1 {
+			err = fmt.Errorf("sessions %v", s)
+		}
+		return err
+	})
+	r.waitAck(10*time.Second, r.del(instanceKey(t, "drain_test", sa)))
+	reloads0 := r.masterReloads()
+	var want []string
+	for j := range 8 { // 7 fit the free slots; the 8th finds only the busy one
+		a := burstAddr(9, j)
+		r.put(instanceKey(t, "drain_test", a), a.String())
+		want = append(want, "drain_test="+a.String())
+		if j == 6 { // the app kept its backend with no instance: no reload so far
+			r.waitReadyServers(10*time.Second, want)
+			if got := r.masterReloads() - reloads0; got != 0 {
+				t.Fatalf("7 instances in 7 free slots cost %d reloads", got)
+			}
+		}
+	}
+	r.waitReadyServers(15*time.Second, want)
+	r.waitReady(10 * time.Second)
+	if got := r.masterReloads() - reloads0; got != 1 {
+		t.Errorf("the 8th instance with the only free slot busy cost %d reloads; want 1 (more slots)", got)
+	}
+	if got := r.slotOf("drain_test"); slices.Contains(slices.Collect(maps.Values(got)), slot) {
+		t.Errorf("the busy slot %s was given to another instance: %v", slot, got)
+	}
+	closeOnce(release)
+	if err := <-inflight; err != nil {
+		t.Errorf("the request in flight through the drained slot: %v", err)
+	}
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -86,11 +87,14 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 	return nil
 }
 
-// renderPeers renders st's peer set at snap.
+// renderPeers renders st's peer set at snap. An app whose last instance
+// went stays, with none (as on the reload path): its backend answers 503
+// and its slots wait in maint, no reload either way.
 func (r *Renderer) renderPeers(ctx context.Context, snap *snapshot, st *resState) (nginxpush.PeerSet, error) {
 	rs := st.res
-	out, err := rs.RenderContext(ctx, snap.For(st.prefixes))
+	out, err := rs.RenderKnown(ctx, snap.For(st.prefixes), st.known)
 	if err == nil {
+		st.known = slices.Compact(slices.Sorted(slices.Values(slices.Concat(st.known, out.Services))))
 		for _, s := range out.Skipped {
 			r.gate.skipped(s.Key, s.Value, s.Err)
 		}
