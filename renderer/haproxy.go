@@ -68,7 +68,7 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 		return err
 	}
 	if structural {
-		if cur, _, err = hapLive(ctx, t.API, managed); err != nil {
+		if cur, err = hapReloaded(ctx, t.API, managed, next); err != nil {
 			return err
 		}
 	}
@@ -205,6 +205,38 @@ func hapLive(ctx context.Context, api haproxyapi.Client, managed func(string) bo
 	}
 	busy := func(backend string, slot int) bool { return sessions[backend+"/"+haproxyapi.SlotName(slot)] > 0 }
 	return haproxyapi.FromServers(srvs, managed), busy, nil
+}
+
+// hapReloaded reads the live slots after a confirmed reload until they have
+// the planned shape: for a moment the old worker may still answer on the
+// runtime API's socket.
+func hapReloaded(ctx context.Context, api haproxyapi.Client, managed func(string) bool, next haproxyapi.Layout) (haproxyapi.Layout, error) {
+	for {
+		cur, _, err := hapLive(ctx, api, managed)
+		if err == nil && sameShape(cur, next) {
+			return cur, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("reloaded, but HAProxy's backends are not the new config's")
+		}
+		if serr := sleepCtx(ctx, 10*time.Millisecond); serr != nil {
+			return nil, fmt.Errorf("haproxy %s: %w", api.Address, err)
+		}
+	}
+}
+
+// sameShape reports whether a and b hold the same backends with as many
+// slots each.
+func sameShape(a, b haproxyapi.Layout) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for name, slots := range b {
+		if len(a[name]) != len(slots) {
+			return false
+		}
+	}
+	return true
 }
 
 // hapSet sends the commands turning cur into next and confirms them with
