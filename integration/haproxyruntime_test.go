@@ -165,23 +165,24 @@ func (rec *apiRecorder) commands() []string {
 }
 
 // TestHAProxyRuntimeNoReload: instances of an existing app come and go
-// through the runtime API: 50 swaps under a keep-alive client, no reload,
+// through the runtime API: 50 replacements by a new instance under a
+// keep-alive client (so drained slots get new addresses), no reload,
 // put → routed p50 within the issue's 20 ms, and the file HAProxy would
 // start from holds the same servers.
 func TestHAProxyRuntimeNoReload(t *testing.T) {
 	r, _ := newHAProxyRuntimeRig(t)
 	r.startHAProxy() // --onetime: the config replaces the placeholder, checked and reloaded
-	a, b := newBackend(t, "a"), newBackend(t, "b")
-	ka := r.register("web_prod", a)
-	r.waitServed(10*time.Second, "web_prod", "a")
+	cur := newBackend(t, "b0")
+	curKey := r.register("web_prod", cur)
+	r.waitServed(10*time.Second, "web_prod", "b0")
 	r.waitReady(10 * time.Second)
 	reloads0, master0 := len(r.reloads()), r.masterReloads()
 
 	keep := &http.Client{Timeout: opTimeout}
 	url := r.url("/web_prod/")
 	var adds []time.Duration
-	cur, curKey, next := a, ka, b
-	for range 50 {
+	for i := range 50 {
+		next := newBackend(t, fmt.Sprintf("b%d", i+1))
 		start := time.Now()
 		nk := r.register("web_prod", next)
 		adds = append(adds, untilRouted(t, keep, url, next.name, start))
@@ -191,7 +192,7 @@ func TestHAProxyRuntimeNoReload(t *testing.T) {
 				t.Fatalf("after removing %s: served by %q, %v", cur.name, got, err)
 			}
 		}
-		cur, curKey, next = next, nk, cur
+		cur, curKey = next, nk
 	}
 	t.Logf("HAPROXY RUNTIME PROPAGATION: put→routed, 50 changes: p50 %v p99 %v max %v", percentile(adds, .5), percentile(adds, .99), percentile(adds, 1))
 	if got := len(r.reloads()) - reloads0; got != 0 {
@@ -204,8 +205,9 @@ func TestHAProxyRuntimeNoReload(t *testing.T) {
 		t.Errorf("put→routed p50 %v; want ≤ 20ms", p50)
 	}
 	conf := read(t, filepath.Join(r.out, "rollcall.cfg"))
-	if want := "server s1 " + cur.addr.String() + "\n"; !strings.Contains(conf, want) || strings.Count(conf, " disabled\n") != 7 {
-		t.Errorf("rollcall.cfg lacks %q with 7 disabled slots:\n%s", want, conf)
+	ready := regexp.MustCompile(`(?m)^    server s[1-8] (\S+)$`).FindAllStringSubmatch(conf, -1)
+	if len(ready) != 1 || ready[0][1] != cur.addr.String() || strings.Count(conf, " disabled\n") != 7 {
+		t.Errorf("rollcall.cfg: want %s in one slot and 7 disabled:\n%s", cur.addr, conf)
 	}
 }
 

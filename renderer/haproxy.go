@@ -30,12 +30,12 @@ func hapTargetOf(st *resState) (haproxyapi.Push, error) {
 }
 
 // applyHAProxy applies a resource whose push names HAProxy's runtime API:
-// its peer set is planned into the backends' server slots, the config
-// holding the whole state is written (so a cold start serves the same
-// servers), and then either the changed slots are set through the runtime
-// API, or — for a new or removed app, or slots run out — the config is
-// checked and HAProxy reloaded. It returns once `show servers state` shows
-// the plan, so an acknowledgement after it is true.
+// its peer set is planned into the backends' server slots; the changed
+// slots are set through the runtime API, or — for a new or removed app,
+// slots run out, another config shape — the config is checked and HAProxy
+// reloaded. The config holding every slot is written either way (so a cold
+// start serves the same servers), and `show servers state` must show the
+// plan after it, so an acknowledgement after this is true.
 func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resState) error {
 	want, err := r.renderPeers(ctx, snap, st)
 	if err != nil {
@@ -61,30 +61,75 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 		return err
 	}
 	next, structural := haproxyapi.Plan(cur, want.Services, busy)
-	if structural, err = r.writeHAProxyConfig(ctx, st, t, next, structural); err != nil {
-		return err
+	n, reloaded, err := r.hapApply(ctx, st, t, hapPlan{cur: cur, next: next, structural: structural, managed: managed})
+	if err == nil {
+		err = r.installPeers(st, want, prev)
 	}
-	if err := r.installPeers(st, want, prev); err != nil {
-		return err
+	if err == nil && (n > 0 || reloaded) {
+		err = hapConfirm(ctx, t.API, next)
 	}
-	if structural {
-		if cur, err = hapReloaded(ctx, t.API, managed, next); err != nil {
-			return err
-		}
-	}
-	n, err := hapSet(ctx, t.API, cur, next, structural)
 	if err != nil {
 		r.m.pushes.WithLabelValues("failure").Inc()
 		return fmt.Errorf("haproxy %s: %w", t.API.Address, err)
 	}
-	r.m.pushes.WithLabelValues(map[bool]string{true: "ok", false: "unchanged"}[n > 0 || structural]).Inc()
-	if n > 0 || structural {
+	r.m.pushes.WithLabelValues(map[bool]string{true: "ok", false: "unchanged"}[n > 0 || reloaded]).Inc()
+	if n > 0 || reloaded {
 		if since := r.sched.Since(st.res.Path); !since.IsZero() {
 			r.m.changeToInstall.Observe(time.Since(since).Seconds())
 		}
-		r.log.Info("haproxy servers set", "resource", st.name, "rev", want.Version, "commands", n, "reload", structural, "took", time.Since(start))
+		r.log.Info("haproxy servers set", "resource", st.name, "rev", want.Version, "commands", n, "reload", reloaded, "took", time.Since(start))
 	}
 	return nil
+}
+
+// hapPlan is one apply's plan: the live slots, the planned ones, whether
+// Plan found the change structural, and which backends the resource owns.
+type hapPlan struct {
+	cur, next  haproxyapi.Layout
+	structural bool
+	managed    func(string) bool
+}
+
+// hapApply renders the config for p.next. A structural change (or another
+// shape) installs it, checks and reloads first; otherwise the runtime API
+// is told first, so propagation never waits for the file's fsyncs, and the
+// config is installed after (the caller confirms after that). It returns
+// how many commands it sent and whether HAProxy reloaded.
+func (r *Renderer) hapApply(ctx context.Context, st *resState, t haproxyapi.Push, p hapPlan) (n int, reloaded bool, err error) {
+	text, err := os.ReadFile(t.Template)
+	if err != nil {
+		return 0, false, fmt.Errorf("read template: %w", err)
+	}
+	data, err := haproxyapi.RenderConfig(t.Template, string(text), p.next)
+	if err != nil {
+		return 0, false, fmt.Errorf("render %s: %w", t.Config, err)
+	}
+	prev, err := readState(t.Config)
+	if err != nil {
+		return 0, false, err
+	}
+	// A config of another shape (template edited, or HAProxy started on
+	// another file) reloads too, even when every backend has its slots.
+	cur := p.cur
+	if reloaded = p.structural || haproxyapi.Shape(prev.data) != haproxyapi.Shape(data); reloaded {
+		if err := r.installAndReload(ctx, st, t.Config, data, prev); err != nil {
+			return 0, false, err
+		}
+		if cur, err = hapReloaded(ctx, t.API, p.managed, p.next); err != nil {
+			return 0, true, err
+		}
+	}
+	cmds, err := haproxyapi.Commands(cur, p.next)
+	if err == nil && len(cmds) > 0 {
+		var answer string
+		if answer, err = t.API.Run(ctx, cmds...); err != nil {
+			err = fmt.Errorf("%w (HAProxy answered %q)", err, strings.TrimSpace(answer))
+		}
+	}
+	if err == nil && !reloaded {
+		err = installBytes(st, t.Config, data, prev)
+	}
+	return len(cmds), reloaded, err
 }
 
 // renderPeers renders st's peer set at snap. An app whose last instance
@@ -132,39 +177,20 @@ func installBytes(st *resState, dest string, data []byte, prev fileState) error 
 	return install(staged, dest)
 }
 
-// writeHAProxyConfig renders the config for next and installs it. When
-// structural, or the config's shape changed, it also checks the whole
-// configuration and reloads HAProxy, confirmed, and says it reloaded; on a
-// failure the old file is back.
-func (r *Renderer) writeHAProxyConfig(ctx context.Context, st *resState, t haproxyapi.Push, next haproxyapi.Layout, structural bool) (reloaded bool, err error) {
-	text, err := os.ReadFile(t.Template)
-	if err != nil {
-		return false, fmt.Errorf("read template: %w", err)
+// installAndReload installs the config, checks the whole configuration and
+// reloads HAProxy, confirmed; on a failure the old file is back, so the
+// next pass tries again.
+func (r *Renderer) installAndReload(ctx context.Context, st *resState, config string, data []byte, prev fileState) error {
+	if err := installBytes(st, config, data, prev); err != nil {
+		return err
 	}
-	data, err := haproxyapi.RenderConfig(t.Template, string(text), next)
-	if err != nil {
-		return false, fmt.Errorf("render %s: %w", t.Config, err)
-	}
-	prev, err := readState(t.Config)
-	if err != nil {
-		return false, err
-	}
-	if err := installBytes(st, t.Config, data, prev); err != nil {
-		return false, err
-	}
-	// A config of another shape (template edited, or HAProxy started on
-	// another file) reloads too, even when every backend has its slots.
-	if !structural && haproxyapi.Shape(prev.data) == haproxyapi.Shape(data) {
-		return false, nil
-	}
-	if err := r.checkAndReload(ctx, st, t.Config); err != nil {
-		// Back to the config HAProxy runs: the next pass tries again.
-		if rerr := restore(t.Config, prev); rerr != nil {
-			return false, fmt.Errorf("%w (and restoring %s: %v)", err, t.Config, rerr)
+	if err := r.checkAndReload(ctx, st, config); err != nil {
+		if rerr := restore(config, prev); rerr != nil {
+			return fmt.Errorf("%w (and restoring %s: %v)", err, config, rerr)
 		}
-		return false, err
+		return err
 	}
-	return true, nil
+	return nil
 }
 
 // checkAndReload checks the whole configuration with config installed and
@@ -239,26 +265,11 @@ func sameShape(a, b haproxyapi.Layout) bool {
 	return true
 }
 
-// hapSet sends the commands turning cur into next and confirms them with
-// `show servers state` (also when none was needed, if always); it returns
-// how many commands it sent.
-func hapSet(ctx context.Context, api haproxyapi.Client, cur, next haproxyapi.Layout, always bool) (int, error) {
-	cmds, err := haproxyapi.Commands(cur, next)
-	if err != nil || len(cmds) == 0 && !always {
-		return 0, err
-	}
-	var answer string
-	if len(cmds) > 0 {
-		if answer, err = api.Run(ctx, cmds...); err != nil {
-			return len(cmds), err
-		}
-	}
+// hapConfirm reads `show servers state` and compares it with the plan.
+func hapConfirm(ctx context.Context, api haproxyapi.Client, next haproxyapi.Layout) error {
 	live, _, err := hapLive(ctx, api, func(name string) bool { _, ok := next[name]; return ok })
 	if err != nil {
-		return len(cmds), err
+		return err
 	}
-	if err := haproxyapi.Confirm(live, next); err != nil {
-		return len(cmds), fmt.Errorf("%w (HAProxy answered %q)", err, strings.TrimSpace(answer))
-	}
-	return len(cmds), nil
+	return haproxyapi.Confirm(live, next)
 }
