@@ -39,8 +39,8 @@ fuzz-short:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# The load harness against real etcd and nginx (writes bench/RESULTS.md;
-# ~14 minutes on 2 cores), then the Go micro-benchmarks. Not part of CI.
+# The load harness against real etcd, nginx and HAProxy (writes
+# bench/RESULTS.md; ~17 minutes on 2 cores), then the Go micro-benchmarks. Not part of CI.
 bench: build
 	$(GO) build $(GOFLAGS) -o $(BIN)/bench ./bench
 	$(BIN)/bench --bin $(BIN) $(BENCHFLAGS)

@@ -13,6 +13,7 @@ import (
 // machine is what the figures depend on besides the code.
 type machine struct {
 	cpu, mem, kernel, nginx, goVersion string
+	haproxy                            string // "" when not installed
 	cores                              int
 	date                               time.Time
 	loadStart, loadEnd                 string
@@ -22,6 +23,9 @@ type machine struct {
 func describeMachine(opt *options) *machine {
 	m := &machine{cores: runtime.NumCPU(), date: time.Now().UTC(), nginx: nginxVersion(opt.nginx),
 		goVersion: runtime.Version(), loadStart: loadavg()}
+	if bin, err := lookHAProxy(opt.haproxy); err == nil {
+		m.haproxy = ", HAProxy " + haproxyVersion(bin)
+	}
 	m.cpu = procField("/proc/cpuinfo", "model name")
 	if kb := procField("/proc/meminfo", "MemTotal"); kb != "" {
 		var n float64
@@ -65,8 +69,8 @@ func loadavg() string {
 }
 
 func (m *machine) summary() string {
-	return fmt.Sprintf("- %s, %d cores, %s RAM, Linux %s\n- %s, %s\n- %s; the run took %v; load average %s at the start, %s at the end\n",
-		m.cpu, m.cores, m.mem, m.kernel, m.nginx, m.goVersion, m.date.Format("2006-01-02 15:04 UTC"),
+	return fmt.Sprintf("- %s, %d cores, %s RAM, Linux %s\n- %s%s, %s\n- %s; the run took %v; load average %s at the start, %s at the end\n",
+		m.cpu, m.cores, m.mem, m.kernel, m.nginx, m.haproxy, m.goVersion, m.date.Format("2006-01-02 15:04 UTC"),
 		m.took.Round(time.Second), m.loadStart, m.loadEnd)
 }
 
@@ -84,14 +88,15 @@ func results(opt *options, m *machine, table string) []byte {
 	fmt.Fprintf(&b, `
 Settings: %d runs of the small-config rows (%d more with `+"`nginx -s reload`"+`),
 %d add → remove cycles per run; scale %d services × %d instances, %d cycles,
-%v idle window; %d registrar starts; %d registrars' leases over %v; nginx's
-floor is the median of %d. The renderer runs with default settings;
+%v idle window; %d registrar starts; %d registrars' leases over %v; %d runs
+of the HAProxy rows; nginx's floor is the median of %d, HAProxy's is measured
+between the cycles. The renderer runs with default settings;
 reload_cmd = `+"`nginx-reload`"+` (returns once nginx runs the new workers).
 
 ## Table
 
 %s`, opt.runs, opt.plainRuns, opt.changes, opt.apps, opt.perApp, opt.scaleChanges, opt.idle,
-		opt.regRuns, opt.registrars, opt.etcdWindow, opt.floorRuns, table)
+		opt.regRuns, opt.registrars, opt.etcdWindow, opt.hapRuns, opt.floorRuns, table)
 	return []byte(b.String())
 }
 

@@ -29,12 +29,14 @@ import (
 
 type options struct {
 	bin, templates, nginx, out, work string
+	haproxy, haproxyDir              string // the haproxy binary, the shipped haproxy/ confdir
 	note                             string
 	args                             []string // the command line, for RESULTS.md
 	runs, changes                    int
 	apps, perApp, scaleChanges       int
 	floorRuns, regRuns, registrars   int
 	plainRuns                        int
+	hapRuns                          int // runs of the haproxy part
 	idle, etcdWindow                 time.Duration
 	balancerWindow                   time.Duration // the push part's load windows
 	only                             []string
@@ -69,11 +71,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.only = strings.Split(*only, ",")
 	for _, p := range o.only {
-		if !slices.Contains([]string{"small", "scale", "registrar", "etcd", "push"}, p) {
+		if !slices.Contains([]string{"small", "scale", "registrar", "etcd", "push", "haproxy"}, p) {
 			return nil, fmt.Errorf("--only: unknown part %q", p)
 		}
 	}
-	if o.runs < 1 || o.changes < 1 || o.apps < 1 || o.perApp < 1 || o.scaleChanges < 1 || o.floorRuns < 1 || o.regRuns < 1 || o.registrars < 1 || o.plainRuns < 0 {
+	if o.runs < 1 || o.changes < 1 || o.apps < 1 || o.perApp < 1 || o.scaleChanges < 1 || o.floorRuns < 1 || o.regRuns < 1 || o.registrars < 1 || o.hapRuns < 1 || o.plainRuns < 0 {
 		return nil, errors.New("counts must be positive")
 	}
 	lookup := func() (string, error) { return exec.LookPath(o.nginx) }
@@ -96,6 +98,9 @@ func (o *options) define(fs *flag.FlagSet) *string {
 	fs.StringVar(&o.bin, "bin", "bin", "directory of the binaries make build ships")
 	fs.StringVar(&o.templates, "templates", "templates", "the shipped templates")
 	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
+	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary (the haproxy part)")
+	fs.StringVar(&o.haproxyDir, "haproxy-dir", "haproxy", "the shipped HAProxy confdir (haproxy.cfg, conf.d, templates)")
+	fs.IntVar(&o.hapRuns, "haproxy-runs", 2, "runs of the haproxy part's rows")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "write the table here (quick runs write only when set)")
 	fs.StringVar(&o.work, "work", "", "directory for the runs' temp dirs (default $TMPDIR)")
 	fs.IntVar(&o.runs, "runs", 3, "runs of the small-config rows (propagation, burst, stream)")
@@ -111,7 +116,7 @@ func (o *options) define(fs *flag.FlagSet) *string {
 	fs.DurationVar(&o.etcdWindow, "etcd-window", 20*time.Second, "measuring window of the etcd load test")
 	fs.StringVar(&o.note, "note", "", "a line for RESULTS.md about this run (e.g. what else the machine was doing)")
 	fs.DurationVar(&o.balancerWindow, "balancer-window", 0, "each load window of the push part's balancer cost (0: 10s, 2s with --quick)")
-	only := fs.String("only", "small,scale,registrar,etcd,push", "which parts to run")
+	only := fs.String("only", "small,scale,registrar,etcd,push,haproxy", "which parts to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dirs (logs, rendered files)")
 	fs.BoolVar(&o.quick, "quick", false, "a short smoke run: 1 run, 10 changes, 100 apps, 5s idle, 100 registrars")
 	return only
@@ -121,10 +126,10 @@ func (o *options) define(fs *flag.FlagSet) *string {
 func (o *options) quicken(set map[string]bool) {
 	for name, v := range map[string]*int{"runs": &o.runs, "changes": &o.changes, "apps": &o.apps,
 		"scale-changes": &o.scaleChanges, "floor-runs": &o.floorRuns, "registrar-runs": &o.regRuns,
-		"registrars": &o.registrars, "plain-runs": &o.plainRuns} {
+		"registrars": &o.registrars, "plain-runs": &o.plainRuns, "haproxy-runs": &o.hapRuns} {
 		if !set[name] {
 			*v = map[string]int{"runs": 1, "changes": 10, "apps": 100, "scale-changes": 5,
-				"floor-runs": 3, "registrar-runs": 2, "registrars": 100, "plain-runs": 0}[name]
+				"floor-runs": 3, "registrar-runs": 2, "registrars": 100, "plain-runs": 0, "haproxy-runs": 1}[name]
 		}
 	}
 	if !set["idle"] {
@@ -224,6 +229,7 @@ func parts(ctx context.Context, opt *options, t *table, logf func(string, ...any
 			return etcdLoad(ctx, opt, t)
 		}},
 		{"push", func() error { return pushPart(ctx, opt, t, logf) }},
+		{"haproxy", func() error { return hapPart(ctx, opt, t, logf) }},
 	}
 }
 

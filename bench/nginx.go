@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,25 +70,7 @@ func (n *nginx) writeGen() error {
 
 // waitGen waits until nginx serves the current generation marker.
 func (n *nginx) waitGen(ctx context.Context) error {
-	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	want := fmt.Sprint(n.gen)
-	return poll(ctx, 10*time.Second, 2*time.Millisecond, "nginx serves generation "+want, func() error {
-		if !n.Running() {
-			return fmt.Errorf("nginx exited: %s", tail(n.Proc))
-		}
-		resp, err := c.Get(n.URL("/_gen"))
-		if err != nil {
-			return err
-		}
-		b, err := readBody(resp)
-		if err != nil {
-			return err
-		}
-		if string(b) != want {
-			return fmt.Errorf("got %q", b)
-		}
-		return nil
-	})
+	return waitServes(ctx, n.Proc, n.URL("/_gen"), fmt.Sprint(n.gen))
 }
 
 // floor is nginx's own cost of a change on this config: `nginx -t` of the

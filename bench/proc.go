@@ -131,3 +131,26 @@ func poll(ctx context.Context, timeout, interval time.Duration, what string, con
 		}
 	}
 }
+
+// waitServes waits until a GET of url on a fresh connection answers the
+// body want (a server's generation marker), failing at once if p exits.
+func waitServes(ctx context.Context, p *proc.Proc, url, want string) error {
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	return poll(ctx, 10*time.Second, 2*time.Millisecond, p.Name+" serves generation "+want, func() error {
+		if !p.Running() {
+			return fmt.Errorf("%s exited: %s", p.Name, tail(p))
+		}
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		b, err := readBody(resp)
+		if err != nil {
+			return err
+		}
+		if string(b) != want {
+			return fmt.Errorf("got %q", b)
+		}
+		return nil
+	})
+}

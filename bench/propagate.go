@@ -39,8 +39,10 @@ type changes struct {
 // propagate runs n cycles of issue 8's pattern on the probe service: add an
 // instance; once nginx routes to it, wait 150 ms and remove it; add the next
 // 1–2 s after the previous add. Each add is timed put → nginx routes to the
-// new backend; each remove delete → nginx no longer routes to it.
-func propagate(ctx context.Context, w *world, p *prober, n int) (changes, error) {
+// new backend; each remove delete → nginx no longer routes to it. between,
+// when set, runs after each remove is timed (given its revision), within
+// the wait for the next add.
+func propagate(ctx context.Context, w *world, p *prober, n int, between func(context.Context, int64) error) (changes, error) {
 	var c changes
 	for i := range n {
 		a, err := w.be.add()
@@ -61,7 +63,8 @@ func propagate(ctx context.Context, w *world, p *prober, n int) (changes, error)
 			return c, err
 		}
 		t1 := time.Now()
-		if _, err := w.del(ctx, key); err != nil {
+		rev, err := w.del(ctx, key)
+		if err != nil {
 			return c, err
 		}
 		// Two instances in round robin: six answers in a row without it
@@ -71,6 +74,11 @@ func propagate(ctx context.Context, w *world, p *prober, n int) (changes, error)
 			return c, fmt.Errorf("change %d: %w", i, err)
 		}
 		c.removes = append(c.removes, at.Sub(t1))
+		if between != nil {
+			if err := between(ctx, rev); err != nil {
+				return c, err
+			}
+		}
 		next := t0.Add(time.Second + rand.N(time.Second))
 		if err := sleep(ctx, time.Until(next)); err != nil {
 			return c, err
@@ -98,7 +106,7 @@ func pattern(ctx context.Context, w *world, t *table, name string, n int, pcts [
 	if err != nil {
 		return "", err
 	}
-	c, err := propagate(ctx, w, p, n)
+	c, err := propagate(ctx, w, p, n, nil)
 	if err != nil {
 		return "", err
 	}

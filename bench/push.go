@@ -97,7 +97,7 @@ func pushPattern(ctx context.Context, pw *pushWorld, t *table, name string, n in
 	if err != nil {
 		return err
 	}
-	c, err := propagate(ctx, pw.world, p, n)
+	c, err := propagate(ctx, pw.world, p, n, nil)
 	if err != nil {
 		return err
 	}
@@ -146,17 +146,8 @@ func pushFloor(ctx context.Context, pw *pushWorld, k int) (time.Duration, error)
 // The apps exist before it (one instance each, so nginx already has their
 // upstreams): every change is a membership change, none structural.
 func pushBurst(ctx context.Context, pw *pushWorld, t *table, name string) error {
-	bases, err := pw.be.addN(burstApps)
+	bases, err := burstBases(ctx, pw.world)
 	if err != nil {
-		return err
-	}
-	var rev int64
-	for i, a := range bases {
-		if rev, err = pw.put(ctx, registry.Key("", fmt.Sprintf("burst%d", i), benchEnv, a), registry.Value(a)); err != nil {
-			return err
-		}
-	}
-	if _, err := pw.acks.waitAck(ctx, rev, time.Minute); err != nil {
 		return err
 	}
 	addrs, err := pw.be.addN(200)
@@ -202,15 +193,7 @@ func pushBurst(ctx context.Context, pw *pushWorld, t *table, name string) error 
 // rendered peers file and in nginx's answers with what is registered: its
 // base instance and live[j], which belongs to app (100+j) % burstApps.
 func pushBurstCheck(ctx context.Context, pw *pushWorld, bases, live []netip.AddrPort) error {
-	want := map[string][]netip.AddrPort{}
-	for i, a := range bases {
-		svc := registry.Service(fmt.Sprintf("burst%d", i), benchEnv)
-		want[svc] = append(want[svc], a)
-	}
-	for j, a := range live {
-		svc := registry.Service(fmt.Sprintf("burst%d", (100+j)%burstApps), benchEnv)
-		want[svc] = append(want[svc], a)
-	}
+	want := burstWant(bases, live)
 	held, err := pw.push.Peers(ctx)
 	if err != nil {
 		return err
@@ -224,7 +207,6 @@ func pushBurstCheck(ctx context.Context, pw *pushWorld, bases, live []netip.Addr
 		return fmt.Errorf("peers file: %w", err)
 	}
 	for svc, addrs := range want {
-		slices.SortFunc(addrs, netip.AddrPort.Compare)
 		for src, got := range map[string][]netip.AddrPort{"nginx holds": held.Services[svc], "peers file has": file.Services[svc]} {
 			got = slices.SortedFunc(slices.Values(got), netip.AddrPort.Compare)
 			if !slices.Equal(got, addrs) {
@@ -236,6 +218,42 @@ func pushBurstCheck(ctx context.Context, pw *pushWorld, bases, live []netip.Addr
 		}
 	}
 	return nil
+}
+
+// burstBases registers one instance of each burst app and waits until
+// the renderer acknowledges them: the apps exist before the burst.
+func burstBases(ctx context.Context, w *world) ([]netip.AddrPort, error) {
+	bases, err := w.be.addN(burstApps)
+	if err != nil {
+		return nil, err
+	}
+	var rev int64
+	for i, a := range bases {
+		if rev, err = w.put(ctx, registry.Key("", fmt.Sprintf("burst%d", i), benchEnv, a), registry.Value(a)); err != nil {
+			return nil, err
+		}
+	}
+	_, err = w.acks.waitAck(ctx, rev, time.Minute)
+	return bases, err
+}
+
+// burstWant is what the burst leaves registered with app bases: per app
+// its base instance (bases[i] belongs to burst<i>) and live[j], which
+// belongs to app (100+j) % burstApps; each app's sorted.
+func burstWant(bases, live []netip.AddrPort) map[string][]netip.AddrPort {
+	want := map[string][]netip.AddrPort{}
+	for i, a := range bases {
+		svc := registry.Service(fmt.Sprintf("burst%d", i), benchEnv)
+		want[svc] = append(want[svc], a)
+	}
+	for j, a := range live {
+		svc := registry.Service(fmt.Sprintf("burst%d", (100+j)%burstApps), benchEnv)
+		want[svc] = append(want[svc], a)
+	}
+	for _, addrs := range want {
+		slices.SortFunc(addrs, netip.AddrPort.Compare)
+	}
+	return want
 }
 
 // answeredBy asks 2×len(addrs) times: every answer must come from addrs,

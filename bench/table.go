@@ -132,7 +132,7 @@ func (t *table) write(w io.Writer) {
 	if plain {
 		head += " with `nginx -s reload`: median | worst | runs |"
 	}
-	fmt.Fprintln(w, head+" issue 8 target | nginx's floor (`nginx -t` + reload) |")
+	fmt.Fprintln(w, head+" target (issue 8 unless said) | floor (the server's check + reload) |")
 	fmt.Fprintln(w, strings.Repeat("|---", strings.Count(head, "|")+1)+"|")
 	for _, r := range t.rows {
 		name := r.name

@@ -2,6 +2,9 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -75,6 +78,58 @@ func TestTableWorst(t *testing.T) {
 	} {
 		if got := tb.index[tc.row].summary(tc.vals); got != tc.want {
 			t.Errorf("summary(%s %v) = %q; want %q", tc.row, tc.vals, got, tc.want)
+		}
+	}
+}
+
+func TestParseServersState(t *testing.T) {
+	// HAProxy 2.6's `show servers state`, a free slot in maint (admin state 1).
+	const out = `1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+3 a_env 1 127.0.0.1-9002 127.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 9002 - 0 0 - - 0
+3 a_env 2 127.0.0.1-9001 127.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 9001 - 0 0 - - 0
+4 b_env 1 slot1 0.0.0.0 0 1 1 1 5 1 0 0 14 0 0 0 - 0 - 0 0 - - 0
+`
+	got := parseServersState(out)
+	want := map[string][]string{"a_env": {"127.0.0.1:9001", "127.0.0.1:9002"}}
+	if len(got) != len(want) || !slices.Equal(got["a_env"], want["a_env"]) {
+		t.Errorf("parseServersState = %v; want %v", got, want)
+	}
+}
+
+func TestRenderedServers(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"rollcall.cfg": `frontend rollcall
+    use_backend a_env if { path_beg /a_env/ }
+backend a_env
+    mode http
+    server 10.0.0.2-80 10.0.0.2:80
+    server 10.0.0.1-80 10.0.0.1:80 check
+backend b_env
+    # no instances
+backend c_env
+    server-template s 2 0.0.0.0:0 disabled
+    server s1 10.0.0.3:80 disabled
+    server s2 10.0.0.4:80 weight 1
+`,
+		"other.txt": "backend x_env\n    server y 10.9.9.9:80\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := renderedServers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"a_env": {"10.0.0.1:80", "10.0.0.2:80"}, "c_env": {"10.0.0.4:80"}}
+	if len(got) != len(want) {
+		t.Errorf("renderedServers = %v; want %v", got, want)
+	}
+	for k, v := range want {
+		if !slices.Equal(got[k], v) {
+			t.Errorf("renderedServers[%s] = %v; want %v", k, got[k], v)
 		}
 	}
 }

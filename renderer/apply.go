@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,15 +26,24 @@ type resState struct {
 	onDisk        int      // instances recorded next to dest (stage.go instancesFile); -1 = none
 }
 
-// job is one resource's way through a batch.
+// job is one resource's way through a batch. Its checks, install and
+// rollback run apart from the loop (flight.go): what they need of the
+// loop's state is copied in when the job leaves the loop (board) and
+// handed back when it lands (landed).
 type job struct {
 	st        *resState
 	cur, want fileState
 	staged    string // temp file in dest's dir, until installed
 	installed bool
+	checkCmd  string        // a check_cmd without {{.src}}, expanded: it checks the installed file; "" = none
 	reloadCmd string        // expanded; "" = none
 	checkTook time.Duration // its {{.src}} check_cmd's run
 	err       error
+
+	marked     bool      // dest's pending mark is on disk (resState.unconfirmed)
+	onDisk     int       // resState.onDisk
+	cand, base int       // the guard's Candidate and Base instances; -1 = unknown
+	since      time.Time // the scheduler's Since: when its oldest unapplied change arrived
 }
 
 // batchResult says how a batch went.
@@ -44,31 +52,40 @@ type batchResult struct {
 	reloads    []*reloadGroup // installed and checked; their reloads are yet to run
 }
 
-// apply renders, stages, checks and installs one batch of resources at
-// snap, and returns their reloads to run (res.reloads: runReloads on the
-// caller, or lanes apart from the loop). Resources whose output is already
-// installed (and applied: no pending mark) cost nothing; the rest share one
-// check per distinct no-{{.src}} check_cmd and one reload per distinct
-// reload_cmd. A failing resource is logged with the command output,
-// counted, and left out; the others apply. It never returns an error:
-// failures are in the result and stay pending for a retry.
+// apply applies one batch of resources at snap on the caller, checks
+// included (--onetime, and tests without the loop), and returns their
+// reloads to run (runReloads). The loop runs the same steps, but with its
+// checks and installs apart (begin, then flight.go).
 func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) batchResult {
+	res, f := r.begin(ctx, snap, sts)
+	var mu sync.Mutex
+	var jobs []*job
+	r.fly(ctx, f, func(js []*job) {
+		mu.Lock()
+		defer mu.Unlock()
+		jobs = append(jobs, js...)
+	})
+	r.landed(f.rev, jobs, &res)
+	return res
+}
+
+// begin is the part of a batch at snap that runs on the loop: pushed peer
+// sets, renders and staging. Resources whose output is already installed
+// (and applied: no pending mark) cost nothing; failed renders are settled
+// here. The rest come back as a flight whose checks and installs run apart
+// (flight.go); they share one check per distinct no-{{.src}} check_cmd and
+// one reload per distinct reload_cmd. A failing resource is logged with
+// the command output, counted, and left out; the others apply.
+func (r *Renderer) begin(ctx context.Context, snap *snapshot, sts []*resState) (batchResult, *flight) {
 	var res batchResult
 	// Pushed peer sets first: an app that appears has its peers in nginx
 	// before the reload that adds its upstream.
 	sts = r.applyPushes(ctx, snap, sts, &res)
-	jobs := r.prepareJobs(ctx, snap, sts, &res)
-	if r.cfg.Noop {
-		r.noopJobs(snap, jobs, &res)
-		return res
-	}
-	r.installAndCheck(ctx, jobs, &res)
-	res.reloads = r.groupReloads(snap, jobs, &res)
-	return res
+	return res, &flight{rev: snap.rev, jobs: r.prepareJobs(ctx, snap, sts, &res)}
 }
 
 // prepareJobs renders and stages every resource; failures and unchanged
-// files are settled here, and the rest come back as jobs to install.
+// files are settled here, and the rest board their flight.
 func (r *Renderer) prepareJobs(ctx context.Context, snap *snapshot, sts []*resState, res *batchResult) []*job {
 	var jobs []*job
 	for _, j := range r.prepareAll(ctx, snap, sts) {
@@ -79,60 +96,49 @@ func (r *Renderer) prepareJobs(ctx context.Context, snap *snapshot, sts []*resSt
 		case j.staged == "" && !st.reloadPending:
 			r.succeed(res, st, snap.rev) // unchanged
 		default:
+			r.board(j)
 			jobs = append(jobs, j)
 		}
 	}
 	return jobs
 }
 
-// noopJobs drops the staged files: with noop nothing is installed or
-// reloaded, yet each job counts as applied at this revision.
-func (r *Renderer) noopJobs(snap *snapshot, jobs []*job, res *batchResult) {
-	for _, j := range jobs {
-		if err := os.Remove(j.staged); err != nil && j.staged != "" {
-			r.log.Warn("noop: staged file left behind", "resource", j.st.name, "err", err)
-		}
-		r.succeed(res, j.st, snap.rev)
+// board copies into j what its install and rollback need of the loop's
+// state.
+func (r *Renderer) board(j *job) {
+	id := j.st.res.Path
+	j.marked, j.onDisk, j.since = j.st.unconfirmed, j.st.onDisk, r.sched.Since(id)
+	j.cand, j.base = -1, -1
+	if n, ok := r.guard.Candidate(id); ok {
+		j.cand = n
+	}
+	if n, ok := r.guard.Base(id); ok {
+		j.base = n
 	}
 }
 
-// installAndCheck installs each staged job, then runs the whole-config
-// checks once per distinct command, in the order first seen.
-func (r *Renderer) installAndCheck(ctx context.Context, jobs []*job, res *batchResult) {
-	checks := map[string][]*job{}
-	var order []string
+// landed takes jobs back on the loop once their flight is done with them:
+// their state first (to the resource now loaded at their path: the
+// configuration may have been reloaded meanwhile), then how each went:
+// failed, applied (no reload_cmd), or one reload per distinct reload_cmd.
+func (r *Renderer) landed(rev int64, jobs []*job, res *batchResult) {
 	for _, j := range jobs {
-		if j.staged == "" {
-			continue // reload pending only
+		if cur := r.byID[j.st.res.Path]; cur != nil && cur.res.Dest == j.st.res.Dest {
+			j.st = cur
 		}
-		if err := r.installJob(j); err != nil {
+		j.st.unconfirmed = j.st.unconfirmed || j.marked
+		j.st.onDisk = j.onDisk
+		if j.err != nil {
 			r.fail(res, j)
-			continue
-		}
-		r.observeInstall(j)
-		if c := j.st.res.CheckCmd; c != "" && !usesSrc(c) {
-			cmd, err := expandCmd(c, "", j.st.res.Dest)
-			if err != nil {
-				j.err = err
-				r.rollback(j)
-				r.fail(res, j)
-				continue
-			}
-			if _, ok := checks[cmd]; !ok {
-				order = append(order, cmd)
-			}
-			checks[cmd] = append(checks[cmd], j)
 		}
 	}
-	for _, cmd := range order {
-		r.checkInstalled(ctx, cmd, checks[cmd], res)
-	}
+	res.reloads = append(res.reloads, r.groupReloads(rev, jobs, res)...)
 }
 
 // groupReloads gathers one reload per distinct reload_cmd among what is
 // now in place: the caller runs them (runReloads inline, or apart in
 // lanes). Jobs without a reload_cmd are applied already.
-func (r *Renderer) groupReloads(snap *snapshot, jobs []*job, res *batchResult) []*reloadGroup {
+func (r *Renderer) groupReloads(rev int64, jobs []*job, res *batchResult) []*reloadGroup {
 	var groups []*reloadGroup
 	byCmd := map[string]*reloadGroup{}
 	for _, j := range jobs {
@@ -140,7 +146,7 @@ func (r *Renderer) groupReloads(snap *snapshot, jobs []*job, res *batchResult) [
 			continue
 		}
 		if j.reloadCmd == "" {
-			r.succeed(res, j.st, snap.rev)
+			r.succeed(res, j.st, rev)
 			continue
 		}
 		j.st.reloadPending = true
@@ -150,7 +156,7 @@ func (r *Renderer) groupReloads(snap *snapshot, jobs []*job, res *batchResult) [
 			byCmd[j.reloadCmd] = g
 			groups = append(groups, g)
 		}
-		g.items = append(g.items, reloadItem{st: j.st, rev: snap.rev})
+		g.items = append(g.items, reloadItem{st: j.st, rev: rev})
 	}
 	return groups
 }
@@ -224,7 +230,7 @@ func (r *Renderer) runReloads(ctx context.Context, res *batchResult) {
 }
 
 // prepare renders a resource and, when its output differs from the
-// installed file, stages it and runs a {{.src}} check_cmd on the staged file.
+// installed file, stages it; its checks run later, apart (flight.go).
 func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *job {
 	rs := st.res
 	j := &job{st: st}
@@ -256,6 +262,14 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 		return j
 	}
 	r.m.renders.WithLabelValues(st.name, "ok").Inc()
+	if c := rs.CheckCmd; c != "" && !usesSrc(c) {
+		if r.cfg.Noop {
+			r.log.Info("noop: check_cmd without {{.src}} needs the file installed, not run", "resource", st.name)
+		} else if j.checkCmd, err = expandCmd(c, "", rs.Dest); err != nil {
+			j.err = err
+			return j
+		}
+	}
 	if j.staged, err = stageFile(rs.Dest, j.want); err != nil {
 		j.err = err
 		return j
@@ -263,23 +277,26 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 	if r.cfg.Noop {
 		r.printDiff(ctx, rs.Dest, j.cur, j.staged)
 	}
-	if c := rs.CheckCmd; c != "" && usesSrc(c) {
-		cmd, err := expandCmd(c, j.staged, rs.Dest)
-		if err == nil {
-			start := time.Now()
-			err = r.check(ctx, st.name, cmd)
-			j.checkTook = time.Since(start)
-		}
-		if err != nil {
-			if rerr := os.Remove(j.staged); rerr != nil {
-				r.log.Warn("staged file left behind", "resource", st.name, "err", rerr)
-			}
-			j.staged, j.err = "", err
-		}
-	} else if c != "" && r.cfg.Noop {
-		r.log.Info("noop: check_cmd without {{.src}} needs the file installed, not run", "resource", st.name)
-	}
 	return j
+}
+
+// checkStaged runs j's check_cmd with {{.src}}, if it has one, on its
+// staged file; a rejected file is removed. It runs apart from the loop.
+func (r *Renderer) checkStaged(ctx context.Context, j *job) {
+	c := j.st.res.CheckCmd
+	if j.staged == "" || c == "" || !usesSrc(c) {
+		return
+	}
+	cmd, err := expandCmd(c, j.staged, j.st.res.Dest)
+	if err == nil {
+		start := time.Now()
+		err = r.check(ctx, j.st.name, cmd)
+		j.checkTook = time.Since(start)
+	}
+	if err != nil {
+		r.unstage(j)
+		j.err = err
+	}
 }
 
 // check runs one check_cmd and counts it for resource name.
@@ -293,25 +310,34 @@ func (r *Renderer) check(ctx context.Context, name, cmd string) error {
 	return nil
 }
 
-// checkInstalled runs one whole-config check for jobs already installed.
-// If it fails and several resources share it, each is tried alone so one
-// bad resource never holds back the others; failures are rolled back before
-// anything reloads.
-func (r *Renderer) checkInstalled(ctx context.Context, cmd string, group []*job, res *batchResult) {
-	err := r.checkGroup(ctx, cmd, group)
+// checkInstalled installs group and runs their shared whole-config check
+// once. If it fails and several resources share it, each is tried alone so
+// one bad resource never holds back the others; failures are rolled back
+// before anything reloads. It runs apart from the loop, holding cmd's lock
+// (flight.go).
+func (r *Renderer) checkInstalled(ctx context.Context, cmd string, group []*job) {
+	var installed []*job
+	for _, j := range group {
+		if r.installJob(j) == nil {
+			installed = append(installed, j)
+		}
+	}
+	if len(installed) == 0 {
+		return
+	}
+	err := r.checkGroup(ctx, cmd, installed)
 	if err == nil {
 		return
 	}
-	for _, j := range group {
+	for _, j := range installed {
 		r.rollback(j)
 	}
-	if len(group) == 1 {
-		group[0].err = err
-		r.fail(res, group[0])
+	if len(installed) == 1 {
+		installed[0].err = err
 		return
 	}
-	r.log.Warn("shared check failed, checking resources one by one", "resource", names(group), "err", err)
-	for _, j := range group {
+	r.log.Warn("shared check failed, checking resources one by one", "resource", names(installed), "err", err)
+	for _, j := range installed {
 		if j.staged, j.err = stageFile(j.st.res.Dest, j.want); j.err == nil {
 			j.err = r.installJob(j)
 		}
@@ -319,9 +345,6 @@ func (r *Renderer) checkInstalled(ctx context.Context, cmd string, group []*job,
 			if j.err = r.checkGroup(ctx, cmd, []*job{j}); j.err != nil {
 				r.rollback(j)
 			}
-		}
-		if j.err != nil {
-			r.fail(res, j)
 		}
 	}
 }
@@ -345,19 +368,22 @@ func (r *Renderer) checkGroup(ctx context.Context, cmd string, group []*job) err
 // installed, without its own check (resources without a change since the
 // last apply, as in a full pass, are not observed).
 func (r *Renderer) observeInstall(j *job) {
-	if since := r.sched.Since(j.st.res.Path); !since.IsZero() {
-		r.m.changeToInstall.Observe((time.Since(since) - j.checkTook).Seconds())
+	if !j.since.IsZero() {
+		r.m.changeToInstall.Observe((time.Since(j.since) - j.checkTook).Seconds())
+		j.since = time.Time{} // once: not again when it is tried alone
 	}
 }
 
+// installJob installs j's staged file after its pending mark. It touches
+// only j and files: it runs apart from the loop.
 func (r *Renderer) installJob(j *job) error {
-	if !j.st.unconfirmed {
+	if !j.marked {
 		if err := markPending(j.st.res.Dest); err != nil {
 			os.Remove(j.staged)
 			j.staged, j.err = "", err
 			return err
 		}
-		j.st.unconfirmed = true
+		j.marked = true
 	}
 	err := install(j.staged, j.st.res.Dest)
 	j.staged = ""
@@ -366,9 +392,8 @@ func (r *Renderer) installJob(j *job) error {
 		return err
 	}
 	j.installed = true
-	if n, ok := r.guard.Candidate(j.st.res.Path); ok {
-		r.recordInstances(j.st, n)
-	}
+	r.observeInstall(j)
+	r.recordInstances(j, j.cand)
 	if h := r.testHookInstall; h != nil {
 		h(j.st.res.Dest)
 	}
@@ -385,9 +410,7 @@ func (r *Renderer) rollback(j *job) {
 		return
 	}
 	j.installed = false
-	if n, ok := r.guard.Base(j.st.res.Path); ok {
-		r.recordInstances(j.st, n)
-	}
+	r.recordInstances(j, j.base)
 	r.log.Info("rolled back", "resource", j.st.name, "dest", j.st.res.Dest)
 }
 
@@ -433,17 +456,18 @@ func (r *Renderer) recover(st *resState) bool {
 	return pending
 }
 
-// recordInstances notes next to st's dest how many instances the installed
-// file holds, for the guard of a renderer started later.
-func (r *Renderer) recordInstances(st *resState, n int) {
-	if n == st.onDisk {
+// recordInstances notes next to j's dest how many instances (n; < 0 =
+// unknown) the installed file holds, for the guard of a renderer started
+// later.
+func (r *Renderer) recordInstances(j *job, n int) {
+	if n < 0 || n == j.onDisk {
 		return
 	}
-	if err := writeInstances(st.res.Dest, n); err != nil {
-		r.log.Warn("the guard will not know this file after a restart", "resource", st.name, "err", err)
+	if err := writeInstances(j.st.res.Dest, n); err != nil {
+		r.log.Warn("the guard will not know this file after a restart", "resource", j.st.name, "err", err)
 		return
 	}
-	st.onDisk = n
+	j.onDisk = n
 }
 
 func (r *Renderer) succeed(res *batchResult, st *resState, rev int64) {
@@ -487,30 +511,17 @@ func (r *Renderer) printDiff(ctx context.Context, dest string, cur fileState, st
 }
 
 // prepareAll prepares sts with up to GOMAXPROCS at a time (a full render
-// of a resource per app runs one {{.src}} check per resource), in order.
+// of a resource per app renders and stages every resource), in order.
 // --noop prints diffs: one at a time.
 func (r *Renderer) prepareAll(ctx context.Context, snap *snapshot, sts []*resState) []*job {
 	jobs := make([]*job, len(sts))
-	workers := min(runtime.GOMAXPROCS(0), len(sts))
-	if r.cfg.Noop || workers <= 1 {
-		for i, st := range sts {
-			jobs[i] = r.prepare(ctx, snap, st)
+	prep := func(i int) { jobs[i] = r.prepare(ctx, snap, sts[i]) }
+	if r.cfg.Noop {
+		for i := range sts {
+			prep(i)
 		}
 		return jobs
 	}
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := range next {
-				jobs[i] = r.prepare(ctx, snap, sts[i])
-			}
-		})
-	}
-	for i := range sts {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	parallel(len(sts), prep)
 	return jobs
 }

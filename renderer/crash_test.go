@@ -17,9 +17,10 @@ import (
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
 
-// runDying runs a renderer on h's config whose loop dies (runtime.Goexit:
-// no check, no reload, no rollback, as kill -9 would leave it) right after
-// it installs a file for the second time, and waits for that.
+// runDying runs a renderer on h's config that dies (runtime.Goexit of the
+// installing goroutine with the loop stopped: no check, no reload, no
+// rollback, as kill -9 would leave it) right after it installs a file for
+// the second time, and waits for that.
 func runDying(t *testing.T, h *harness) {
 	t.Helper()
 	cfg := h.cfg
@@ -35,16 +36,17 @@ func runDying(t *testing.T, h *harness) {
 	defer cli.Close()
 	r.cli = cli
 	r.loadResources(time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	installs := 0
 	died := make(chan struct{})
-	r.testHookInstall = func(string) {
+	r.testHookInstall = func(string) { // in the flight (flight.go): stop the loop too
 		if installs++; installs == 2 {
+			cancel()
 			close(died)
 			runtime.Goexit()
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

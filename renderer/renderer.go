@@ -47,12 +47,12 @@ type Renderer struct {
 	ack     *acker
 	gate    *valueGate // withholds invalid instance values (values.go)
 	guard   *guard     // holds mass removals (guard.go)
-	lanes   *lanes     // reloads run apart from the loop (lanes.go); nil = inline (--onetime)
+	lanes   *lanes     // checks, installs and reloads run apart from the loop (lanes.go); nil = inline (--onetime)
 	push    *pusher    // resources with push (push.go)
 	loadErr []string   // resources that failed to load at the last (re)load
 
 	testHookBeforeSnapshot func()            // tests: a watcher storing a change between collect and snapshot
-	testHookInstall        func(dest string) // tests: runs once a file is installed, before its checks and reload
+	testHookInstall        func(dest string) // tests: runs once a file is installed, before its checks and reload (apart from the loop)
 
 	watchPrefixes []string
 	watchRegistry []string
@@ -190,6 +190,9 @@ func (r *Renderer) run(ctx context.Context) error {
 			r.collect(time.Now())
 		case <-al.C():
 			r.applyDue(ctx, time.Now())
+		case ld := <-r.lanes.landed:
+			r.lanes.Land(ctx, time.Now(), ld)
+			r.afterBatch()
 		case d := <-r.lanes.done:
 			r.lanes.Finish(ctx, time.Now(), d)
 			r.afterBatch()
@@ -354,17 +357,29 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 		return
 	}
 	todo = r.withPushes(snap, todo)
-	res := r.apply(ctx, snap, todo)
-	reloads := len(res.reloads)
-	if r.lanes == nil {
+	var (
+		res     batchResult
+		f       *flight
+		reloads int
+	)
+	if r.lanes == nil { // no loop (tests): the whole batch here
+		res = r.apply(ctx, snap, todo)
+		reloads = len(res.reloads)
 		r.runReloads(ctx, &res)
+	} else {
+		res, f = r.begin(ctx, snap, todo)
+		if !r.cfg.Noop {
+			reloads = f.reloads()
+		}
 	}
-	end := r.recordBatch(snap, res, held, reloads)
-	for _, g := range res.reloads {
-		r.lanes.Start(ctx, g)
+	end := r.recordBatch(snap, res, held, f, reloads)
+	apart := 0
+	if f != nil {
+		apart = len(f.jobs)
+		r.lanes.Fly(ctx, f)
 	}
 	r.afterBatch()
-	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "reloads", len(res.reloads), "held", len(held), "took", end.Sub(now))
+	r.log.Info("applied", "rev", snap.rev, "resources", len(todo), "failed", len(res.failed), "apart", apart, "reloads", reloads, "held", len(held), "took", end.Sub(now))
 }
 
 // sortDue splits the due resources at snap into those to apply now and
@@ -388,14 +403,15 @@ func (r *Renderer) sortDue(snap *snapshot, ids []string, now time.Time) (todo []
 }
 
 // recordBatch tells the scheduler how the batch at snap went and marks
-// what applied. Resources whose reloads are still to run (in lanes) are
-// busy until their lane finishes. It returns when the batch ended.
-func (r *Renderer) recordBatch(snap *snapshot, res batchResult, held map[string]time.Time, reloads int) time.Time {
+// what applied. Resources of its flight f (checks, installs and reloads
+// apart from the loop; nil: none) are busy until they land and their lanes
+// finish. It returns when the batch ended.
+func (r *Renderer) recordBatch(snap *snapshot, res batchResult, held map[string]time.Time, f *flight, reloads int) time.Time {
 	end := time.Now()
 	var busy []string
-	for _, g := range res.reloads {
-		for _, it := range g.items {
-			busy = append(busy, it.st.res.Path)
+	if f != nil {
+		for _, j := range f.jobs {
+			busy = append(busy, j.st.res.Path)
 		}
 	}
 	coalesced := r.sched.Applied(end, batch{rev: snap.rev, ok: resIDs(res.ok), failed: resIDs(res.failed), held: held, busy: busy, reloads: reloads})

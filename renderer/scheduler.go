@@ -26,8 +26,8 @@ const (
 //	Due       take the resources due now as a batch (nil: none)
 //	PutBack   some of them could not be tried (not listed yet)
 //	Applied   the batch ran at a snapshot revision: these succeeded, these failed,
-//	          these are held, these reload apart (busy until Done)
-//	Done      a reload that ran apart ended
+//	          these are held, these check, install and reload apart (busy until Done)
+//	Done      a resource that ran apart ended
 //	Ack       the revision every resource has applied (and Idle, Failing, Since)
 //
 // Resources without a wait share the reload budget: a change is due at once
@@ -36,7 +36,7 @@ const (
 // wait {Min, Max} use quiescence per distinct wait instead. A failing
 // resource is due again after its own backoff, or at once with a new
 // change; other resources' batches never wait for it. A busy resource (its
-// reload still running) is not due until Done.
+// checks, install or reload still running) is not due until Done.
 type scheduler struct {
 	budget budget
 	wait   *confd.Wait // the global --wait; nil = the budget
@@ -63,7 +63,7 @@ type item struct {
 	since      time.Time // when its oldest unapplied change arrived
 	appliedRev int64     // every change up to here is live for this resource
 	retryAt    time.Time // due again without a change (after a failure's backoff, or a hold); zero = none
-	busy       bool      // its reload runs apart (lanes.go): not due until Done
+	busy       bool      // its checks, install or reload run apart (lanes.go): not due until Done
 	held       bool      // the mass-removal guard holds its render (guard.go)
 }
 
@@ -291,7 +291,7 @@ type batch struct {
 	rev        int64 // the snapshot it rendered: at least the last change set's
 	ok, failed []string
 	held       map[string]time.Time // id -> when to look again (guard.go)
-	busy       []string             // installed; their reload runs apart, Done follows
+	busy       []string             // their checks, installs and reloads run apart, Done follows
 	reloads    int
 }
 
@@ -328,8 +328,8 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 	return coalesced
 }
 
-// Done records the end of a reload that ran apart for resource id, which
-// rendered the snapshot at rev.
+// Done records the end of what ran apart for resource id (its flight or
+// its reload), which rendered the snapshot at rev.
 func (s *scheduler) Done(now time.Time, id string, rev int64, ok bool) {
 	s.done(now, id, rev, ok)
 	s.updateAck()

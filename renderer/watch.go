@@ -316,6 +316,11 @@ func (w *watcher) probe(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// What was seen before the request: a watch event applied while the
+		// Get is in flight is newer than the Get's header, and is no sign
+		// of etcd going back (the Get is linearizable, so its header is at
+		// least every revision seen before it was sent).
+		have := w.store.Rev()
 		pctx, cancel := context.WithTimeout(ctx, probeEvery)
 		resp, err := w.cli.Get(pctx, w.probeKey, clientv3.WithCountOnly())
 		cancel()
@@ -336,7 +341,7 @@ func (w *watcher) probe(ctx context.Context) {
 			}
 		}
 		w.m.etcdRevision.Set(float64(resp.Header.Revision))
-		if rev, have := resp.Header.Revision, w.store.Rev(); rev < have {
+		if rev := resp.Header.Revision; rev < have {
 			w.log.Warn("etcd's revision is behind what was seen: etcd was replaced or restored", "etcd_rev", rev, "seen_rev", have)
 			select {
 			case w.relist <- struct{}{}:

@@ -11,55 +11,31 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/rollcall/rollcall/internal/reloadcmd"
 	"github.com/rollcall/rollcall/nginxreload"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { reloadcmd.Main(run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
-	c, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "haproxy-reload: %v\n", err)
-		return 2
-	}
-	res, err := nginxreload.ReloadHAProxy(ctx, c)
-	if err != nil {
-		fmt.Fprintf(stderr, "haproxy-reload: %v\n", err)
-		return 1
-	}
-	if res.Sent > 1 {
-		fmt.Fprintf(stderr, "haproxy-reload: applied after %d reloads (the master dropped %d) in %v\n", res.Sent, res.Sent-1, res.Took)
-	}
-	return 0
+	return reloadcmd.Run(ctx, "haproxy-reload", args, stderr, parse, func(ctx context.Context, c nginxreload.HAProxyConfig) error {
+		res, err := nginxreload.ReloadHAProxy(ctx, c)
+		if err == nil && res.Sent > 1 {
+			fmt.Fprintf(stderr, "haproxy-reload: applied after %d reloads (the master dropped %d) in %v\n", res.Sent, res.Sent-1, res.Took)
+		}
+		return err
+	})
 }
 
 func parse(args []string, stderr io.Writer) (nginxreload.HAProxyConfig, error) {
-	fs := flag.NewFlagSet("haproxy-reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := reloadcmd.FlagSet("haproxy-reload", "[flags]", stderr)
 	var c nginxreload.HAProxyConfig
 	fs.StringVar(&c.MasterSocket, "master-socket", nginxreload.DefaultMasterSocket, "HAProxy's master CLI socket (haproxy -S)")
 	fs.DurationVar(&c.Timeout, "timeout", nginxreload.DefaultTimeout, "how long to wait for the new workers")
 	fs.DurationVar(&c.Resend, "resend", nginxreload.DefaultResend, "send the reload again when the master has not started it within this")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: haproxy-reload [flags]")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

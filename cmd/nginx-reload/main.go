@@ -11,55 +11,32 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"os/signal"
-	"syscall"
 
 	"github.com/rollcall/rollcall/internal/nginxconf"
+	"github.com/rollcall/rollcall/internal/reloadcmd"
 	"github.com/rollcall/rollcall/nginxreload"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { reloadcmd.Main(run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
-	c, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "nginx-reload: %v\n", err)
-		return 2
-	}
-	if _, err := nginxreload.Reload(ctx, c); err != nil {
-		fmt.Fprintf(stderr, "nginx-reload: %v\n", err)
-		return 1
-	}
-	return 0
+	return reloadcmd.Run(ctx, "nginx-reload", args, stderr, parse, func(ctx context.Context, c nginxreload.Config) error {
+		_, err := nginxreload.Reload(ctx, c)
+		return err
+	})
 }
 
 func parse(args []string, stderr io.Writer) (nginxreload.Config, error) {
-	fs := flag.NewFlagSet("nginx-reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := reloadcmd.FlagSet("nginx-reload", "[flags] [-- NGINX-ARGS...]", stderr)
 	var c nginxreload.Config
 	fs.StringVar(&c.Nginx, "nginx", "nginx", "nginx binary, run as NGINX NGINX-ARGS -s reload")
 	fs.StringVar(&c.PIDFile, "pid", nginxreload.DefaultPIDFile, "the nginx master's pid file")
 	fs.DurationVar(&c.Timeout, "timeout", nginxreload.DefaultTimeout, "how long to wait for the new workers")
 	fs.StringVar(&c.ErrorLog, "error-log", "", "nginx error log: [emerg] lines after the reload end the wait and are quoted")
 	signal := fs.Bool("signal", false, "send SIGHUP to the master instead of running nginx -s reload")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: nginx-reload [flags] [-- NGINX-ARGS...]")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
