@@ -174,11 +174,7 @@ func TestHAProxyInjection(t *testing.T) {
 	const svc = "inj_test"
 	bs := r.serve(10*time.Second, svc, "b1", "b2")
 	port := injectPort(t)
-	evil := []string{
-		fmt.Sprintf("127.0.0.1:1; } server { listen 127.0.0.1:%d; return 200 injected; } upstream z { server 127.0.0.1:2", port),
-		fmt.Sprintf("127.0.0.1:1\nfrontend injected\n    bind 127.0.0.1:%d\n    http-request return status 200", port),
-		"1.2.3.5:80;", "1.2.3.6:80 backup", "127.0.0.1:1 check inter 1 injected",
-	}
+	evil := haproxyInjections(port)
 	offset := len(r.renderer.Output())
 	for i, v := range evil {
 		r.put(fmt.Sprintf("/%s/127.0.0.1-%d", svc, i+1), v)
@@ -264,6 +260,17 @@ func TestHAProxyBurst(t *testing.T) {
 		if x.code != 0 {
 			t.Errorf("reload %d exited %d", i, x.code)
 		}
+	}
+}
+
+// haproxyInjections are the injection values of the nginx tests and two
+// written for HAProxy's config syntax; port is where an injected listener
+// would listen.
+func haproxyInjections(port int) []string {
+	return []string{
+		fmt.Sprintf("127.0.0.1:1; } server { listen 127.0.0.1:%d; return 200 injected; } upstream z { server 127.0.0.1:2", port),
+		fmt.Sprintf("127.0.0.1:1\nfrontend injected\n    bind 127.0.0.1:%d\n    http-request return status 200", port),
+		"1.2.3.5:80;", "1.2.3.6:80 backup", "127.0.0.1:1 check inter 1 injected",
 	}
 }
 

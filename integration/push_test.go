@@ -94,19 +94,7 @@ func TestPushNoReload(t *testing.T) {
 	for range 50 {
 		start := time.Now()
 		nk := lr.register("web_prod", next)
-		for {
-			got, err := fetch(keep, url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got == next.name {
-				break
-			}
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("%s not routed 5s after its put", next.name)
-			}
-		}
-		adds = append(adds, time.Since(start))
+		adds = append(adds, untilRouted(t, keep, url, next.name, start))
 		start = time.Now()
 		rev := lr.del(curKey)
 		for {

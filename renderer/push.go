@@ -32,6 +32,7 @@ const (
 // (lua/rollcall/peers.lua) and confirmed — no check, no reload.
 type pusher struct {
 	enabled bool
+	haproxy bool                         // HAProxy's runtime API (haproxy.go): on unless --push=off
 	told    bool                         // the start message was logged
 	clients map[string]*nginxpush.Client // by URL
 	// last is, by resource, the peer set installed in dest and confirmed
@@ -42,7 +43,7 @@ type pusher struct {
 }
 
 func newPusher(mode string) *pusher {
-	return &pusher{enabled: mode == PushOn || mode == PushAuto && luaInstalled(),
+	return &pusher{enabled: mode == PushOn || mode == PushAuto && luaInstalled(), haproxy: mode != PushOff,
 		clients: map[string]*nginxpush.Client{}, last: map[string]*peerState{}}
 }
 
@@ -78,6 +79,9 @@ func luaInstalled() bool {
 
 // pushes reports whether st is applied by pushing.
 func (r *Renderer) pushes(st *resState) bool {
+	if isHAProxyPush(st.res.Push) {
+		return r.push.haproxy && !r.cfg.Noop
+	}
 	return st.res.Push != "" && r.push.enabled && !r.cfg.Noop
 }
 
@@ -86,7 +90,7 @@ func (r *Renderer) pushes(st *resState) bool {
 func (r *Renderer) tellPush(log *slog.Logger) []string {
 	var ids, names []string
 	for _, st := range r.states {
-		if st.res.Push != "" {
+		if st.res.Push != "" && !isHAProxyPush(st.res.Push) {
 			names = append(names, st.name)
 			if r.pushes(st) {
 				ids = append(ids, st.res.Path)
@@ -112,7 +116,11 @@ func (r *Renderer) applyPushes(ctx context.Context, snap *snapshot, sts []*resSt
 			rest = append(rest, st)
 			continue
 		}
-		if err := r.applyPush(ctx, snap, st); err != nil {
+		apply := r.applyPush
+		if isHAProxyPush(st.res.Push) {
+			apply = r.applyHAProxy
+		}
+		if err := apply(ctx, snap, st); err != nil {
 			r.fail(res, &job{st: st, err: err})
 			continue
 		}

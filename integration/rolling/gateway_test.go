@@ -89,6 +89,10 @@ type gatewayConfig struct {
 	// plainReload `systemctl reload haproxy` (a stand-in that signals the
 	// master as Debian's unit does), confirmed by the renderer.
 	haproxy bool
+	// haproxyRuntime (with haproxy) uses the shipped runtime API setup
+	// (haproxy/runtime): instance changes through HAProxy's runtime API,
+	// reloads only for new apps or slots run out.
+	haproxyRuntime bool
 	// path is what the load requests: "/" when empty.
 	path string
 }
@@ -182,7 +186,11 @@ func (g *gateway) startHAProxy(t *testing.T) []string {
 	g.haproxy = haproxytest.New(t, haproxytest.Config{NoRetries: true})
 	writeFile(t, filepath.Join(g.haproxy.Rendered, "rollcall.cfg"), "# placeholder\n")
 	g.haproxy.Start(t)
-	if err := os.CopyFS(g.confdir, os.DirFS(filepath.Join(repoRoot, "haproxy"))); err != nil {
+	shipped := filepath.Join(repoRoot, "haproxy")
+	if g.cfg.haproxyRuntime {
+		shipped = haproxytest.RuntimeConfdir(t)
+	}
+	if err := os.CopyFS(g.confdir, os.DirFS(shipped)); err != nil {
 		t.Fatal(err)
 	}
 	reload := fmt.Sprintf("%s --master-socket %s --timeout 10s", bins.Path("haproxy-reload"), g.haproxy.MasterSocket)
@@ -199,7 +207,11 @@ func (g *gateway) startHAProxy(t *testing.T) []string {
 		reload = systemctl + " reload haproxy"
 		extra = []string{"--haproxy-master-socket", g.haproxy.MasterSocket}
 	}
-	writeFile(t, filepath.Join(g.confdir, "conf.d", "haproxy.toml"), g.haproxy.Resource(t, reload))
+	res := g.haproxy.Resource(t, reload)
+	if g.cfg.haproxyRuntime {
+		res = g.haproxy.RuntimeResource(t, g.haproxy.AdminSocket, reload)
+	}
+	writeFile(t, filepath.Join(g.confdir, "conf.d", "haproxy.toml"), res)
 	return extra
 }
 

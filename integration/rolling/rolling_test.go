@@ -37,6 +37,10 @@ func TestRollingDeploy(t *testing.T) {
 	// through the master CLI.
 	haproxySystemctl := haproxy
 	haproxySystemctl.plainReload = true
+	// The shipped runtime API setup: instances set through HAProxy's
+	// runtime API, no reload, no client connection closed.
+	haproxyRuntime := haproxy
+	haproxyRuntime.haproxyRuntime = true
 	for _, tc := range []struct {
 		name      string
 		gw        gatewayConfig
@@ -51,6 +55,7 @@ func TestRollingDeploy(t *testing.T) {
 		{"lua-push", gatewayConfig{server: rollingServer, resources: luaResources, lua: true}, 5 * time.Second, true},
 		{"haproxy", haproxy, 5 * time.Second, true},
 		{"haproxy-systemctl-reload", haproxySystemctl, 5 * time.Second, true},
+		{"haproxy-runtime", haproxyRuntime, 5 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			failed := rollingDeploy(t, tc.gw, tc.drain, tc.wantClean)
@@ -107,8 +112,8 @@ func rollingDeploy(t *testing.T, gw gatewayConfig, drain time.Duration, wantClea
 	// retried: closed while a request was sent on it.
 	closed := st.closed
 	t.Logf("ROLLING: %d gateway reloads, %d client connections closed by the gateway (%d of them under a request), %d failed", reloads, closed, st.retried, st.failed)
-	if gw.lua && (reloads > 0 || closed > 0 || st.retried > 0) {
-		t.Errorf("through the Lua push path: %d nginx reloads, %d client connections closed by nginx; want 0 and 0", reloads, closed)
+	if (gw.lua || gw.haproxyRuntime) && (reloads > 0 || closed > 0 || st.retried > 0) {
+		t.Errorf("through the push path (Lua or HAProxy's runtime API): %d gateway reloads, %d client connections closed by the gateway; want 0 and 0", reloads, closed)
 	}
 	t.Logf("the deploy took %v under load", took.Round(time.Millisecond))
 	if took >= maxTime || st.sent >= l.maxRequests {
@@ -157,4 +162,45 @@ func addrs(bs []*backend) []string {
 		out[i] = b.addr
 	}
 	return out
+}
+
+// TestRollingDeployRuntimeSlotReuse deploys the 4 backends three times in a
+// row behind HAProxy's runtime API under 32 keep-alive clients: 12
+// instances through 8 slots, so the second and third deploys put new
+// addresses into slots drained of the first and second. Nothing fails,
+// nothing reloads, no client connection is closed.
+func TestRollingDeployRuntimeSlotReuse(t *testing.T) {
+	bins.Need(t)
+	g := startGateway(t, gatewayConfig{haproxy: true, haproxyRuntime: true, path: "/" + app + "_" + env + "/"})
+	url := g.url()
+	cur := make([]*backend, 4)
+	for i := range cur {
+		cur[i] = g.startBackend(t, 5*time.Second)
+	}
+	waitServed(t, url, addrs(cur), 20*time.Second)
+	l := &load{url: url, clients: 32, pace: 5 * time.Millisecond, maxRequests: 5_000_000, maxTime: 3 * time.Minute}
+	reloads0 := g.reloads(t)
+	l.start(t.Context())
+	defer l.stop()
+	for round := range 3 {
+		for i, o := range cur {
+			n := g.startBackend(t, 5*time.Second)
+			waitfor.Cond(t, 15*time.Second, "new backend "+n.addr+" serves through HAProxy", func() error {
+				if l.served(n.addr) == 0 {
+					return fmt.Errorf("no request yet; spread%s", l.spread())
+				}
+				return nil
+			})
+			o.stop(t)
+			cur[i] = n
+		}
+		t.Logf("deploy %d done", round+1)
+	}
+	l.keepOn(t, 500, "after the last deploy")
+	st := l.finish(t)
+	reloads := g.reloads(t) - reloads0
+	t.Logf("ROLLING x3 (runtime API, slots reused): %d reloads, %d client connections closed, %d failed of %d", reloads, st.closed, st.failed, st.sent)
+	if st.failed > 0 || reloads > 0 || st.closed > 0 || st.retried > 0 {
+		t.Errorf("%d failed, %d reloads, %d closed (%d under a request); want 0 each", st.failed, reloads, st.closed, st.retried)
+	}
 }

@@ -183,16 +183,43 @@ func (s *Server) Servers(ctx context.Context) ([]string, error) {
 // reload.
 func (s *Server) Resource(t testing.TB, reload string) string {
 	t.Helper()
-	path := filepath.Join(filepath.Dir(Shipped(t)), "conf.d", "haproxy.toml")
+	return s.shipped(t, filepath.Join("conf.d", "haproxy.toml"), reload, nil)
+}
+
+// RuntimeConfdir is the shipped confdir of the runtime API setup
+// (haproxy/runtime: membership changes without reloads).
+func RuntimeConfdir(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(filepath.Dir(Shipped(t)), "runtime")
+}
+
+// RuntimeResource returns the shipped haproxy/runtime/conf.d/haproxy.toml
+// pointed at this instance: the runtime API at api (AdminSocket, or a proxy
+// in front of it), the config at Rendered/rollcall.cfg, the peer set at
+// Dir/peers.txt, check_cmd CheckCommand, reload_cmd reload.
+func (s *Server) RuntimeResource(t testing.TB, api, reload string) string {
+	t.Helper()
+	return s.shipped(t, filepath.Join("runtime", "conf.d", "haproxy.toml"), reload, []string{
+		"haproxy:///run/haproxy/admin.sock?config=/etc/haproxy/rollcall/rollcall.cfg",
+		"haproxy://" + api + "?config=" + filepath.Join(s.Rendered, "rollcall.cfg"),
+		"/etc/haproxy/rollcall-peers.txt", filepath.Join(s.Dir, "peers.txt"),
+	})
+}
+
+// shipped reads a shipped resource under haproxy/ and points its paths and
+// commands at this instance.
+func (s *Server) shipped(t testing.TB, rel, reload string, more []string) string {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(Shipped(t)), rel)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pairs := []string{
+	pairs := append(more,
 		"/etc/haproxy/rollcall/rollcall.cfg", filepath.Join(s.Rendered, "rollcall.cfg"),
 		"/usr/sbin/haproxy -c -f /etc/haproxy/haproxy.cfg -f /etc/haproxy/rollcall", s.CheckCommand(),
 		"/usr/local/bin/haproxy-reload --master-socket /run/haproxy-master.sock", reload,
-	}
+	)
 	for i := 0; i < len(pairs); i += 2 {
 		if !strings.Contains(string(b), pairs[i]) {
 			t.Fatalf("shipped %s lacks %q", path, pairs[i])

@@ -14,6 +14,8 @@ import (
 	"text/template"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/rollcall/rollcall/haproxyapi"
 )
 
 // The conf.d loader: confd's [template] table, read as confd reads it.
@@ -270,6 +272,10 @@ func (r *Resource) parseTemplates(confdir string, t *tomlTemplate) error {
 // refuses remote callers, and a push over the network would be one more
 // thing to secure.
 func checkPushURL(s string) error {
+	if strings.HasPrefix(s, "haproxy:") {
+		_, err := haproxyapi.ParsePush(s) // HAProxy's runtime API (renderer/haproxy.go)
+		return err
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return err
