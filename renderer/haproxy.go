@@ -63,7 +63,7 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 	next, structural := haproxyapi.Plan(cur, want.Services, busy)
 	n, reloaded, err := r.hapApply(ctx, st, t, hapPlan{cur: cur, next: next, structural: structural, managed: managed})
 	if err == nil {
-		err = r.installPeers(st, want, prev)
+		err = r.installSlotsPeers(st, want, prev)
 	}
 	if err == nil && (n > 0 || reloaded) {
 		err = hapConfirm(ctx, t.API, next)
@@ -155,9 +155,9 @@ func (r *Renderer) renderSlotsPeers(ctx context.Context, snap *snapshot, st *res
 	return nginxpush.PeerSet{}, fmt.Errorf("render %s: %w", rs.Dest, err)
 }
 
-// installPeers writes the peer set to dest when its peers changed: the
+// installSlotsPeers writes the peer set to dest when its peers changed: the
 // next pass reads which apps it managed from there.
-func (r *Renderer) installPeers(st *resState, want nginxpush.PeerSet, prev fileState) error {
+func (r *Renderer) installSlotsPeers(st *resState, want nginxpush.PeerSet, prev fileState) error {
 	if installed, err := nginxpush.Decode(prev.data); prev.exists && err == nil && installed.Equal(want) {
 		return nil
 	}
