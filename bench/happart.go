@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rollcall/rollcall/registry"
+	"github.com/rollcall/rollcall/renderer"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -99,6 +100,15 @@ func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int
 		return "", err
 	}
 	if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
+		return "", err
+	}
+	// The renderer's start and the probe's registration (reloads) spent
+	// its reload budget, full again only after a cooldown without changes
+	// (renderer.DefaultCooldown): started at once, the first removes of
+	// the pattern waited 0.4–0.6 s for tokens, the tails of deregistration
+	// and of the renderer's share. The pattern starts as after any quiet
+	// second.
+	if err := sleep(ctx, renderer.DefaultCooldown+100*time.Millisecond); err != nil {
 		return "", err
 	}
 	var fls []floor
