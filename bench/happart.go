@@ -30,7 +30,8 @@ func hapPart(ctx context.Context, opt *options, t *table, logf func(string, ...a
 	}
 	for _, v := range hapVariants {
 		for i := range opt.hapRuns {
-			logf("%srun %d/%d: floor, %d add → remove cycles, burst, stream", v.name, i+1, opt.hapRuns, opt.changes)
+			logf("%srun %d/%d: %d add → remove cycles%s, burst, stream", v.name, i+1, opt.hapRuns, opt.changes,
+				map[bool]string{true: " with the floor between"}[v.reloadFloor])
 			if err := hapRun(ctx, opt, t, bin, v); err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
@@ -267,9 +268,9 @@ func hapBurst(ctx context.Context, hw *hapWorld, t *table, v hapVariant, floorRo
 
 // hapBurstBases registers each burst app with its base instance and
 // deploy-1 more in one transaction (the renderer first sees each app at
-// that size), waits for the acknowledgement, removes the others and waits
-// again: the apps then have one instance each, and on the runtime API's
-// path the slots of deploy. With deploy ≤ 1 it is burstBases.
+// that size), waits for the acknowledgement, then scales them back to their
+// base instance: the apps then have one instance each, and on the runtime
+// API's path the slots of deploy. With deploy ≤ 1 it is burstBases.
 func hapBurstBases(ctx context.Context, hw *hapWorld, deploy int) ([]netip.AddrPort, error) {
 	if deploy <= 1 {
 		return burstBases(ctx, hw.world)
@@ -278,26 +279,41 @@ func hapBurstBases(ctx context.Context, hw *hapWorld, deploy int) ([]netip.AddrP
 	if err != nil {
 		return nil, err
 	}
-	var ops, dels []clientv3.Op
+	var puts, dels []clientv3.Op
 	for i, a := range addrs {
 		key := registry.Key("", fmt.Sprintf("burst%d", i%burstApps), benchEnv, a)
-		ops = append(ops, clientv3.OpPut(key, registry.Value(a)))
+		puts = append(puts, clientv3.OpPut(key, registry.Value(a)))
 		if i >= burstApps {
 			dels = append(dels, clientv3.OpDelete(key))
 		}
 	}
-	for _, step := range [][]clientv3.Op{ops, dels} {
-		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := hw.etcd.kv.Txn(c).Then(step...).Commit()
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("deploy the burst apps: %w", err)
-		}
-		if _, err := hw.acks.waitAck(ctx, r.Header.Revision, time.Minute); err != nil {
+	if err := hw.txnAcked(ctx, puts); err != nil {
+		return nil, err
+	}
+	// The renderer's mass-removal guard holds (30 s) a render removing
+	// more than half of a resource's instances: scale down by at most half
+	// of the burst apps' instances at a time, as an operator would.
+	for n := len(addrs); len(dels) > 0; {
+		k := min(len(dels), n/2)
+		if err := hw.txnAcked(ctx, dels[:k]); err != nil {
 			return nil, err
 		}
+		dels, n = dels[k:], n-k
 	}
 	return addrs[:burstApps], nil
+}
+
+// txnAcked commits ops in one transaction and waits until the renderer
+// acknowledges it.
+func (hw *hapWorld) txnAcked(ctx context.Context, ops []clientv3.Op) error {
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	r, err := hw.etcd.kv.Txn(c).Then(ops...).Commit()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("deploy the burst apps: %w", err)
+	}
+	_, err = hw.acks.waitAck(ctx, r.Header.Revision, time.Minute)
+	return err
 }
 
 // hapBurstCheck compares each burst app's servers in HAProxy's runtime
