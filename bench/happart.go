@@ -88,28 +88,8 @@ func hapRun(ctx context.Context, opt *options, t *table, bin string, v hapVarian
 // them), where the time went, and the reloads HAProxy itself ran; it
 // returns the floor p50 row ("" without a floor).
 func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int) (string, error) {
-	p := hw.prober(probeSvc)
-	base, err := hw.be.add()
+	p, err := hapProbe(ctx, hw)
 	if err != nil {
-		return "", err
-	}
-	rev, err := hw.put(ctx, registry.Key("", probeApp, benchEnv, base), registry.Value(base))
-	if err != nil {
-		return "", err
-	}
-	if _, err := p.routed(ctx, base.String(), 2*time.Minute); err != nil {
-		return "", err
-	}
-	if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
-		return "", err
-	}
-	// The renderer's start and the probe's registration (reloads) spent
-	// its reload budget, full again only after a cooldown without changes
-	// (renderer.DefaultCooldown): started at once, the first removes of
-	// the pattern waited 0.4–0.6 s for tokens, the tails of deregistration
-	// and of the renderer's share. The pattern starts as after any quiet
-	// second.
-	if err := sleep(ctx, renderer.DefaultCooldown+100*time.Millisecond); err != nil {
 		return "", err
 	}
 	var fls []floor
@@ -154,6 +134,34 @@ func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int
 	// The floor's reloads are HAProxy's too: one per cycle.
 	t.add(fmt.Sprintf("%sHAProxy's own reloads per change (`show proc`)", v.name), count, (r1-r0-float64(len(fls)))/float64(changes))
 	return floorRow, nil
+}
+
+// hapProbe registers the probe app's base instance and returns its
+// prober once HAProxy routes to it, the renderer acknowledged it and its
+// reload budget is full again.
+func hapProbe(ctx context.Context, hw *hapWorld) (*prober, error) {
+	p := hw.prober(probeSvc)
+	base, err := hw.be.add()
+	if err != nil {
+		return nil, err
+	}
+	rev, err := hw.put(ctx, registry.Key("", probeApp, benchEnv, base), registry.Value(base))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.routed(ctx, base.String(), 2*time.Minute); err != nil {
+		return nil, err
+	}
+	if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
+		return nil, err
+	}
+	// The renderer's start and the probe's registration (reloads) spent
+	// its reload budget, full again only after a cooldown without changes
+	// (renderer.DefaultCooldown): started at once, the first removes of
+	// the pattern waited 0.4–0.6 s for tokens, the tails of deregistration
+	// and of the renderer's share. The pattern starts as after any quiet
+	// second.
+	return p, sleep(ctx, renderer.DefaultCooldown+100*time.Millisecond)
 }
 
 // zero is the target of v's reload rows when it promises none.
