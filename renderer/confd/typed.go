@@ -45,7 +45,7 @@ func (st *state) index() map[string][]int {
 	if st.dirs == nil {
 		st.dirs = make(map[string][]int)
 		for i, p := range st.pairs {
-			if registry.Reserved(st.r.Prefix, p.abs) {
+			if registry.Reserved(st.r.Prefix, p.Key) {
 				continue
 			}
 			d := p.rel[:max(strings.LastIndexByte(p.rel, '/'), 1)]
@@ -70,12 +70,12 @@ func (st *state) instances(dir string) []Instance {
 		if p.rel == dir { // the dir itself ("/") is no instance
 			continue
 		}
-		a, err := registry.ParseInstance(p.abs, p.value)
+		a, err := p.instance()
 		if err != nil {
 			st.skip(p, err)
 			continue
 		}
-		is = append(is, Instance{Key: p.abs, Addr: a, IP: a.Addr(), Port: int(a.Port()), s: p.value})
+		is = append(is, Instance{Key: p.Key, Addr: a, IP: a.Addr(), Port: int(a.Port()), s: p.Value})
 	}
 	slices.SortFunc(is, func(a, b Instance) int { return a.Addr.Compare(b.Addr) })
 	if st.insts == nil {

@@ -9,16 +9,26 @@ import (
 )
 
 var typedKVs = []KV{
-	{"/search_PRE/10.0.0.10-80", "10.0.0.10:80"},
-	{"/search_PRE/10.0.0.9-80", "10.0.0.9:80"},
-	{"/search_PRE/::1-8080", "[::1]:8080"},
-	{"/search_PRE/10.0.0.1-80", "10.0.0.1:80; }"},
-	{"/search_PRE/10.0.0.2-80/deep", "10.0.0.2:80"},
-	{"/web_prod/10.0.0.5-80", "10.0.0.6:80"},
-	{"/_ports/10.0.0.9/80", "search_PRE"},
-	{"/_renderers/gw", "{}"},
-	{"/a_b_c/10.0.0.7-80", "10.0.0.7:80"},
-	{"/nginx/domain", "example.com"},
+	{Key: "/search_PRE/10.0.0.10-80", Value: "10.0.0.10:80"},
+	{Key: "/search_PRE/10.0.0.9-80", Value: "10.0.0.9:80"},
+	{Key: "/search_PRE/::1-8080", Value: "[::1]:8080"},
+	{Key: "/search_PRE/10.0.0.1-80", Value: "10.0.0.1:80; }"},
+	{Key: "/search_PRE/10.0.0.2-80/deep", Value: "10.0.0.2:80"},
+	{Key: "/web_prod/10.0.0.5-80", Value: "10.0.0.6:80"},
+	{Key: "/_ports/10.0.0.9/80", Value: "search_PRE"},
+	{Key: "/_renderers/gw", Value: "{}"},
+	{Key: "/a_b_c/10.0.0.7-80", Value: "10.0.0.7:80"},
+	{Key: "/nginx/domain", Value: "example.com"},
+}
+
+// parsedKVs is kvs as NewKV makes them (parsed once, as the renderer's
+// store keeps them).
+func parsedKVs(kvs []KV) []KV {
+	out := make([]KV, len(kvs))
+	for i, kv := range kvs {
+		out[i] = NewKV(kv.Key, kv.Value)
+	}
+	return out
 }
 
 func TestTyped(t *testing.T) {
@@ -64,16 +74,20 @@ func TestTyped(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := r.Render(typedKVs)
-			if err != nil || string(out.Bytes) != tc.want {
-				t.Errorf("render %s = %q, %v; want %q", tc.tmpl, out.Bytes, err, tc.want)
-			}
-			var skipped []string
-			for _, s := range out.Skipped {
-				skipped = append(skipped, s.Key)
-			}
-			if strings.Join(skipped, " ") != strings.Join(tc.skipped, " ") {
-				t.Errorf("skipped = %q; want %q", skipped, tc.skipped)
+			// Literal pairs are parsed at the render, NewKV's once before:
+			// the same output and the same refusals either way.
+			for _, kvs := range [][]KV{typedKVs, parsedKVs(typedKVs)} {
+				out, err := r.Render(kvs)
+				if err != nil || string(out.Bytes) != tc.want {
+					t.Errorf("render %s = %q, %v; want %q", tc.tmpl, out.Bytes, err, tc.want)
+				}
+				var skipped []string
+				for _, s := range out.Skipped {
+					skipped = append(skipped, s.Key)
+				}
+				if strings.Join(skipped, " ") != strings.Join(tc.skipped, " ") {
+					t.Errorf("skipped = %q; want %q", skipped, tc.skipped)
+				}
 			}
 		})
 	}
@@ -86,9 +100,9 @@ func TestRenderIgnoresPairsOutsideKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := r.Render([]KV{
-		{"/app_prod/10.0.0.1-80", "10.0.0.1:80"},
-		{"/app_production/10.0.0.2-80", "10.0.0.2:80"},
-		{"/other/x", "y"},
+		{Key: "/app_prod/10.0.0.1-80", Value: "10.0.0.1:80"},
+		{Key: "/app_production/10.0.0.2-80", Value: "10.0.0.2:80"},
+		{Key: "/other/x", Value: "y"},
 	})
 	if want := "/app_prod/10.0.0.1-80 app_prod"; err != nil || string(out.Bytes) != want {
 		t.Errorf("Render = %q, %v; want %q", out.Bytes, err, want)
