@@ -151,14 +151,17 @@ printf '%%s\npid %%s/c.pid;\nevents {}\nhttp {\ninclude %%s;\n}\n' '%s' "$d" "$1
 }
 
 // reloadCmd is the reload_cmd: the repo's nginx-reload, which returns once
-// nginx runs the new workers; or, plain, `nginx -s reload`.
+// nginx runs the new workers; or, plain, `nginx -s reload`. nginx-reload
+// signals the master itself (--signal; a config the master refuses is
+// quoted from the error log): `nginx -s reload` would first parse the
+// whole config only to find the master, ~35 ms at 10,000 servers on top
+// of the master's own parse (nginxreload/README.md).
 func (n *nginx) reloadCmd(binDir string, plain bool) string {
 	if plain {
 		return n.CommandLine("-s", "reload")
 	}
-	return fmt.Sprintf("%s --nginx %s --pid %s --error-log %s --timeout 10s -- %s",
-		filepath.Join(binDir, "nginx-reload"), n.Bin, filepath.Join(n.Prefix, "nginx.pid"),
-		filepath.Join(n.Prefix, "error.log"), strings.Join(n.Args(), " "))
+	return fmt.Sprintf("%s --signal --pid %s --error-log %s --timeout 10s",
+		filepath.Join(binDir, "nginx-reload"), filepath.Join(n.Prefix, "nginx.pid"), filepath.Join(n.Prefix, "error.log"))
 }
 
 func nginxVersion(bin string) string {

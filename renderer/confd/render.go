@@ -99,10 +99,11 @@ func (r *Resource) RenderKnown(ctx context.Context, kvs []KV, known []string) (R
 	if err != nil {
 		return Rendered{}, fmt.Errorf("render %s: %w", r.Src, err)
 	}
-	var buf bytes.Buffer
-	if err := t.Funcs(st.funcs()).Execute(&buf, nil); err != nil {
+	buf := bytes.NewBuffer(make([]byte, 0, r.cache.sizeHint()+r.cache.sizeHint()/8))
+	if err := t.Funcs(st.funcs()).Execute(buf, nil); err != nil {
 		return Rendered{}, err // "template: <src>:<line>:<col>: executing ..."
 	}
+	r.cache.store(st.insts, buf.Len())
 	return Rendered{Bytes: buf.Bytes(), Skipped: st.skippedList(), Services: st.listed}, nil
 }
 
@@ -110,7 +111,7 @@ func (r *Resource) RenderKnown(ctx context.Context, kvs []KV, known []string) (R
 // sees it) and the pair with its absolute etcd key.
 type pair struct {
 	rel string
-	KV
+	*KV // into the render's kvs, which it only reads
 }
 
 // state is what one render's functions share. Not safe for concurrent use;
@@ -119,9 +120,9 @@ type state struct {
 	ctx     context.Context
 	r       *Resource
 	pairs   []pair
-	store   *memkv.Store     // built on first use by a memkv function
-	dirs    map[string][]int // store dir -> indexes into pairs, built on first use by a typed function
-	insts   map[string][]Instance
+	store   *memkv.Store         // built on first use by a memkv function
+	dirs    map[string][]int     // store dir -> indexes into pairs, built on first use by a typed function
+	insts   map[string]cachedDir // dir -> its instances, built on first use; kept for the next render (renderCache)
 	skipped map[string]Skipped
 	known   []string // service dirs `services` returns even without keys
 	listed  []string // the dirs `services` returned
@@ -135,8 +136,8 @@ func newState(ctx context.Context, r *Resource, kvs []KV) *state {
 		return st
 	}
 	st.pairs = make([]pair, 0, len(kvs))
-	for _, kv := range kvs {
-		if r.Touches(kv.Key) {
+	for i := range kvs {
+		if kv := &kvs[i]; r.Touches(kv.Key) {
 			st.pairs = append(st.pairs, pair{rel: storeKey(r.Prefix, kv.Key), KV: kv})
 		}
 	}

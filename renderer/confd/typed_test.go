@@ -3,6 +3,8 @@ package confd
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -144,5 +146,67 @@ func TestRenderUnloaded(t *testing.T) {
 	t.Parallel()
 	if _, err := (&Resource{Path: "x.toml"}).Render(nil); err == nil {
 		t.Error("Render of a Resource not made by Load succeeded")
+	}
+}
+
+// TestRenderCache: a Resource reuses a dir's instances from its previous
+// render only while the dir holds the same parsed pairs. Each render of a
+// sequence of changes gives what a fresh Resource gives, and a refused
+// value is reported at every render, not only the first.
+func TestRenderCache(t *testing.T) {
+	t.Parallel()
+	const tmpl = `{{range services}}{{.Name}}:{{range .Instances}} {{.}}{{end}};{{end}}`
+	cached, err := newResource(t, `keys = ["/"]`, tmpl, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvs := map[string]string{
+		"/a_prod/10.0.0.1-80": "10.0.0.1:80", "/a_prod/10.0.0.2-80": "10.0.0.2:80",
+		"/b_prod/10.0.0.3-80": "10.0.0.3:80",
+	}
+	steps := []struct {
+		name        string
+		key, value  string // value "" deletes
+		wantSkipped int
+	}{
+		{"start", "", "", 0},
+		{"b gains one", "/b_prod/10.0.0.4-80", "10.0.0.4:80", 0},
+		{"a loses one", "/a_prod/10.0.0.2-80", "", 0},
+		{"a's value turns bad", "/a_prod/10.0.0.1-80", "10.0.0.9:80", 1},
+		{"unchanged: refused again", "", "", 1},
+		{"a's value good again", "/a_prod/10.0.0.1-80", "10.0.0.1:80", 0},
+		{"c appears", "/c_prod/10.0.0.5-80", "10.0.0.5:80", 0},
+	}
+	parsed := map[string]KV{} // as the renderer's store keeps them: a new parse per change only
+	for _, s := range steps {
+		switch {
+		case s.key == "":
+		case s.value == "":
+			delete(kvs, s.key)
+		default:
+			kvs[s.key] = s.value
+		}
+		var in []KV
+		for _, k := range slices.Sorted(maps.Keys(kvs)) {
+			if kv, ok := parsed[k]; !ok || kv.Value != kvs[k] {
+				parsed[k] = NewKV(k, kvs[k])
+			}
+			in = append(in, parsed[k])
+		}
+		fresh, err := newResource(t, `keys = ["/"]`, tmpl, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := fresh.Render(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := cached.Render(in)
+		if err != nil || string(got.Bytes) != string(want.Bytes) {
+			t.Fatalf("%s: render = %q, %v; want %q", s.name, got.Bytes, err, want.Bytes)
+		}
+		if len(got.Skipped) != s.wantSkipped || len(want.Skipped) != s.wantSkipped {
+			t.Fatalf("%s: skipped %v (fresh: %v); want %d", s.name, got.Skipped, want.Skipped, s.wantSkipped)
+		}
 	}
 }
