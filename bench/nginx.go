@@ -93,8 +93,12 @@ func (n *nginx) waitGen(ctx context.Context) error {
 }
 
 // floor is nginx's own cost of a change on this config: `nginx -t` of the
-// whole config, then `nginx -s reload` until the new workers serve.
-type floor struct{ test, reload time.Duration }
+// whole config, then `nginx -s reload` until the new workers serve. retire
+// is the reload until only they answer: nginx lets the old workers accept
+// new connections for 100 ms more after it starts the new ones (the
+// master's ngx_msleep(100) before it retires them), which a removal waits
+// for and an addition does not.
+type floor struct{ test, reload, retire time.Duration }
 
 func (f floor) total() time.Duration { return f.test + f.reload }
 
@@ -115,21 +119,54 @@ func (n *nginx) floor(ctx context.Context) (floor, error) {
 	if err := n.waitGen(ctx); err != nil {
 		return f, err
 	}
-	f.test, f.reload = t1.Sub(t0), time.Since(t1)
+	served := time.Now()
+	retired, err := n.waitOnlyGen(ctx)
+	if err != nil {
+		return f, err
+	}
+	f.test, f.reload, f.retire = t1.Sub(t0), served.Sub(t1), retired.Sub(t1)
 	return f, nil
+}
+
+// waitOnlyGen waits until only the current generation answers and returns
+// the first of six answers in a row from it (as a deregistration is timed).
+func (n *nginx) waitOnlyGen(ctx context.Context) (time.Time, error) {
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	want := fmt.Sprint(n.gen)
+	var first time.Time
+	run := 0
+	err := poll(ctx, 10*time.Second, probeGap, "only generation "+want+" answers", func() error {
+		resp, err := c.Get(n.URL("/_gen"))
+		if err != nil {
+			return err
+		}
+		b, err := readBody(resp)
+		if err != nil || string(b) != want {
+			run = 0
+			return fmt.Errorf("got %q (%v)", b, err)
+		}
+		if run == 0 {
+			first = time.Now()
+		}
+		if run++; run < 6 {
+			return fmt.Errorf("%d answers from it", run)
+		}
+		return nil
+	})
+	return first, err
 }
 
 // floors measures the floor k times and returns the medians.
 func (n *nginx) floors(ctx context.Context, k int) (floor, error) {
-	var ts, rs []float64
+	var ts, rs, ds []float64
 	for range k {
 		f, err := n.floor(ctx)
 		if err != nil {
 			return floor{}, err
 		}
-		ts, rs = append(ts, float64(f.test)), append(rs, float64(f.reload))
+		ts, rs, ds = append(ts, float64(f.test)), append(rs, float64(f.reload)), append(ds, float64(f.retire))
 	}
-	return floor{test: time.Duration(median(ts)), reload: time.Duration(median(rs))}, nil
+	return floor{test: time.Duration(median(ts)), reload: time.Duration(median(rs)), retire: time.Duration(median(ds))}, nil
 }
 
 // checkScript writes the {{.src}} check a confd user writes for an nginx
