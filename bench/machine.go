@@ -86,7 +86,7 @@ Settings: %d runs of the small-config rows (%d more with `+"`nginx -s reload`"+`
 %d add → remove cycles per run; scale %d services × %d instances, %d cycles,
 %v idle window; %d registrar starts; %d registrars' leases over %v; nginx's
 floor is the median of %d. The renderer runs with default settings;
-reload_cmd = `+"`nginx-reload --signal`"+` (returns once nginx runs the new workers).
+reload_cmd = `+"`nginx-reload`"+` (returns once nginx runs the new workers).
 
 ## Table
 
