@@ -48,7 +48,7 @@ func (c *renderCache) lookup(dir string, pairs []pair, idx []int) (cachedDir, bo
 // parsed once and for all (NewKV) and none was refused: only then do the
 // same parses mean the same instances and no refusal to report again.
 func cacheable(pairs []pair, idx []int, skipped int) []*instanceInfo {
-	if skipped > 0 {
+	if skipped > 0 || len(idx) > 0 && pairs[idx[0]].inst == nil { // literal pairs: nothing to compare by
 		return nil
 	}
 	from := make([]*instanceInfo, len(idx))
