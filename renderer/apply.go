@@ -78,10 +78,17 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 // the command output, counted, and left out; the others apply.
 func (r *Renderer) begin(ctx context.Context, snap *snapshot, sts []*resState) (batchResult, *flight) {
 	var res batchResult
+	f := &flight{rev: snap.rev}
 	// Pushed peer sets first: an app that appears has its peers in nginx
-	// before the reload that adds its upstream.
-	sts = r.applyPushes(ctx, snap, sts, &res)
-	return res, &flight{rev: snap.rev, jobs: r.prepareJobs(ctx, snap, sts, &res)}
+	// before the reload that adds its upstream. The loop's run apart, and
+	// its flight waits for them (pushlane.go).
+	if r.lanes == nil {
+		sts = r.applyPushes(ctx, snap, sts, &res)
+	} else {
+		sts, f.pushes, f.after = r.lanes.pushAll(ctx, snap, sts, &res)
+	}
+	f.jobs = r.prepareJobs(ctx, snap, sts, &res)
+	return res, f
 }
 
 // prepareJobs renders and stages every resource; failures and unchanged

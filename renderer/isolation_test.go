@@ -29,6 +29,7 @@ type isolation struct {
 	starts       string
 	destA, destB string
 	revA         int64 // a's change, made while a hangs
+	hung         int   // the index of a's first hung run in runs
 	reloads      int   // reload runs once started
 }
 
@@ -111,6 +112,7 @@ func (iso *isolation) hangA(t *testing.T, before int) {
 	if err := os.Remove(iso.works); err != nil {
 		t.Fatal(err)
 	}
+	iso.hung = before
 	iso.revA = iso.h.put(key("a_prod", "10.0.0.2", 80), "10.0.0.2:80")
 	waitfor.Cond(t, 10*time.Second, "a's command hangs", func() error {
 		if starts, _ := iso.runs(t); len(starts) <= before {
@@ -322,12 +324,12 @@ func (iso *isolation) waitRetried(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	var starts []float64
 	waitfor.Cond(t, 10*time.Second, "a retried", func() error {
-		if starts, _ = iso.runs(t); len(starts) < 3 { // the first apply, the hung run, its retry
+		if starts, _ = iso.runs(t); len(starts) < iso.hung+2 { // the first applies, the hung run, its retry
 			return fmt.Errorf("%d runs of a's command", len(starts))
 		}
 		return nil
 	})
-	gap := time.Duration((starts[2] - starts[1]) * float64(time.Second))
+	gap := time.Duration((starts[iso.hung+1] - starts[iso.hung]) * float64(time.Second))
 	// The first backoff is at least 3/4 retryBase; the run's start is logged
 	// a little after its timeout starts, under load up to ~0.1s. Without a
 	// backoff the gap is the timeout and a few ms.
