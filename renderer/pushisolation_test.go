@@ -1,13 +1,17 @@
 package renderer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -227,5 +231,105 @@ func hungSocket(t *testing.T) (sock string, accepted func() int) {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(conns)
+	}
+}
+
+// gatedLua is nginx's Lua endpoint (fakeLua) whose pushes wait while hold
+// is set; it records the versions pushed and how many requests were in
+// flight at most.
+type gatedLua struct {
+	lua                   fakeLua
+	mu                    sync.Mutex
+	hold                  chan struct{}
+	inflight, maxInflight int
+	pushed                []int64
+}
+
+func (g *gatedLua) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	g.mu.Lock()
+	g.inflight++
+	g.maxInflight = max(g.maxInflight, g.inflight)
+	hold := g.hold
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.inflight--
+		g.mu.Unlock()
+	}()
+	if req.Method == http.MethodPost {
+		b, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		v, _ := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
+		g.mu.Lock()
+		g.pushed = append(g.pushed, v)
+		g.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		req.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	g.lua.ServeHTTP(w, req)
+}
+
+func (g *gatedLua) state() (inflight, maxInflight int, pushed []int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.inflight, g.maxInflight, slices.Clone(g.pushed)
+}
+
+// TestPushesInOrderCoalesced: while a's push is out (its endpoint slow),
+// a's later changes wait for it and go in one push of the newest
+// snapshot, as a delta from the confirmed push; a's pushes never overlap;
+// b's change in the meantime is applied and acknowledged for b's prefix.
+func TestPushesInOrderCoalesced(t *testing.T) {
+	t.Parallel()
+	iso := newIsolation(t, 10*time.Second)
+	h := iso.h
+	g := &gatedLua{}
+	s := httptest.NewServer(g)
+	t.Cleanup(s.Close)
+	iso.withPush(s.URL)
+	iso.startPush(t)
+	_, _, pushed := g.state()
+	start := len(pushed)
+	release := make(chan struct{})
+	g.mu.Lock()
+	g.hold = release
+	g.mu.Unlock()
+	first := h.put(key("a_prod", "10.0.0.2", 80), "10.0.0.2:80")
+	waitfor.Cond(t, 10*time.Second, "a's push out", func() error {
+		if n, _, _ := g.state(); n != 1 {
+			return fmt.Errorf("%d requests in flight", n)
+		}
+		return nil
+	})
+	for i := 3; i <= 5; i++ {
+		h.put(key("a_prod", fmt.Sprintf("10.0.0.%d", i), 80), "x")
+	}
+	iso.revA = h.put(key("a_prod", "10.0.0.6", 80), "10.0.0.6:80")
+	iso.changeB(t) // the loop took a's changes too
+	close(release)
+	iso.waitAcked(t)
+	_, most, pushed := g.state()
+	if p := pushed[start:]; len(p) != 2 || p[0] != first || p[1] < iso.revA {
+		t.Errorf("pushed versions %v after the start; want %d (the one out), then one at %d or later", p, first, iso.revA)
+	}
+	if most != 1 {
+		t.Errorf("%d requests at once; want pushes one at a time", most)
+	}
+	g.lua.mu.Lock()
+	deltas, refused := g.lua.deltas, g.lua.refusedDeltas
+	g.lua.mu.Unlock()
+	if deltas != 2 || refused != 0 {
+		t.Errorf("%d deltas (%d refused); want both changes as deltas from the confirmed push", deltas, refused)
+	}
+	if got := readFile(t, iso.destA); !strings.HasSuffix(got, "\na_prod 10.0.0.1:80 10.0.0.2:80 10.0.0.6:80\n") {
+		t.Errorf("a = %q", got)
 	}
 }
