@@ -62,32 +62,10 @@ func appendLine(path, line string) error {
 func (iso *isolation) withPush(url string) {
 	h := iso.h
 	h.cfg.Push = PushOn
+	iso.pushes = true
 	iso.destA = filepath.Join(h.out, "a.peers")
 	h.write("templates/a.tmpl", peersTmpl)
 	h.write("conf.d/a.toml", fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nkeys = [\"/a_prod\"]\npush = %q\n", iso.destA, url))
-}
-
-// startPush applies every resource once (a's endpoint answers) and returns
-// how many requests a's endpoint had.
-func (iso *isolation) startPush(t *testing.T) int {
-	t.Helper()
-	h := iso.h
-	h.put(key("a_prod", "10.0.0.1", 80), "10.0.0.1:80")
-	h.put(key("b_prod", "10.0.0.1", 80), "10.0.0.1:80")
-	h.start()
-	h.waitFile(iso.destB, "b_prod: 10.0.0.1:80\n")
-	waitfor.Cond(t, 10*time.Second, "first apply", func() error {
-		if got := readFile(t, iso.destA); !strings.HasSuffix(got, "\na_prod 10.0.0.1:80\n") {
-			return fmt.Errorf("a = %q", got)
-		}
-		if code, body := h.readyz(); code != http.StatusOK {
-			return fmt.Errorf("/readyz %d %q", code, body)
-		}
-		return nil
-	})
-	iso.reloads = h.reloadCount()
-	starts, _ := iso.runs(t)
-	return len(starts)
 }
 
 // TestHungPushIsolated: resource a pushes its peers to nginx's Lua
@@ -103,7 +81,7 @@ func TestHungPushIsolated(t *testing.T) {
 	iso := newIsolation(t, timeout)
 	f, url := iso.hungLua(t)
 	iso.withPush(url)
-	iso.hangA(t, iso.startPush(t))
+	iso.hangA(t, iso.start(t))
 	iso.changeB(t)
 	iso.waitFailing(t, "push")
 	iso.waitRetried(t, timeout)
@@ -122,22 +100,6 @@ func TestHungPushIsolated(t *testing.T) {
 	}
 }
 
-// waitAcked waits for a's change to be acknowledged and /readyz ready.
-func (iso *isolation) waitAcked(t *testing.T) {
-	t.Helper()
-	h := iso.h
-	waitfor.Cond(t, 15*time.Second, "a retried and acknowledged", func() error {
-		a, err := h.ack()
-		if err != nil || a.Revision < iso.revA {
-			return fmt.Errorf("ack %+v, %v", a, err)
-		}
-		if code, body := h.readyz(); code != http.StatusOK {
-			return fmt.Errorf("/readyz %d %q", code, body)
-		}
-		return nil
-	})
-}
-
 // TestHungPushShutdown: the renderer stopped while a push hangs returns at
 // once (not at --command-timeout); the push's goroutine ends before Run
 // returns (the package's leak check would see it otherwise).
@@ -146,20 +108,8 @@ func TestHungPushShutdown(t *testing.T) {
 	iso := newIsolation(t, time.Minute)
 	_, url := iso.hungLua(t)
 	iso.withPush(url)
-	iso.hangA(t, iso.startPush(t))
-	h := iso.h
-	start := time.Now()
-	h.cancel()
-	h.cancel = nil
-	select {
-	case err := <-h.done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("Run did not return within 3s while a push hung")
-	}
-	t.Logf("Run returned %v after cancel", time.Since(start).Round(time.Millisecond))
+	iso.hangA(t, iso.start(t))
+	iso.stopHung(t, "a push")
 }
 
 // TestHungHAProxySocketIsolated: resource a sets HAProxy's servers through
@@ -295,7 +245,7 @@ func TestPushesInOrderCoalesced(t *testing.T) {
 	s := httptest.NewServer(g)
 	t.Cleanup(s.Close)
 	iso.withPush(s.URL)
-	iso.startPush(t)
+	iso.start(t)
 	_, _, pushed := g.state()
 	start := len(pushed)
 	release := make(chan struct{})
