@@ -2,6 +2,7 @@ package renderer
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/internal/waitfor"
 )
@@ -281,5 +284,62 @@ func TestPushesInOrderCoalesced(t *testing.T) {
 	}
 	if got := readFile(t, iso.destA); !strings.HasSuffix(got, "\na_prod 10.0.0.1:80 10.0.0.2:80 10.0.0.6:80\n") {
 		t.Errorf("a = %q", got)
+	}
+}
+
+// TestPushBeforeReload: in a batch that changes a pushed peer set (a) and
+// a resource that reloads (b), b's reload waits for a's push, so an app
+// that appears has its peers before its upstream; a push that hangs holds
+// it back pushOrderWait at most.
+func TestPushBeforeReload(t *testing.T) {
+	t.Parallel()
+	iso := newIsolation(t, 10*time.Second)
+	h := iso.h
+	g := &gatedLua{}
+	s := httptest.NewServer(g)
+	t.Cleanup(s.Close)
+	iso.withPush(s.URL)
+	iso.start(t)
+	for i, hold := range []bool{false, true} { // released at once, held beyond pushOrderWait
+		release := make(chan struct{})
+		g.mu.Lock()
+		g.hold = release
+		g.mu.Unlock()
+		addr := fmt.Sprintf("10.0.1.1:%d", 80+i)
+		start := time.Now()
+		resp, err := h.cli.Txn(context.Background()).Then(clientv3.OpPut(key("a_prod", "10.0.1.1", 80+i), addr),
+			clientv3.OpPut(key("b_prod", "10.0.1.1", 80+i), addr)).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		iso.revA = resp.Header.Revision
+		waitfor.Cond(t, 10*time.Second, "a's push out", func() error {
+			if n, _, _ := g.state(); n != 1 {
+				return fmt.Errorf("%d requests in flight", n)
+			}
+			return nil
+		})
+		if n := h.reloadCount(); n != iso.reloads {
+			t.Fatalf("b reloaded while a's push of the same batch was out")
+		}
+		if !hold {
+			close(release)
+		}
+		waitfor.Cond(t, 3*time.Second, "b reloaded", func() error {
+			if n := h.reloadCount(); n != iso.reloads+1 {
+				return fmt.Errorf("%d reloads", n-iso.reloads)
+			}
+			return nil
+		})
+		took := time.Since(start)
+		iso.reloads++
+		if hold {
+			close(release)
+			if took < pushOrderWait {
+				t.Errorf("b reloaded %v after the change while a's push was held; want >= %v", took, pushOrderWait)
+			}
+		}
+		t.Logf("b reloaded %v after the change (a's push held: %v)", took.Round(time.Millisecond), hold)
+		iso.waitAcked(t)
 	}
 }
