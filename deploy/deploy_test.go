@@ -203,7 +203,7 @@ func TestInstallOnetime(t *testing.T) {
 	r := strings.NewReplacer(
 		"/etc/nginx", etcNginx,
 		"/usr/sbin/nginx -t -q", ngx.CommandLine("-t", "-q"),
-		"/usr/local/bin/nginx-reload --pid /run/nginx.pid --error-log /var/log/nginx/error.log", ngx.CommandLine("-s", "reload"),
+		"/usr/local/bin/nginx-reload --signal --pid /run/nginx.pid --error-log /var/log/nginx/error.log", ngx.CommandLine("-s", "reload"),
 		"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", sitePort))
 	etc := installEtc(t, r)
 	for _, d := range []string{"conf.d", "snippets", "sites-enabled"} {

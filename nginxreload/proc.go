@@ -101,6 +101,12 @@ func children(procDir string, ppid int) ([]int, error) {
 	return pids, nil
 }
 
+// childOf reports whether pid is a live (non-zombie) child of ppid.
+func childOf(procDir string, pid, ppid int) bool {
+	s, err := readStat(procDir, pid)
+	return err == nil && s.PPID == ppid && s.State != 'Z' && s.State != 'X'
+}
+
 // readPID reads a pid file as nginx writes it: a decimal number and a newline.
 func readPID(path string) (int, error) {
 	b, err := os.ReadFile(path)

@@ -155,31 +155,24 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 	res := Result{Master: master, Old: old}
 	var emerg []string
 	var emergAt, retiredAt time.Time
-	tick := time.NewTicker(poll)
-	defer tick.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
-		now, err := children(c.ProcDir, master)
-		if err != nil {
-			return Result{}, err
+		select {
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("wait for nginx workers: %w", ctx.Err())
+		case <-timer.C:
 		}
-		if fresh := without(now, old); len(fresh) > 0 {
-			res.New = fresh
+		if res.New == nil { // the whole process table, until the new workers show
+			now, err := children(c.ProcDir, master)
+			if err != nil {
+				return Result{}, err
+			}
+			res.New = without(now, old)
 		}
-		if res.New != nil {
-			// A retired worker still serves, with the old config, the
-			// connections it accepted before it retired: wait until the old
-			// workers have exited too, bounded by settle (long-lived
-			// connections may hold one for worker_shutdown_timeout).
-			res.Accepting = accepting(c.ProcDir, old)
-			t := time.Now()
-			if res.Accepting == nil && retiredAt.IsZero() {
-				retiredAt = t
-			}
-			exited := len(intersect(now, old)) == 0
-			if exited || t.After(deadline) || !retiredAt.IsZero() && t.Sub(retiredAt) >= settle {
-				res.Took = time.Since(g.start)
-				return res, nil
-			}
+		if res.New != nil && g.retired(&res, &retiredAt, deadline) {
+			res.Took = time.Since(g.start)
+			return res, nil
 		}
 		if !alive(c.ProcDir, master) {
 			return Result{}, fmt.Errorf("nginx master %d exited during reload", master)
@@ -194,14 +187,35 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 		}
 		t := time.Now()
 		if res.New == nil && (t.After(deadline) || (emerg != nil && t.Sub(emergAt) > emergGrace)) {
+			now, _ := children(c.ProcDir, master)
 			return Result{}, &KeptOldError{Master: master, Workers: now, Waited: t.Sub(g.start), Emerg: emerg}
 		}
-		select {
-		case <-ctx.Done():
-			return Result{}, fmt.Errorf("wait for nginx workers: %w", ctx.Err())
-		case <-tick.C:
+		next := poll
+		if res.New != nil {
+			next = settlePoll
 		}
+		timer.Reset(next)
 	}
+}
+
+// settlePoll is how often the old workers are looked at once the new ones
+// run: only their own /proc entries, so it is cheap to do often.
+const settlePoll = 2 * time.Millisecond
+
+// retired reports whether the reload is done: the old children have retired
+// and exited, or retired settle ago, or the deadline passed. A retired
+// worker still serves, with the old config, the connections it accepted
+// before it retired: so it waits until the old workers have exited too,
+// bounded by settle (long-lived connections may hold one for
+// worker_shutdown_timeout).
+func (g *Generation) retired(res *Result, retiredAt *time.Time, deadline time.Time) bool {
+	res.Accepting = accepting(g.c.ProcDir, g.old)
+	t := time.Now()
+	if res.Accepting == nil && retiredAt.IsZero() {
+		*retiredAt = t
+	}
+	exited := !slices.ContainsFunc(g.old, func(pid int) bool { return childOf(g.c.ProcDir, pid, g.master) })
+	return exited || t.After(deadline) || !retiredAt.IsZero() && t.Sub(*retiredAt) >= settle
 }
 
 func (c Config) withDefaults() Config {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -84,6 +85,28 @@ func FuzzInstanceKey(f *testing.F) {
 		}
 		if Value(a) != value || key[strings.LastIndexByte(key, '/')+1:] != InstanceName(a) { // the last segment, or all of a key without "/"
 			t.Fatalf("ParseInstance(%q, %q) = %v", key, value, a)
+		}
+	})
+}
+
+// nameSpec is ValidName's grammar as a regexp: the loop must agree with it.
+var nameSpec = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
+
+// FuzzValidName: ValidName (a loop) accepts exactly what nameSpec matches,
+// and Reserved (no allocation) agrees with its definition by CleanPrefix.
+func FuzzValidName(f *testing.F) {
+	for _, s := range []string{"search", "a.b-c", "", "-a", ".a", "a_b", "a\n", "ä", "0x", "a..", "/_ports/x"} {
+		f.Add(s, "/")
+	}
+	f.Add("/_renderers/gw", "services/")
+	f.Fuzz(func(t *testing.T, s, prefix string) {
+		if got, want := ValidName(s) == nil, nameSpec.MatchString(s); got != want {
+			t.Fatalf("ValidName(%q) ok = %v; the grammar says %v", s, got, want)
+		}
+		rest, ok := strings.CutPrefix(s, CleanPrefix(prefix)+"/")
+		top, _, _ := strings.Cut(rest, "/")
+		if want := ok && (top == "_ports" || top == "_renderers"); Reserved(prefix, s) != want {
+			t.Fatalf("Reserved(%q, %q) = %v; want %v", prefix, s, !want, want)
 		}
 	})
 }

@@ -18,7 +18,15 @@ const (
 // A "_ports" or "_renderers" segment anywhere else ("/cfg/_ports/x" with
 // prefix "") is an ordinary key.
 func Reserved(prefix, key string) bool {
-	rest, ok := strings.CutPrefix(key, CleanPrefix(prefix)+"/")
+	// key must start with CleanPrefix(prefix)+"/", checked without building
+	// it: this runs for every key of every render.
+	rest, ok := strings.CutPrefix(key, "/")
+	if p := strings.Trim(prefix, "/"); ok && p != "" {
+		rest, ok = strings.CutPrefix(rest, p)
+		if ok {
+			rest, ok = strings.CutPrefix(rest, "/")
+		}
+	}
 	if !ok {
 		return false
 	}

@@ -55,7 +55,8 @@ type batchResult struct {
 // apply applies one batch of resources at snap on the caller, checks
 // included (--onetime, and tests without the loop), and returns their
 // reloads to run (runReloads). The loop runs the same steps, but with its
-// checks and installs apart (begin, then flight.go).
+// pushes, checks and installs apart (begin, then pushlane.go and
+// flight.go).
 func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) batchResult {
 	res, f := r.begin(ctx, snap, sts)
 	var mu sync.Mutex
@@ -70,7 +71,8 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 }
 
 // begin is the part of a batch at snap that runs on the loop: pushed peer
-// sets, renders and staging. Resources whose output is already installed
+// sets (sent apart, pushlane.go, when there is a loop), renders and
+// staging. Resources whose output is already installed
 // (and applied: no pending mark) cost nothing; failed renders are settled
 // here. The rest come back as a flight whose checks and installs run apart
 // (flight.go); they share one check per distinct no-{{.src}} check_cmd and
@@ -78,10 +80,17 @@ func (r *Renderer) apply(ctx context.Context, snap *snapshot, sts []*resState) b
 // the command output, counted, and left out; the others apply.
 func (r *Renderer) begin(ctx context.Context, snap *snapshot, sts []*resState) (batchResult, *flight) {
 	var res batchResult
+	f := &flight{rev: snap.rev}
 	// Pushed peer sets first: an app that appears has its peers in nginx
-	// before the reload that adds its upstream.
-	sts = r.applyPushes(ctx, snap, sts, &res)
-	return res, &flight{rev: snap.rev, jobs: r.prepareJobs(ctx, snap, sts, &res)}
+	// before the reload that adds its upstream. The loop sends them apart
+	// and the batch's flight waits for them (pushlane.go).
+	if r.lanes == nil {
+		sts = r.applyPushes(ctx, snap, sts, &res)
+	} else {
+		sts, f.pushes, f.after = r.lanes.pushAll(ctx, snap, sts, &res)
+	}
+	f.jobs = r.prepareJobs(ctx, snap, sts, &res)
+	return res, f
 }
 
 // prepareJobs renders and stages every resource; failures and unchanged

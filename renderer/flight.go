@@ -22,6 +22,9 @@ type flight struct {
 	rev   int64
 	jobs  []*job
 	locks map[string]chan struct{} // per installed-file check command (lanes.go); nil: none needed (inline)
+
+	pushes []string          // the batch's resources whose pushes run apart (pushlane.go), busy until they land
+	after  []<-chan struct{} // the pushes its installs and reloads follow (pushOrderWait)
 }
 
 // fly runs f's checks and installs in the inline apply's order: the

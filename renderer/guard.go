@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rollcall/rollcall/registry"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
 
@@ -40,15 +39,17 @@ type guard struct {
 	holdsDone func(resource string) // counts a new hold
 }
 
-// view is the instance keys one render of a resource sees.
+// view is the instance keys one render of a resource sees: how many, and
+// the pairs to identify the set by (identify) once a render is held —
+// every render counts them, only a held one hashes 10,000 keys.
 type view struct {
 	n   int
-	sum uint64 // identifies the set of keys
+	kvs []confd.KV
 }
 
 // hold is one held render.
 type hold struct {
-	view         view
+	sum          uint64 // the held view's identify
 	since        time.Time
 	before, left int
 }
@@ -64,18 +65,28 @@ func newGuard(share float64, grace time.Duration, log *slog.Logger, counted func
 		holds: map[string]*hold{}, confirmed: map[string]bool{}, holdsDone: counted}
 }
 
-// viewOf counts the instance keys (registry.IsInstanceKey) among kvs.
+// viewOf counts the instance keys (registry.IsInstanceKey, parsed once
+// by the store) among kvs.
 func viewOf(kvs []confd.KV) view {
-	h := fnv.New64a()
 	n := 0
 	for _, kv := range kvs {
-		if registry.IsInstanceKey(kv.Key) {
+		if kv.IsInstanceKey() {
 			n++
+		}
+	}
+	return view{n: n, kvs: kvs}
+}
+
+// identify hashes the set of instance keys of v.
+func (v view) identify() uint64 {
+	h := fnv.New64a()
+	for _, kv := range v.kvs {
+		if kv.IsInstanceKey() {
 			h.Write([]byte(kv.Key))
 			h.Write([]byte{0})
 		}
 	}
-	return view{n: n, sum: h.Sum64()}
+	return h.Sum64()
 }
 
 // Check decides whether resource id may render view v at now; share is
@@ -97,17 +108,17 @@ func (g *guard) Check(id, name string, share *float64, v view, now time.Time) (u
 		g.release(id, name, "confirmed by the operator")
 		return time.Time{}, false
 	}
-	h := g.holds[id]
+	h, sum := g.holds[id], v.identify()
 	switch {
 	case h == nil: // one line and one count per hold, however often its view changes
 		g.holdsDone(name)
 		g.log.Warn("mass removal held: keeping the last good file", "resource", name, "instances", base, "left", v.n,
 			"share", fmt.Sprintf("%.0f%%", 100*float64(removed)/float64(base)), "grace", g.grace)
-	case h.view != v:
+	case h.sum != sum:
 		g.log.Debug("mass removal still held: the view changed, the grace period starts again", "resource", name, "left", v.n)
 	}
-	if h == nil || h.view != v {
-		h = &hold{view: v, since: now, before: base, left: v.n}
+	if h == nil || h.sum != sum {
+		h = &hold{sum: sum, since: now, before: base, left: v.n}
 		g.holds[id] = h
 	}
 	if end := h.since.Add(g.grace); now.Before(end) {

@@ -29,24 +29,16 @@ func hapTargetOf(st *resState) (haproxyapi.Push, error) {
 	return p, nil
 }
 
-// applyHAProxy applies a resource whose push names HAProxy's runtime API:
-// its peer set is planned into the backends' server slots; the changed
-// slots are set through the runtime API, or — for a new or removed app,
-// slots run out, another config shape — the config is checked and HAProxy
-// reloaded. The config holding every slot is written either way (so a cold
+// applyHAProxy applies a resource whose push names HAProxy's runtime API
+// (its peer set pj.want rendered on the loop; this runs apart,
+// pushlane.go): the peer set is planned into the backends' server slots;
+// the changed slots are set through the runtime API, or — for a new or
+// removed app, slots run out, another config shape — the config is
+// checked and HAProxy reloaded. The config holding every slot is written either way (so a cold
 // start serves the same servers), and `show servers state` must show the
 // plan after it, so an acknowledgement after this is true.
-func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resState) error {
-	want, err := r.renderSlotsPeers(ctx, snap, st)
-	if err != nil {
-		return err
-	}
-	t, err := hapTargetOf(st)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
-	defer cancel()
+func (r *Renderer) applyHAProxy(ctx context.Context, pj *pushJob) error {
+	st, want, t := pj.st, pj.want, pj.hap
 	prev, err := readState(st.res.Dest)
 	if err != nil {
 		return err
@@ -74,8 +66,8 @@ func (r *Renderer) applyHAProxy(ctx context.Context, snap *snapshot, st *resStat
 	}
 	r.m.pushes.WithLabelValues(map[bool]string{true: "ok", false: "unchanged"}[n > 0 || reloaded]).Inc()
 	if n > 0 || reloaded {
-		if since := r.sched.Since(st.res.Path); !since.IsZero() {
-			r.m.changeToInstall.Observe(time.Since(since).Seconds())
+		if !pj.since.IsZero() {
+			r.m.changeToInstall.Observe(time.Since(pj.since).Seconds())
 		}
 		r.log.Info("haproxy servers set", "resource", st.name, "rev", want.Version, "commands", n, "reload", reloaded, "took", time.Since(start))
 	}

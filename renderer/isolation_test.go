@@ -29,6 +29,8 @@ type isolation struct {
 	starts       string
 	destA, destB string
 	revA         int64 // a's change, made while a hangs
+	pushes       bool  // a pushes its peer set (a's dest: after the version line)
+	hung         int   // the index of a's first hung run in runs
 	reloads      int   // reload runs once started
 }
 
@@ -83,17 +85,21 @@ func (iso *isolation) runs(t *testing.T) (starts []float64, pgid int) {
 	return starts, pgid
 }
 
-// start applies every resource once (a's command works) and returns how
-// many runs of a's command that took.
+// start applies every resource once (a's command or endpoint works) and
+// returns how many runs of a's command (requests to a's endpoint) that
+// took.
 func (iso *isolation) start(t *testing.T) int {
 	t.Helper()
 	h := iso.h
 	h.put(key("a_prod", "10.0.0.1", 80), "10.0.0.1:80")
 	h.put(key("b_prod", "10.0.0.1", 80), "10.0.0.1:80")
 	h.start()
-	h.waitFile(iso.destA, "a_prod: 10.0.0.1:80\n")
 	h.waitFile(iso.destB, "b_prod: 10.0.0.1:80\n")
-	waitfor.Cond(t, 10*time.Second, "first reloads", func() error {
+	waitfor.Cond(t, 10*time.Second, "first applies", func() error {
+		b, err := os.ReadFile(iso.destA)
+		if got := string(b); err != nil || got != "a_prod: 10.0.0.1:80\n" && !(iso.pushes && strings.HasSuffix(got, "\na_prod 10.0.0.1:80\n")) {
+			return fmt.Errorf("a = %q, %v", got, err)
+		}
 		if code, body := h.readyz(); code != http.StatusOK {
 			return fmt.Errorf("/readyz %d %q", code, body)
 		}
@@ -111,6 +117,7 @@ func (iso *isolation) hangA(t *testing.T, before int) {
 	if err := os.Remove(iso.works); err != nil {
 		t.Fatal(err)
 	}
+	iso.hung = before
 	iso.revA = iso.h.put(key("a_prod", "10.0.0.2", 80), "10.0.0.2:80")
 	waitfor.Cond(t, 10*time.Second, "a's command hangs", func() error {
 		if starts, _ := iso.runs(t); len(starts) <= before {
@@ -200,10 +207,22 @@ func (iso *isolation) waitFailing(t *testing.T, kind string) {
 // apply a's change.
 func (iso *isolation) waitRecovered(t *testing.T) {
 	t.Helper()
-	h := iso.h
 	if err := os.WriteFile(iso.works, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	iso.waitAcked(t)
+	if got := readFile(t, iso.destA); got != "a_prod: 10.0.0.1:80 10.0.0.2:80\n" {
+		t.Errorf("a = %q after its retry applied", got)
+	}
+	if _, err := os.Stat(pendingMark(iso.destA)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a's pending mark still there once applied: %v", err)
+	}
+}
+
+// waitAcked waits for a's change to be acknowledged and /readyz ready.
+func (iso *isolation) waitAcked(t *testing.T) {
+	t.Helper()
+	h := iso.h
 	waitfor.Cond(t, 15*time.Second, "a retried and acknowledged", func() error {
 		a, err := h.ack()
 		if err != nil || a.Revision < iso.revA {
@@ -214,12 +233,6 @@ func (iso *isolation) waitRecovered(t *testing.T) {
 		}
 		return nil
 	})
-	if got := readFile(t, iso.destA); got != "a_prod: 10.0.0.1:80 10.0.0.2:80\n" {
-		t.Errorf("a = %q after its retry applied", got)
-	}
-	if _, err := os.Stat(pendingMark(iso.destA)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a's pending mark still there once applied: %v", err)
-	}
 }
 
 // TestHungReloadIsolated: resource a's reload_cmd hangs until
@@ -322,12 +335,12 @@ func (iso *isolation) waitRetried(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	var starts []float64
 	waitfor.Cond(t, 10*time.Second, "a retried", func() error {
-		if starts, _ = iso.runs(t); len(starts) < 3 { // the first apply, the hung run, its retry
+		if starts, _ = iso.runs(t); len(starts) < iso.hung+2 { // the first applies, the hung run, its retry
 			return fmt.Errorf("%d runs of a's command", len(starts))
 		}
 		return nil
 	})
-	gap := time.Duration((starts[2] - starts[1]) * float64(time.Second))
+	gap := time.Duration((starts[iso.hung+1] - starts[iso.hung]) * float64(time.Second))
 	// The first backoff is at least 3/4 retryBase; the run's start is logged
 	// a little after its timeout starts, under load up to ~0.1s. Without a
 	// backoff the gap is the timeout and a few ms.
@@ -359,23 +372,30 @@ func TestHungCheckShutdown(t *testing.T) {
 	t.Parallel()
 	eachHungCheck(t, time.Minute, func(t *testing.T, iso *isolation, _ string) {
 		_, pgid := iso.runs(t)
-		h := iso.h
-		start := time.Now()
-		h.cancel()
-		h.cancel = nil
-		select {
-		case err := <-h.done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(3 * time.Second):
-			t.Fatal("Run did not return within 3s while a check hung")
-		}
-		t.Logf("Run returned %v after cancel", time.Since(start).Round(time.Millisecond))
+		iso.stopHung(t, "a check")
 		if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("the hung check's process group %d is still there: %v", pgid, err)
 		}
 	})
+}
+
+// stopHung stops the renderer while what hangs (for a's command) and
+// waits at most 3s for Run to return.
+func (iso *isolation) stopHung(t *testing.T, what string) {
+	t.Helper()
+	h := iso.h
+	start := time.Now()
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("Run did not return within 3s while %s hung", what)
+	}
+	t.Logf("Run returned %v after cancel", time.Since(start).Round(time.Millisecond))
 }
 
 // TestFirstRenderOneReloadApart (issue 8, with the checks apart from the

@@ -19,7 +19,10 @@ import (
 // group that arrives while its command runs waits in the lane's queue and
 // joins the next run.
 //
-// All of it but the flights and the commands runs on the loop's goroutine.
+// Pushes: one at a time per resource and per target (pushlane.go).
+//
+// All of it but the flights, the commands and the pushes runs on the
+// loop's goroutine.
 type lanes struct {
 	r       *Renderer
 	wg      *sync.WaitGroup // the loop's: Run waits for every flight and lane
@@ -30,6 +33,10 @@ type lanes struct {
 	landed  chan landing             // to the loop
 	flights int                      // in the air
 	locks   map[string]chan struct{} // per installed-file check command, while flights are in the air
+
+	pushed    chan *pushJob            // to the loop (pushlane.go)
+	pushing   map[string]bool          // resources whose push is out
+	pushLocks map[string]chan struct{} // per push target, while pushes are out
 }
 
 // laneDone is one finished run of a lane.
@@ -48,7 +55,8 @@ type landing struct {
 
 func newLanes(r *Renderer, wg *sync.WaitGroup) *lanes {
 	return &lanes{r: r, wg: wg, done: make(chan laneDone), running: map[string]bool{}, queued: map[string]*reloadGroup{},
-		landed: make(chan landing), locks: map[string]chan struct{}{}}
+		landed: make(chan landing), locks: map[string]chan struct{}{},
+		pushed: make(chan *pushJob), pushing: map[string]bool{}, pushLocks: map[string]chan struct{}{}}
 }
 
 // Fly starts f apart from the loop.
@@ -73,6 +81,7 @@ func (l *lanes) Fly(ctx context.Context, f *flight) {
 		}
 	}
 	l.wg.Go(func() {
+		waitPushes(ctx, f.after, pushOrderWait)
 		l.r.fly(ctx, f, func(jobs []*job) { send(landing{rev: f.rev, jobs: jobs}) })
 		send(landing{last: true})
 	})
@@ -89,14 +98,7 @@ func (l *lanes) Land(ctx context.Context, now time.Time, ld landing) {
 	}
 	var res batchResult
 	l.r.landed(ld.rev, ld.jobs, &res)
-	at := func(sts []*resState) []reloadItem {
-		its := make([]reloadItem, len(sts))
-		for i, st := range sts {
-			its[i] = reloadItem{st: st, rev: ld.rev}
-		}
-		return its
-	}
-	l.settle(now, at(res.ok), at(res.failed))
+	l.settle(now, itemsAt(res.ok, ld.rev), itemsAt(res.failed, ld.rev))
 	for _, g := range res.reloads {
 		l.Start(ctx, g)
 	}
@@ -112,6 +114,15 @@ func (l *lanes) settle(now time.Time, ok, failed []reloadItem) {
 	for _, it := range failed {
 		l.r.sched.Done(now, it.st.res.Path, it.rev, false)
 	}
+}
+
+// itemsAt is sts, each at rev.
+func itemsAt(sts []*resState, rev int64) []reloadItem {
+	its := make([]reloadItem, len(sts))
+	for i, st := range sts {
+		its[i] = reloadItem{st: st, rev: rev}
+	}
+	return its
 }
 
 // Start runs g's command in its lane, or queues g behind the run in progress.

@@ -34,7 +34,7 @@ type Metrics struct {
 	failing           prometheus.Gauge
 	changeToInstall   prometheus.Histogram
 	pushes            *prometheus.CounterVec // result: ok|failure|unchanged
-	commandTimeouts   *prometheus.CounterVec // kind: check|reload
+	commandTimeouts   *prometheus.CounterVec // kind: check|reload|push
 	resourceFailing   *prometheus.GaugeVec   // resource
 	guardHeld         *prometheus.GaugeVec   // resource
 	guardHolds        *prometheus.CounterVec // resource
@@ -81,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_total",
 			Help: "Peer sets pushed to nginx's Lua module and confirmed, by result (ok, failure; unchanged = nginx already held it)."}, []string{"result"}),
 		commandTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "command_timeouts_total",
-			Help: "check_cmd and reload_cmd runs killed at --command-timeout."}, []string{"kind"}),
+			Help: "check_cmd and reload_cmd runs, and pushes (kind push), killed at --command-timeout."}, []string{"kind"}),
 		resourceFailing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "resource_failing",
 			Help: "1 while a resource's last apply failed (it is retried apart, with backoff)."}, []string{"resource"}),
 		guardHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "guard_held",

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall/rollcall/haproxyapi"
 	"github.com/rollcall/rollcall/nginxpush"
 	"github.com/rollcall/rollcall/renderer/confd"
 )
@@ -108,64 +109,140 @@ func (r *Renderer) tellPush(log *slog.Logger) []string {
 	return ids
 }
 
-// applyPushes applies the resources of sts that push and returns the rest.
+// pushJob is one pushed resource's apply at rev: rendered on the loop
+// (preparePush), sent, installed and confirmed apart from it (sendPush),
+// and taken back on the loop (pushLanded). Apart, it touches no resState,
+// pusher or scheduler: what it needs of them is copied in.
+type pushJob struct {
+	st    *resState
+	rev   int64
+	since time.Time // the scheduler's Since: when its oldest unapplied change arrived
+	err   error
+
+	// nginx's Lua endpoint: base is what nginx confirmed last (the
+	// delta's base; nil: none); next the rendered set, confirmed once err
+	// is nil.
+	c          *nginxpush.Client
+	base, next *peerState
+	rendered   []byte
+
+	// HAProxy's runtime API.
+	hap  haproxyapi.Push
+	want nginxpush.PeerSet
+}
+
+// target is what pj pushes to: pushes to one target take turns.
+func (pj *pushJob) target() string {
+	if isHAProxyPush(pj.st.res.Push) {
+		return "haproxy " + pj.hap.API.Address
+	}
+	return pj.st.res.Push
+}
+
+// applyPushes applies the resources of sts that push, on the caller (no
+// loop: --onetime, tests), and returns the rest.
 func (r *Renderer) applyPushes(ctx context.Context, snap *snapshot, sts []*resState, res *batchResult) []*resState {
-	rest := sts[:0:0]
-	for _, st := range sts {
-		if !r.pushes(st) {
-			rest = append(rest, st)
-			continue
-		}
-		apply := r.applyPush
-		if isHAProxyPush(st.res.Push) {
-			apply = r.applyHAProxy
-		}
-		if err := apply(ctx, snap, st); err != nil {
-			r.fail(res, &job{st: st, err: err})
-			continue
-		}
-		r.succeed(res, st, snap.rev)
+	pjs, rest := r.preparePushes(ctx, snap, sts)
+	for _, pj := range pjs {
+		r.sendPush(ctx, pj)
+		r.pushLanded(pj, res)
 	}
 	return rest
 }
 
-// applyPush renders st's peer set, installs it when the peers changed, and
-// makes sure nginx holds it: the changed apps pushed as a delta from the
-// set nginx last confirmed, the full state when there is none (start, a
-// failure) or nginx does not hold the delta's base (it lost its dict), and
-// the full state again when nginx reports an older version while nothing
-// changed. It returns once nginx confirms and the file is installed, so an
-// acknowledgement after it is true.
-func (r *Renderer) applyPush(ctx context.Context, snap *snapshot, st *resState) error {
+// preparePushes renders the resources of sts that push and returns them
+// with the rest.
+func (r *Renderer) preparePushes(ctx context.Context, snap *snapshot, sts []*resState) (pjs []*pushJob, rest []*resState) {
+	for _, st := range sts {
+		if r.pushes(st) {
+			pjs = append(pjs, r.preparePush(ctx, snap, st))
+		} else {
+			rest = append(rest, st)
+		}
+	}
+	return pjs, rest
+}
+
+// preparePush renders st's peer set at snap, on the loop; a failure is in
+// the job's err.
+func (r *Renderer) preparePush(ctx context.Context, snap *snapshot, st *resState) *pushJob {
+	pj := &pushJob{st: st, rev: snap.rev, since: r.sched.Since(st.res.Path)}
+	if isHAProxyPush(st.res.Push) {
+		if pj.want, pj.err = r.renderSlotsPeers(ctx, snap, st); pj.err == nil {
+			pj.hap, pj.err = hapTargetOf(st)
+		}
+		return pj
+	}
 	rs := st.res
-	// base: what nginx confirmed last, the delta's base; kept again only
-	// once nginx confirms the new state.
+	// base: what nginx confirmed last; kept again only once nginx
+	// confirms the new state (pushLanded).
 	base := r.push.last[rs.Path]
 	if base != nil && (base.dest != rs.Dest || base.url != rs.Push) {
 		base = nil
 	}
 	delete(r.push.last, rs.Path)
-	next, rendered, err := r.renderPeers(ctx, snap, st, base)
-	if err != nil {
+	pj.base, pj.c = base, r.push.client(rs.Push)
+	if pj.next, pj.rendered, pj.err = r.renderPeers(ctx, snap, st, base); pj.err != nil {
 		r.m.renders.WithLabelValues(st.name, "error").Inc()
-		return err
 	}
+	return pj
+}
+
+// sendPush sends pj, installs its file and waits for the confirmation,
+// within --command-timeout (a timeout is counted). It touches only pj, files
+// and the counters: it runs apart from the loop (pushlane.go).
+func (r *Renderer) sendPush(ctx context.Context, pj *pushJob) {
+	if pj.err != nil {
+		return
+	}
+	tctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
+	defer cancel()
+	if isHAProxyPush(pj.st.res.Push) {
+		pj.err = r.applyHAProxy(tctx, pj)
+	} else {
+		pj.err = r.applyPush(tctx, pj)
+	}
+	if pj.err != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		r.m.commandTimeouts.WithLabelValues("push").Inc()
+	}
+}
+
+// pushLanded records how pj went, on the loop: from a confirmed push to
+// nginx the next is a delta.
+func (r *Renderer) pushLanded(pj *pushJob, res *batchResult) {
+	if pj.err != nil {
+		r.fail(res, &job{st: pj.st, err: pj.err})
+		return
+	}
+	if pj.next != nil {
+		r.push.last[pj.st.res.Path] = pj.next
+	}
+	r.succeed(res, pj.st, pj.rev)
+}
+
+// applyPush installs pj's peer set when the peers changed, and makes sure
+// nginx holds it: the changed apps pushed as a delta from the set nginx
+// last confirmed, the full state when there is none (start, a failure) or
+// nginx does not hold the delta's base (it lost its dict), and the full
+// state again when nginx reports an older version while nothing changed.
+// It returns once nginx confirms and the file is installed, so an
+// acknowledgement after it is true.
+func (r *Renderer) applyPush(ctx context.Context, pj *pushJob) error {
+	rs, base, next := pj.st.res, pj.base, pj.next
 	// last: what dest holds: base or, at start, the installed file.
 	last := base
 	if last == nil {
+		var err error
 		if last, err = installedPeers(rs.Dest); err != nil {
 			return err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
-	defer cancel()
-	c := r.push.client(rs.Push)
 	if last != nil && next.same(last) {
-		r.m.renders.WithLabelValues(st.name, "unchanged").Inc()
+		r.m.renders.WithLabelValues(pj.st.name, "unchanged").Inc()
 		next.version = last.version // its version says since when
-		return r.ensureHeld(ctx, st, c, next)
+		return r.ensureHeld(ctx, pj)
 	}
-	r.m.renders.WithLabelValues(st.name, "ok").Inc()
+	r.m.renders.WithLabelValues(pj.st.name, "ok").Inc()
 	// The file and the push at once. nginx reloaded before the file is in
 	// place loads the older file, which does not replace a newer dict;
 	// restarted, it reports the older version, and the next batch pushes
@@ -173,12 +250,12 @@ func (r *Renderer) applyPush(ctx context.Context, snap *snapshot, st *resState) 
 	// acknowledgement waits for both.
 	installed := make(chan error, 1)
 	start := time.Now()
-	go func() { installed <- installPeers(rs, next, rendered) }()
-	kind, err := r.pushPeers(ctx, c, base, next)
+	go func() { installed <- installPeers(rs, next, pj.rendered) }()
+	kind, err := r.pushPeers(ctx, pj.c, base, next)
 	if ierr := <-installed; ierr != nil {
 		return errors.Join(ierr, err)
 	}
-	return r.pushed(st, next, kind, start, err)
+	return r.pushed(pj, kind, start, err)
 }
 
 // renderPeers renders st's peer set at snap and parses it, re-parsing only
@@ -200,33 +277,31 @@ func (r *Renderer) renderPeers(ctx context.Context, snap *snapshot, st *resState
 	return next, out.Bytes, nil
 }
 
-// ensureHeld checks that nginx holds next, which is installed, and pushes
-// the full state when it reports an older version (it lost its dict, or
-// its peers file did not load).
-func (r *Renderer) ensureHeld(ctx context.Context, st *resState, c *nginxpush.Client, next *peerState) error {
-	held, err := c.Version(ctx)
-	if err == nil && held >= next.version {
+// ensureHeld checks that nginx holds pj's peer set, which is installed,
+// and pushes the full state when it reports an older version (it lost its
+// dict, or its peers file did not load).
+func (r *Renderer) ensureHeld(ctx context.Context, pj *pushJob) error {
+	held, err := pj.c.Version(ctx)
+	if err == nil && held >= pj.next.version {
 		r.m.pushes.WithLabelValues("unchanged").Inc()
-		r.push.last[st.res.Path] = next
 		return nil
 	}
-	r.log.Warn("nginx does not hold the installed peers, pushing them again", "resource", st.name, "rev", next.version, "held", held, "err", err)
+	r.log.Warn("nginx does not hold the installed peers, pushing them again", "resource", pj.st.name, "rev", pj.next.version, "held", held, "err", err)
 	start := time.Now()
-	kind, err := r.pushPeers(ctx, c, nil, next)
-	return r.pushed(st, next, kind, start, err)
+	kind, err := r.pushPeers(ctx, pj.c, nil, pj.next)
+	return r.pushed(pj, kind, start, err)
 }
 
-// pushed records a push's outcome; from a confirmed one the next push is
-// a delta.
-func (r *Renderer) pushed(st *resState, next *peerState, kind string, start time.Time, err error) error {
+// pushed counts and logs a push's outcome.
+func (r *Renderer) pushed(pj *pushJob, kind string, start time.Time, err error) error {
+	st, next := pj.st, pj.next
 	if err != nil {
 		r.m.pushes.WithLabelValues("failure").Inc()
 		return fmt.Errorf("push %s to %s: %w", st.res.Dest, st.res.Push, err)
 	}
-	r.push.last[st.res.Path] = next
 	r.m.pushes.WithLabelValues("ok").Inc()
-	if since := r.sched.Since(st.res.Path); !since.IsZero() {
-		r.m.changeToInstall.Observe(time.Since(since).Seconds())
+	if !pj.since.IsZero() {
+		r.m.changeToInstall.Observe(time.Since(pj.since).Seconds())
 	}
 	r.log.Info("pushed peers", "resource", st.name, "rev", next.version, "services", len(next.apps), "push", kind, "took", time.Since(start))
 	return nil
@@ -290,9 +365,14 @@ func installedPeers(dest string) (*peerState, error) {
 
 // withPushes adds to a batch every resource that pushes and is listed: each
 // checks that nginx still holds its peers before the batch is acknowledged.
+// Left out: those whose push is out (it confirms them when it lands) and
+// those failing (their retries come with their backoff; the ack waits for
+// them anyway).
 func (r *Renderer) withPushes(snap *snapshot, todo []*resState) []*resState {
+	failing := r.sched.FailingIDs()
 	for _, st := range r.states {
-		if r.pushes(st) && snap.Has(st.prefixes) && !slices.Contains(todo, st) {
+		if r.pushes(st) && snap.Has(st.prefixes) && !slices.Contains(todo, st) &&
+			!r.lanes.Pushing(st) && !slices.Contains(failing, st.res.Path) {
 			todo = append(todo, st)
 		}
 	}

@@ -196,6 +196,9 @@ func (r *Renderer) run(ctx context.Context) error {
 		case d := <-r.lanes.done:
 			r.lanes.Finish(ctx, time.Now(), d)
 			r.afterBatch()
+		case pj := <-r.lanes.pushed:
+			r.lanes.PushLanded(time.Now(), pj)
+			r.afterBatch()
 		case <-cw.hupped:
 			r.guard.Confirm() // the operator confirms held renders; the reload below retries them
 		case <-cw.changed:
@@ -375,7 +378,7 @@ func (r *Renderer) applyDue(ctx context.Context, now time.Time) {
 	end := r.recordBatch(snap, res, held, f, reloads)
 	apart := 0
 	if f != nil {
-		apart = len(f.jobs)
+		apart = len(f.jobs) + len(f.pushes)
 		r.lanes.Fly(ctx, f)
 	}
 	r.afterBatch()
@@ -413,6 +416,7 @@ func (r *Renderer) recordBatch(snap *snapshot, res batchResult, held map[string]
 		for _, j := range f.jobs {
 			busy = append(busy, j.st.res.Path)
 		}
+		busy = append(busy, f.pushes...)
 	}
 	coalesced := r.sched.Applied(end, batch{rev: snap.rev, ok: resIDs(res.ok), failed: resIDs(res.failed), held: held, busy: busy, reloads: reloads})
 	if coalesced > 0 {

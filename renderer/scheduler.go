@@ -312,6 +312,13 @@ func (s *scheduler) Applied(now time.Time, b batch) (coalesced int) {
 	for _, id := range b.busy {
 		if it := s.items[id]; it != nil {
 			it.busy = true
+			// A resource tried without a change of its own (a pushed
+			// peer set checked before an ack, apart) holds the ack back
+			// until it lands, as it did when it was checked inline.
+			if !it.pending {
+				it.pending, it.since = true, time.Time{}
+				s.pend[id] = it
+			}
 		}
 	}
 	// The budget is for reloads: a batch that reloaded nothing (outputs

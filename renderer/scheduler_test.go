@@ -592,3 +592,39 @@ func TestUnbudgeted(t *testing.T) {
 		}
 	})
 }
+
+// TestSchedulerRecheckApart: a resource checked apart without a change of
+// its own (a pushed peer set checked before an ack) holds the ack back
+// until it lands, is not due meanwhile, and is up to date again once it
+// lands; a failed check leaves it failing, due at its backoff.
+func TestSchedulerRecheckApart(t *testing.T) {
+	t.Parallel()
+	s := defaultSched("peers", "b")
+	now := time.Now()
+	s.Changed(now, changeSet{rev: 10, all: true})
+	s.Applied(now, batch{rev: 10, ok: s.Due(now)})
+	for _, ok := range []bool{true, false} {
+		rev := s.seen + 1
+		s.Changed(now, changeSet{rev: rev, ids: []string{"b"}})
+		if ids := s.Due(now); !slices.Equal(ids, []string{"b"}) {
+			t.Fatalf("Due = %v; want [b]", ids)
+		}
+		s.Applied(now, batch{rev: rev, ok: []string{"b"}, busy: []string{"peers"}})
+		if s.Ack() >= rev || s.Idle() {
+			t.Errorf("Ack %d, Idle %v while peers is checked apart; want below %d, not idle", s.Ack(), s.Idle(), rev)
+		}
+		if ids := s.Due(now.Add(time.Hour)); ids != nil {
+			t.Errorf("Due while peers is checked apart = %v; want none", ids)
+		}
+		s.Done(now, "peers", rev, ok)
+		if ok && (s.Ack() != rev || !s.Idle()) {
+			t.Errorf("Ack %d, Idle %v once peers' check landed; want %d, idle", s.Ack(), s.Idle(), rev)
+		}
+	}
+	if !slices.Equal(s.FailingIDs(), []string{"peers"}) || s.Ack() >= s.seen {
+		t.Errorf("after a failed check: failing %v, Ack %d; want peers failing, the ack below %d", s.FailingIDs(), s.Ack(), s.seen)
+	}
+	if at, ok := s.Next(); !ok || at.Before(now.Add(retryBase*3/4)) {
+		t.Errorf("Next() = %v, %v; want peers' backoff", at, ok)
+	}
+}

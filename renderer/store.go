@@ -18,7 +18,7 @@ import (
 // Snapshot returns nil.
 type store struct {
 	mu       sync.Mutex
-	kvs      map[string]string
+	kvs      map[string]confd.KV // parsed once (confd.NewKV) when the key arrives, not at every render
 	rev      int64               // revision the store is complete at
 	loaded   bool                // a complete list has been applied
 	changed  map[string]struct{} // keys changed since the last Take
@@ -40,7 +40,7 @@ type snapshot struct {
 }
 
 func newStore() *store {
-	return &store{kvs: map[string]string{}, changed: map[string]struct{}{}, mods: map[string]struct{}{}, dirty: make(chan struct{}, 1)}
+	return &store{kvs: map[string]confd.KV{}, changed: map[string]struct{}{}, mods: map[string]struct{}{}, dirty: make(chan struct{}, 1)}
 }
 
 // Dirty receives when changes wait to be taken.
@@ -63,17 +63,21 @@ func (s *store) Replace(kvs map[string]string, rev int64, prefixes []string) {
 		s.all = true
 	}
 	s.prefixes = slices.Clone(prefixes)
+	next := make(map[string]confd.KV, len(kvs))
 	for k, v := range kvs {
-		if old, ok := s.kvs[k]; !ok || old != v {
+		old, ok := s.kvs[k]
+		if !ok || old.Value != v {
 			s.changed[k] = struct{}{}
+			old = confd.NewKV(k, v)
 		}
+		next[k] = old
 	}
 	for k := range s.kvs {
 		if _, ok := kvs[k]; !ok {
 			s.changed[k] = struct{}{}
 		}
 	}
-	s.kvs, s.rev, s.loaded, s.snap = kvs, rev, true, nil
+	s.kvs, s.rev, s.loaded, s.snap = next, rev, true, nil
 	clear(s.mods)
 	s.arrived()
 	s.poke()
@@ -98,8 +102,8 @@ func (s *store) Apply(chs []change, rev int64) {
 		switch {
 		case c.del && ok:
 			delete(s.kvs, c.key)
-		case !c.del && (!ok || old != c.value):
-			s.kvs[c.key] = c.value
+		case !c.del && (!ok || old.Value != c.value):
+			s.kvs[c.key] = confd.NewKV(c.key, c.value)
 		default:
 			continue
 		}
@@ -203,12 +207,12 @@ func (s *store) sorted() []confd.KV {
 		copy(kvs, s.snap.kvs) // snapshots are immutable: patch a copy
 		for k := range s.mods {
 			i, found := slices.BinarySearchFunc(kvs, k, byKey)
-			v, ok := s.kvs[k]
+			kv, ok := s.kvs[k]
 			switch {
 			case ok && found:
-				kvs[i].Value = v
+				kvs[i] = kv
 			case ok:
-				kvs = slices.Insert(kvs, i, confd.KV{Key: k, Value: v})
+				kvs = slices.Insert(kvs, i, kv)
 			case found:
 				kvs = slices.Delete(kvs, i, i+1)
 			}
@@ -216,8 +220,8 @@ func (s *store) sorted() []confd.KV {
 		return kvs
 	}
 	kvs := make([]confd.KV, 0, len(s.kvs))
-	for k, v := range s.kvs {
-		kvs = append(kvs, confd.KV{Key: k, Value: v})
+	for _, kv := range s.kvs {
+		kvs = append(kvs, kv)
 	}
 	slices.SortFunc(kvs, func(a, b confd.KV) int { return strings.Compare(a.Key, b.Key) })
 	return kvs

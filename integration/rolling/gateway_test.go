@@ -296,7 +296,7 @@ func shippedPaths(prefix, check, reload string) *strings.Replacer {
 		"/etc/nginx/conf.d/rollcall-upstreams.conf", prefix+"/rendered-http-upstreams.conf",
 		"/etc/nginx/snippets/rollcall-proxy.conf", prefix+"/rendered-server-proxy.conf",
 		"/usr/sbin/nginx -t -q", check,
-		"/usr/local/bin/nginx-reload --pid /run/nginx.pid --error-log /var/log/nginx/error.log", reload)
+		"/usr/local/bin/nginx-reload --signal --pid /run/nginx.pid --error-log /var/log/nginx/error.log", reload)
 }
 
 // shippedFile reads a shipped conf.d file with its paths replaced by r.

@@ -26,7 +26,7 @@ func TestShippedRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := r.Render([]KV{{"/search_PRE/172.18.100.31-86", "172.18.100.31:86"}})
+	out, err := r.Render([]KV{{Key: "/search_PRE/172.18.100.31-86", Value: "172.18.100.31:86"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,21 +43,21 @@ func renderString(t testing.TB, prefix, tmpl string, kvs []KV) (string, error) {
 
 // confdKVs is a small store in the shape of confd's examples.
 var confdKVs = []KV{
-	{"/app/nginx/domain", "example.com"},
-	{"/app/nginx/worker_processes", "2"},
-	{"/app/upstream/app2", "10.0.1.101:80"},
-	{"/app/upstream/app1", "10.0.1.100:80"},
-	{"/app/upstream/app10", "10.0.1.110:80"},
-	{"/app/services/web/cust1/1", `{"IP": "10.0.0.1"}`},
-	{"/app/services/web/cust2/2", `{"IP": "10.0.0.4"}`},
-	{"/app/services/web/cust1/2", `{"IP": "10.0.0.2"}`},
-	{"/app/json/list", `["a", "b", "c"]`},
-	{"/app/json/obj", `{"animals": [{"type": "dog", "name": "Fido"}, {"type": "cat", "name": "Misse"}]}`},
-	{"/app/b64", "VmFsdWU="},
-	{"/app/bool", "true"},
-	{"/app/num", "42"},
-	{"/app", "the prefix itself"},
-	{"/application/x", "outside the prefix"},
+	{Key: "/app/nginx/domain", Value: "example.com"},
+	{Key: "/app/nginx/worker_processes", Value: "2"},
+	{Key: "/app/upstream/app2", Value: "10.0.1.101:80"},
+	{Key: "/app/upstream/app1", Value: "10.0.1.100:80"},
+	{Key: "/app/upstream/app10", Value: "10.0.1.110:80"},
+	{Key: "/app/services/web/cust1/1", Value: `{"IP": "10.0.0.1"}`},
+	{Key: "/app/services/web/cust2/2", Value: `{"IP": "10.0.0.4"}`},
+	{Key: "/app/services/web/cust1/2", Value: `{"IP": "10.0.0.2"}`},
+	{Key: "/app/json/list", Value: `["a", "b", "c"]`},
+	{Key: "/app/json/obj", Value: `{"animals": [{"type": "dog", "name": "Fido"}, {"type": "cat", "name": "Misse"}]}`},
+	{Key: "/app/b64", Value: "VmFsdWU="},
+	{Key: "/app/bool", Value: "true"},
+	{Key: "/app/num", Value: "42"},
+	{Key: "/app", Value: "the prefix itself"},
+	{Key: "/application/x", Value: "outside the prefix"},
 }
 
 func TestFuncs(t *testing.T) {
@@ -186,10 +186,10 @@ func TestFuncErrors(t *testing.T) {
 func TestKeyRelativity(t *testing.T) {
 	t.Parallel()
 	kvs := []KV{
-		{"/app_prod/10.0.0.1-80", "a"},
-		{"/app_prod", "dir value"},
-		{"/app_production/10.0.0.2-80", "b"},
-		{"/other/x", "c"},
+		{Key: "/app_prod/10.0.0.1-80", Value: "a"},
+		{Key: "/app_prod", Value: "dir value"},
+		{Key: "/app_production/10.0.0.2-80", Value: "b"},
+		{Key: "/other/x", Value: "c"},
 	}
 	all := `{{range gets "/*"}}{{.Key}}={{.Value}};{{end}}{{range gets "/*/*"}}{{.Key}}={{.Value}};{{end}}`
 	tests := []struct {

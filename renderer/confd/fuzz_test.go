@@ -1,6 +1,7 @@
 package confd
 
 import (
+	"bytes"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -42,6 +43,9 @@ func FuzzShippedUpstreams(f *testing.F) {
 		out, err := r.Render(kvs)
 		if err != nil {
 			t.Fatalf("Render(%q=%q): %v", key, value, err)
+		}
+		if parsed, err := r.Render(parsedKVs(kvs)); err != nil || !bytes.Equal(parsed.Bytes, out.Bytes) || len(parsed.Skipped) != len(out.Skipped) {
+			t.Fatalf("Render(%q=%q) of NewKV pairs = %q, %v; want %q as of literal pairs", key, value, parsed.Bytes, err, out.Bytes)
 		}
 		for line := range strings.Lines(string(out.Bytes)) {
 			if !shippedLine.MatchString(strings.TrimSuffix(line, "\n")) {

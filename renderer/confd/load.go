@@ -189,6 +189,7 @@ func load(confdir, file, globalPrefix string) (*Resource, error) {
 	}
 	r.watch = watchPrefixes(r.Prefix, r.Keys)
 	r.svcDirs = serviceDirs(r.Prefix, r.Keys)
+	r.cache = &renderCache{}
 	return r, nil
 }
 

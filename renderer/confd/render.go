@@ -5,13 +5,56 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/kelseyhightower/memkv"
+
+	"github.com/rollcall/rollcall/registry"
 )
 
-// KV is one etcd pair with its absolute key.
-type KV struct{ Key, Value string }
+// KV is one etcd pair with its absolute key. A KV made by NewKV also
+// carries what registry.IsInstanceKey and registry.ParseInstance say of
+// it, worked out once: a caller that keeps its KVs from one render to the
+// next (the renderer's store) parses each instance once, not once per
+// render — at 10,000 instances that parsing was most of a render. A
+// literal KV{Key, Value} is parsed at every render, with the same result.
+type KV struct {
+	Key, Value string
+	inst       *instanceInfo // nil: not parsed yet
+}
+
+// instanceInfo is a KV parsed as an instance.
+type instanceInfo struct {
+	isKey bool           // registry.IsInstanceKey(Key)
+	addr  netip.AddrPort // registry.ParseInstance(Key, Value), when isKey
+	err   error
+}
+
+// NewKV is KV{key, value} parsed as an instance once and for all.
+func NewKV(key, value string) KV {
+	info := &instanceInfo{isKey: registry.IsInstanceKey(key)}
+	if info.isKey {
+		info.addr, info.err = registry.ParseInstance(key, value)
+	}
+	return KV{Key: key, Value: value, inst: info}
+}
+
+// IsInstanceKey is registry.IsInstanceKey(kv.Key).
+func (kv KV) IsInstanceKey() bool {
+	if kv.inst != nil {
+		return kv.inst.isKey
+	}
+	return registry.IsInstanceKey(kv.Key)
+}
+
+// instance is registry.ParseInstance(kv.Key, kv.Value).
+func (kv KV) instance() (netip.AddrPort, error) {
+	if kv.inst != nil && kv.inst.isKey {
+		return kv.inst.addr, kv.inst.err
+	}
+	return registry.ParseInstance(kv.Key, kv.Value)
+}
 
 // Rendered is the output of one render.
 type Rendered struct {
@@ -56,16 +99,20 @@ func (r *Resource) RenderKnown(ctx context.Context, kvs []KV, known []string) (R
 	if err != nil {
 		return Rendered{}, fmt.Errorf("render %s: %w", r.Src, err)
 	}
-	var buf bytes.Buffer
-	if err := t.Funcs(st.funcs()).Execute(&buf, nil); err != nil {
+	buf := bytes.NewBuffer(make([]byte, 0, r.cache.sizeHint()+r.cache.sizeHint()/8))
+	if err := t.Funcs(st.funcs()).Execute(buf, nil); err != nil {
 		return Rendered{}, err // "template: <src>:<line>:<col>: executing ..."
 	}
+	r.cache.store(st.insts, buf.Len())
 	return Rendered{Bytes: buf.Bytes(), Skipped: st.skippedList(), Services: st.listed}, nil
 }
 
 // pair is one store entry: its key relative to the prefix (as the template
-// sees it), the absolute etcd key, and the value.
-type pair struct{ rel, abs, value string }
+// sees it) and the pair with its absolute etcd key.
+type pair struct {
+	rel string
+	*KV // into the render's kvs, which it only reads
+}
 
 // state is what one render's functions share. Not safe for concurrent use;
 // every render has its own.
@@ -73,9 +120,9 @@ type state struct {
 	ctx     context.Context
 	r       *Resource
 	pairs   []pair
-	store   *memkv.Store     // built on first use by a memkv function
-	dirs    map[string][]int // store dir -> indexes into pairs, built on first use by a typed function
-	insts   map[string][]Instance
+	store   *memkv.Store         // built on first use by a memkv function
+	dirs    map[string][]int     // store dir -> indexes into pairs, built on first use by a typed function
+	insts   map[string]cachedDir // dir -> its instances, built on first use; kept for the next render (renderCache)
 	skipped map[string]Skipped
 	known   []string // service dirs `services` returns even without keys
 	listed  []string // the dirs `services` returned
@@ -89,9 +136,9 @@ func newState(ctx context.Context, r *Resource, kvs []KV) *state {
 		return st
 	}
 	st.pairs = make([]pair, 0, len(kvs))
-	for _, kv := range kvs {
-		if r.Touches(kv.Key) {
-			st.pairs = append(st.pairs, pair{rel: storeKey(r.Prefix, kv.Key), abs: kv.Key, value: kv.Value})
+	for i := range kvs {
+		if kv := &kvs[i]; r.Touches(kv.Key) {
+			st.pairs = append(st.pairs, pair{rel: storeKey(r.Prefix, kv.Key), KV: kv})
 		}
 	}
 	return st
@@ -102,7 +149,7 @@ func (st *state) mem() *memkv.Store {
 	if st.store == nil {
 		s := memkv.New()
 		for _, p := range st.pairs {
-			s.Set(p.rel, p.value)
+			s.Set(p.rel, p.Value)
 		}
 		st.store = &s
 	}
@@ -113,7 +160,7 @@ func (st *state) skip(p pair, err error) {
 	if st.skipped == nil {
 		st.skipped = make(map[string]Skipped)
 	}
-	st.skipped[p.abs] = Skipped{Key: p.abs, Value: p.value, Err: err}
+	st.skipped[p.Key] = Skipped{Key: p.Key, Value: p.Value, Err: err}
 }
 
 func (st *state) skippedList() []Skipped {

@@ -32,6 +32,7 @@ type Resource struct {
 	tmpl    *template.Template // parsed; cloned and bound to a store per render
 	watch   []string           // WatchPrefixes, computed once
 	svcDirs []string           // store dirs named by Keys that are "/<app>_<env>"
+	cache   *renderCache       // what the last render worked out; nil: none kept
 }
 
 // Wait is consul-template's quiescence window: render after Min of quiet,

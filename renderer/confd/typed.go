@@ -40,17 +40,34 @@ type Service struct {
 
 // index groups the pairs by store dir, once per render. Pairs in the
 // reserved subtrees under the resource's prefix (registry.Reserved: port
-// claims, acks; never an app) stay out of it, so they cost nothing.
+// claims, acks; never an app) stay out of it, so they cost nothing. The
+// groups share one array (a count first, then the places): 1,000 dirs cost
+// two maps, not an append's growth each.
 func (st *state) index() map[string][]int {
-	if st.dirs == nil {
-		st.dirs = make(map[string][]int)
-		for i, p := range st.pairs {
-			if registry.Reserved(st.r.Prefix, p.abs) {
-				continue
-			}
-			d := p.rel[:max(strings.LastIndexByte(p.rel, '/'), 1)]
-			st.dirs[d] = append(st.dirs[d], i)
+	if st.dirs != nil {
+		return st.dirs
+	}
+	dirOf := func(p pair) string { return p.rel[:max(strings.LastIndexByte(p.rel, '/'), 1)] }
+	counts := make(map[string]int)
+	n := 0
+	for _, p := range st.pairs {
+		if !registry.Reserved(st.r.Prefix, p.Key) {
+			counts[dirOf(p)]++
+			n++
 		}
+	}
+	all := make([]int, n)
+	st.dirs = make(map[string][]int, len(counts))
+	for i, p := range st.pairs {
+		if registry.Reserved(st.r.Prefix, p.Key) {
+			continue
+		}
+		d := dirOf(p)
+		g, ok := st.dirs[d]
+		if !ok {
+			g, all = all[:0:counts[d]], all[counts[d]:]
+		}
+		st.dirs[d] = append(g, i)
 	}
 	return st.dirs
 }
@@ -59,30 +76,45 @@ func (st *state) index() map[string][]int {
 // below dir whose values pass registry.ParseInstance, sorted by address.
 // The others are left out and reported in Rendered.Skipped.
 func (st *state) instances(dir string) []Instance {
-	dir = path.Join("/", dir)
-	if is, ok := st.insts[dir]; ok {
-		return is
+	if !isCleanAbs(dir) {
+		dir = path.Join("/", dir)
+	}
+	if d, ok := st.insts[dir]; ok {
+		return d.is
+	}
+	if st.insts == nil {
+		st.insts = make(map[string]cachedDir)
 	}
 	idx := st.index()[dir]
+	d, ok := st.r.cache.lookup(dir, st.pairs, idx)
+	if !ok {
+		d = st.parseDir(dir, idx)
+	}
+	st.insts[dir] = d
+	return d.is
+}
+
+// parseDir is instances of dir (pairs idx) worked out anew, with the
+// parses they came from when the next render may reuse them (renderCache).
+func (st *state) parseDir(dir string, idx []int) cachedDir {
 	is := make([]Instance, 0, len(idx))
+	skipped := 0
 	for _, i := range idx {
 		p := st.pairs[i]
 		if p.rel == dir { // the dir itself ("/") is no instance
+			skipped++ // nor cached: its parse is not an instance's
 			continue
 		}
-		a, err := registry.ParseInstance(p.abs, p.value)
+		a, err := p.instance()
 		if err != nil {
 			st.skip(p, err)
+			skipped++
 			continue
 		}
-		is = append(is, Instance{Key: p.abs, Addr: a, IP: a.Addr(), Port: int(a.Port()), s: p.value})
+		is = append(is, Instance{Key: p.Key, Addr: a, IP: a.Addr(), Port: int(a.Port()), s: p.Value})
 	}
 	slices.SortFunc(is, func(a, b Instance) int { return a.Addr.Compare(b.Addr) })
-	if st.insts == nil {
-		st.insts = make(map[string][]Instance)
-	}
-	st.insts[dir] = is
-	return is
+	return cachedDir{from: cacheable(st.pairs, idx, skipped), is: is}
 }
 
 // services is the typed function `services`: every "<app>_<env>" dir that

@@ -3,22 +3,34 @@ package confd
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 )
 
 var typedKVs = []KV{
-	{"/search_PRE/10.0.0.10-80", "10.0.0.10:80"},
-	{"/search_PRE/10.0.0.9-80", "10.0.0.9:80"},
-	{"/search_PRE/::1-8080", "[::1]:8080"},
-	{"/search_PRE/10.0.0.1-80", "10.0.0.1:80; }"},
-	{"/search_PRE/10.0.0.2-80/deep", "10.0.0.2:80"},
-	{"/web_prod/10.0.0.5-80", "10.0.0.6:80"},
-	{"/_ports/10.0.0.9/80", "search_PRE"},
-	{"/_renderers/gw", "{}"},
-	{"/a_b_c/10.0.0.7-80", "10.0.0.7:80"},
-	{"/nginx/domain", "example.com"},
+	{Key: "/search_PRE/10.0.0.10-80", Value: "10.0.0.10:80"},
+	{Key: "/search_PRE/10.0.0.9-80", Value: "10.0.0.9:80"},
+	{Key: "/search_PRE/::1-8080", Value: "[::1]:8080"},
+	{Key: "/search_PRE/10.0.0.1-80", Value: "10.0.0.1:80; }"},
+	{Key: "/search_PRE/10.0.0.2-80/deep", Value: "10.0.0.2:80"},
+	{Key: "/web_prod/10.0.0.5-80", Value: "10.0.0.6:80"},
+	{Key: "/_ports/10.0.0.9/80", Value: "search_PRE"},
+	{Key: "/_renderers/gw", Value: "{}"},
+	{Key: "/a_b_c/10.0.0.7-80", Value: "10.0.0.7:80"},
+	{Key: "/nginx/domain", Value: "example.com"},
+}
+
+// parsedKVs is kvs as NewKV makes them (parsed once, as the renderer's
+// store keeps them).
+func parsedKVs(kvs []KV) []KV {
+	out := make([]KV, len(kvs))
+	for i, kv := range kvs {
+		out[i] = NewKV(kv.Key, kv.Value)
+	}
+	return out
 }
 
 func TestTyped(t *testing.T) {
@@ -64,16 +76,20 @@ func TestTyped(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := r.Render(typedKVs)
-			if err != nil || string(out.Bytes) != tc.want {
-				t.Errorf("render %s = %q, %v; want %q", tc.tmpl, out.Bytes, err, tc.want)
-			}
-			var skipped []string
-			for _, s := range out.Skipped {
-				skipped = append(skipped, s.Key)
-			}
-			if strings.Join(skipped, " ") != strings.Join(tc.skipped, " ") {
-				t.Errorf("skipped = %q; want %q", skipped, tc.skipped)
+			// Literal pairs are parsed at the render, NewKV's once before:
+			// the same output and the same refusals either way.
+			for _, kvs := range [][]KV{typedKVs, parsedKVs(typedKVs)} {
+				out, err := r.Render(kvs)
+				if err != nil || string(out.Bytes) != tc.want {
+					t.Errorf("render %s = %q, %v; want %q", tc.tmpl, out.Bytes, err, tc.want)
+				}
+				var skipped []string
+				for _, s := range out.Skipped {
+					skipped = append(skipped, s.Key)
+				}
+				if strings.Join(skipped, " ") != strings.Join(tc.skipped, " ") {
+					t.Errorf("skipped = %q; want %q", skipped, tc.skipped)
+				}
 			}
 		})
 	}
@@ -86,9 +102,9 @@ func TestRenderIgnoresPairsOutsideKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := r.Render([]KV{
-		{"/app_prod/10.0.0.1-80", "10.0.0.1:80"},
-		{"/app_production/10.0.0.2-80", "10.0.0.2:80"},
-		{"/other/x", "y"},
+		{Key: "/app_prod/10.0.0.1-80", Value: "10.0.0.1:80"},
+		{Key: "/app_production/10.0.0.2-80", Value: "10.0.0.2:80"},
+		{Key: "/other/x", Value: "y"},
 	})
 	if want := "/app_prod/10.0.0.1-80 app_prod"; err != nil || string(out.Bytes) != want {
 		t.Errorf("Render = %q, %v; want %q", out.Bytes, err, want)
@@ -130,5 +146,67 @@ func TestRenderUnloaded(t *testing.T) {
 	t.Parallel()
 	if _, err := (&Resource{Path: "x.toml"}).Render(nil); err == nil {
 		t.Error("Render of a Resource not made by Load succeeded")
+	}
+}
+
+// TestRenderCache: a Resource reuses a dir's instances from its previous
+// render only while the dir holds the same parsed pairs. Each render of a
+// sequence of changes gives what a fresh Resource gives, and a refused
+// value is reported at every render, not only the first.
+func TestRenderCache(t *testing.T) {
+	t.Parallel()
+	const tmpl = `{{range services}}{{.Name}}:{{range .Instances}} {{.}}{{end}};{{end}}`
+	cached, err := newResource(t, `keys = ["/"]`, tmpl, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvs := map[string]string{
+		"/a_prod/10.0.0.1-80": "10.0.0.1:80", "/a_prod/10.0.0.2-80": "10.0.0.2:80",
+		"/b_prod/10.0.0.3-80": "10.0.0.3:80",
+	}
+	steps := []struct {
+		name        string
+		key, value  string // value "" deletes
+		wantSkipped int
+	}{
+		{"start", "", "", 0},
+		{"b gains one", "/b_prod/10.0.0.4-80", "10.0.0.4:80", 0},
+		{"a loses one", "/a_prod/10.0.0.2-80", "", 0},
+		{"a's value turns bad", "/a_prod/10.0.0.1-80", "10.0.0.9:80", 1},
+		{"unchanged: refused again", "", "", 1},
+		{"a's value good again", "/a_prod/10.0.0.1-80", "10.0.0.1:80", 0},
+		{"c appears", "/c_prod/10.0.0.5-80", "10.0.0.5:80", 0},
+	}
+	parsed := map[string]KV{} // as the renderer's store keeps them: a new parse per change only
+	for _, s := range steps {
+		switch {
+		case s.key == "":
+		case s.value == "":
+			delete(kvs, s.key)
+		default:
+			kvs[s.key] = s.value
+		}
+		var in []KV
+		for _, k := range slices.Sorted(maps.Keys(kvs)) {
+			if kv, ok := parsed[k]; !ok || kv.Value != kvs[k] {
+				parsed[k] = NewKV(k, kvs[k])
+			}
+			in = append(in, parsed[k])
+		}
+		fresh, err := newResource(t, `keys = ["/"]`, tmpl, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := fresh.Render(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := cached.Render(in)
+		if err != nil || string(got.Bytes) != string(want.Bytes) {
+			t.Fatalf("%s: render = %q, %v; want %q", s.name, got.Bytes, err, want.Bytes)
+		}
+		if len(got.Skipped) != s.wantSkipped || len(want.Skipped) != s.wantSkipped {
+			t.Fatalf("%s: skipped %v (fresh: %v); want %d", s.name, got.Skipped, want.Skipped, s.wantSkipped)
+		}
 	}
 }
