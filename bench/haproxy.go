@@ -56,7 +56,8 @@ func startHAProxy(ctx context.Context, dir, bin, shippedDir string) (*haproxy, e
 		return nil, fmt.Errorf("shipped haproxy.cfg: %w", err)
 	}
 	if h.shipped, err = pointAt(string(b), []string{
-		"/run/haproxy/admin.sock", h.admin,
+		// The runtime API's path sets servers: the socket must be level admin.
+		"stats socket /run/haproxy/admin.sock mode 660 level admin", "stats socket " + h.admin + " mode 660 level admin",
 		"presetenv ROLLCALL_BIND :80", fmt.Sprintf("setenv ROLLCALL_BIND 127.0.0.1:%d", h.port),
 		"log /dev/log local0", "log stderr format short local0 notice",
 	}); err != nil {

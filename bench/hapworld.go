@@ -6,8 +6,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
+
+	"github.com/rollcall/rollcall/haproxyapi"
 )
 
 // hapVariant is one shipped HAProxy setup the `haproxy` part measures: a
@@ -141,7 +144,34 @@ func (hw *hapWorld) writeResource(file string) error {
 			return fmt.Errorf("shipped resource %s: %q left after pointing it at the private HAProxy", file, left)
 		}
 	}
+	if err := hw.checkPush(text); err != nil {
+		return fmt.Errorf("shipped resource %s: %w", file, err)
+	}
 	return os.WriteFile(filepath.Join(hw.confdir, "conf.d", filepath.Base(file)), []byte(text), 0o644)
+}
+
+var pushRE = regexp.MustCompile(`(?m)^push\s*=\s*"([^"]*)"`)
+
+// checkPush checks a resource whose push names HAProxy's runtime API: it
+// must reach the private HAProxy's admin socket and write its config into
+// the directory HAProxy reads with -f, or the renderer would set servers
+// of another HAProxy, or HAProxy would never load the slots.
+func (hw *hapWorld) checkPush(text string) error {
+	m := pushRE.FindStringSubmatch(text)
+	if m == nil {
+		return nil // the reload path
+	}
+	p, err := haproxyapi.ParsePush(m[1])
+	if err != nil {
+		return err
+	}
+	if p.API.Network != "unix" || p.API.Address != hw.hap.admin {
+		return fmt.Errorf("push %s: not the private HAProxy's admin socket %s", m[1], hw.hap.admin)
+	}
+	if filepath.Dir(p.Config) != hw.hap.rendered {
+		return fmt.Errorf("push %s: config not in %s, which HAProxy reads", m[1], hw.hap.rendered)
+	}
+	return nil
 }
 
 // prober asks HAProxy which backend serves svc, a fresh connection per

@@ -152,3 +152,22 @@ backend c_env
 		}
 	}
 }
+
+func TestCheckPush(t *testing.T) {
+	hw := &hapWorld{hap: &haproxy{admin: "/w/haproxy/admin.sock", rendered: "/w/haproxy/rendered"}}
+	for _, tc := range []struct {
+		text string
+		ok   bool
+	}{
+		{"[template]\nsrc = \"haproxy.tmpl\"\n", true}, // the reload path: no push
+		{"push = \"haproxy:///w/haproxy/admin.sock?config=/w/haproxy/rendered/rollcall.cfg&template=t.tmpl\"\n", true},
+		{"push = \"haproxy:///run/haproxy/admin.sock?config=/w/haproxy/rendered/rollcall.cfg&template=t.tmpl\"\n", false},
+		{"push = \"haproxy:///w/haproxy/admin.sock?config=/w/haproxy/rollcall.cfg&template=t.tmpl\"\n", false},
+		{"push = \"haproxy://127.0.0.1:9999?config=/w/haproxy/rendered/rollcall.cfg&template=t.tmpl\"\n", false},
+		{"push = \"haproxy:///w/haproxy/admin.sock\"\n", false},
+	} {
+		if err := hw.checkPush(tc.text); (err == nil) != tc.ok {
+			t.Errorf("checkPush(%q) = %v; want ok=%t", tc.text, err, tc.ok)
+		}
+	}
+}
