@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall/rollcall/haproxyapi"
 	"github.com/rollcall/rollcall/internal/proc"
 	"github.com/rollcall/rollcall/nginxreload"
 )
@@ -55,7 +56,8 @@ func startHAProxy(ctx context.Context, dir, bin, shippedDir string) (*haproxy, e
 		return nil, fmt.Errorf("shipped haproxy.cfg: %w", err)
 	}
 	if h.shipped, err = pointAt(string(b), []string{
-		"/run/haproxy/admin.sock", h.admin,
+		// The runtime API's path sets servers: the socket must be level admin.
+		"stats socket /run/haproxy/admin.sock mode 660 level admin", "stats socket " + h.admin + " mode 660 level admin",
 		"presetenv ROLLCALL_BIND :80", fmt.Sprintf("setenv ROLLCALL_BIND 127.0.0.1:%d", h.port),
 		"log /dev/log local0", "log stderr format short local0 notice",
 	}); err != nil {
@@ -164,32 +166,30 @@ func (h *haproxy) reloads(ctx context.Context) (float64, error) {
 }
 
 // servers is HAProxy's own view (`show servers state` on the runtime API):
-// see parseServersState.
+// see serving.
 func (h *haproxy) servers(ctx context.Context) (map[string][]string, error) {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	out, err := nginxreload.CLI(c, h.admin, "show servers state")
+	out, err := haproxyapi.Client{Network: "unix", Address: h.admin}.Run(c, "show servers state")
 	if err != nil {
 		return nil, err
 	}
-	return parseServersState(out), nil
+	srvs, err := haproxyapi.ParseServersState(out)
+	if err != nil {
+		return nil, err
+	}
+	return serving(srvs), nil
 }
 
-// parseServersState reads `show servers state`: backend → its servers'
-// "<addr>:<port>", sorted, for servers not in maint (a free slot).
-func parseServersState(out string) map[string][]string {
+// serving is backend → the "<addr>:<port>" of its servers that take
+// traffic, sorted: not in maintenance (a free or draining slot of the
+// runtime API's path, a `disabled` one) and with an address.
+func serving(srvs []haproxyapi.Server) map[string][]string {
 	got := map[string][]string{}
-	for line := range strings.Lines(out) {
-		// be_id be_name srv_id srv_name srv_addr srv_op_state
-		// srv_admin_state ... srv_port (field 19)
-		f := strings.Fields(line)
-		if len(f) < 19 || strings.HasPrefix(f[0], "#") {
-			continue
+	for _, s := range srvs {
+		if !s.Maint() && s.Addr.IsValid() {
+			got[s.Backend] = append(got[s.Backend], s.Addr.String())
 		}
-		if f[6] != "0" { // srv_admin_state: maint in some form
-			continue
-		}
-		got[f[1]] = append(got[f[1]], f[4]+":"+f[18])
 	}
 	for _, s := range got {
 		slices.Sort(s)

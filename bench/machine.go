@@ -89,7 +89,7 @@ func results(opt *options, m *machine, table string) []byte {
 Settings: %d runs of the small-config rows (%d more with `+"`nginx -s reload`"+`),
 %d add → remove cycles per run; scale %d services × %d instances, %d cycles,
 %v idle window; %d registrar starts; %d registrars' leases over %v; %d runs
-of the HAProxy rows; nginx's floor is the median of %d, HAProxy's is measured
+of each HAProxy setup's rows; nginx's floor is the median of %d, HAProxy's is measured
 between the cycles. The renderer runs with default settings;
 reload_cmd = `+"`nginx-reload`"+` (returns once nginx runs the new workers).
 

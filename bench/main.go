@@ -100,7 +100,7 @@ func (o *options) define(fs *flag.FlagSet) *string {
 	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
 	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary (the haproxy part)")
 	fs.StringVar(&o.haproxyDir, "haproxy-dir", "haproxy", "the shipped HAProxy confdir (haproxy.cfg, conf.d, templates)")
-	fs.IntVar(&o.hapRuns, "haproxy-runs", 2, "runs of the haproxy part's rows")
+	fs.IntVar(&o.hapRuns, "haproxy-runs", 1, "runs of each HAProxy setup's rows (the haproxy part)")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "write the table here (quick runs write only when set)")
 	fs.StringVar(&o.work, "work", "", "directory for the runs' temp dirs (default $TMPDIR)")
 	fs.IntVar(&o.runs, "runs", 3, "runs of the small-config rows (propagation, burst, stream)")

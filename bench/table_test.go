@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/rollcall/rollcall/haproxyapi"
 )
 
 func TestHistQuantile(t *testing.T) {
@@ -82,18 +84,35 @@ func TestTableWorst(t *testing.T) {
 	}
 }
 
-func TestParseServersState(t *testing.T) {
-	// HAProxy 2.6's `show servers state`, a free slot in maint (admin state 1).
+func TestServing(t *testing.T) {
+	// HAProxy 2.6's `show servers state`: a_env on the reload path (servers
+	// named for their address, admin state 0); b_env's slots on the runtime
+	// API's path: s1 ready after `disabled` in the config (admin state 4,
+	// config maint, takes traffic), s2 ready, s3 draining (forced maint
+	// with its address), s4 free, never assigned.
 	const out = `1
 # be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
 3 a_env 1 127.0.0.1-9002 127.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 9002 - 0 0 - - 0
 3 a_env 2 127.0.0.1-9001 127.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 9001 - 0 0 - - 0
-4 b_env 1 slot1 0.0.0.0 0 1 1 1 5 1 0 0 14 0 0 0 - 0 - 0 0 - - 0
+4 b_env 1 s1 127.0.0.1 2 4 1 1 1 1 0 2 6 0 0 0 - 9004 - 0 0 - - 0
+4 b_env 2 s2 127.0.0.1 2 0 1 1 3 15 3 4 6 0 0 0 - 9003 - 0 0 - - 0
+4 b_env 3 s3 127.0.0.1 0 1 1 1 13 1 0 0 14 0 0 0 - 9005 - 0 0 - - 0
+4 b_env 4 s4 0.0.0.0 0 5 1 1 3 1 0 0 14 0 0 0 - 0 - 0 0 - - 0
+5 c_env 1 s1 0.0.0.0 0 5 1 1 3 1 0 0 14 0 0 0 - 0 - 0 0 - - 0
 `
-	got := parseServersState(out)
-	want := map[string][]string{"a_env": {"127.0.0.1:9001", "127.0.0.1:9002"}}
-	if len(got) != len(want) || !slices.Equal(got["a_env"], want["a_env"]) {
-		t.Errorf("parseServersState = %v; want %v", got, want)
+	srvs, err := haproxyapi.ParseServersState(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := serving(srvs)
+	want := map[string][]string{"a_env": {"127.0.0.1:9001", "127.0.0.1:9002"}, "b_env": {"127.0.0.1:9003", "127.0.0.1:9004"}}
+	if len(got) != len(want) {
+		t.Errorf("serving = %v; want %v", got, want)
+	}
+	for k, v := range want {
+		if !slices.Equal(got[k], v) {
+			t.Errorf("serving[%s] = %v; want %v", k, got[k], v)
+		}
 	}
 }
 
@@ -130,6 +149,25 @@ backend c_env
 	for k, v := range want {
 		if !slices.Equal(got[k], v) {
 			t.Errorf("renderedServers[%s] = %v; want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestCheckPush(t *testing.T) {
+	hw := &hapWorld{hap: &haproxy{admin: "/w/haproxy/admin.sock", rendered: "/w/haproxy/rendered"}}
+	for _, tc := range []struct {
+		text string
+		ok   bool
+	}{
+		{"[template]\nsrc = \"haproxy.tmpl\"\n", true}, // the reload path: no push
+		{"push = \"haproxy:///w/haproxy/admin.sock?config=/w/haproxy/rendered/rollcall.cfg&template=t.tmpl\"\n", true},
+		{"push = \"haproxy:///run/haproxy/admin.sock?config=/w/haproxy/rendered/rollcall.cfg&template=t.tmpl\"\n", false},
+		{"push = \"haproxy:///w/haproxy/admin.sock?config=/w/haproxy/rollcall.cfg&template=t.tmpl\"\n", false},
+		{"push = \"haproxy://127.0.0.1:9999?config=/w/haproxy/rendered/rollcall.cfg&template=t.tmpl\"\n", false},
+		{"push = \"haproxy:///w/haproxy/admin.sock\"\n", false},
+	} {
+		if err := hw.checkPush(tc.text); (err == nil) != tc.ok {
+			t.Errorf("checkPush(%q) = %v; want ok=%t", tc.text, err, tc.ok)
 		}
 	}
 }
