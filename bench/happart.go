@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/rollcall/rollcall/registry"
-	"github.com/rollcall/rollcall/renderer"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -137,8 +136,8 @@ func hapPattern(ctx context.Context, hw *hapWorld, t *table, v hapVariant, n int
 }
 
 // hapProbe registers the probe app's base instance and returns its
-// prober once HAProxy routes to it, the renderer acknowledged it and its
-// reload budget is full again.
+// prober once HAProxy routes to it and the renderer acknowledged it
+// (propagate waits for the reload budget to be full again).
 func hapProbe(ctx context.Context, hw *hapWorld) (*prober, error) {
 	p := hw.prober(probeSvc)
 	base, err := hw.be.add()
@@ -155,13 +154,7 @@ func hapProbe(ctx context.Context, hw *hapWorld) (*prober, error) {
 	if _, err := hw.acks.waitAck(ctx, rev, time.Minute); err != nil {
 		return nil, err
 	}
-	// The renderer's start and the probe's registration (reloads) spent
-	// its reload budget, full again only after a cooldown without changes
-	// (renderer.DefaultCooldown): started at once, the first removes of
-	// the pattern waited 0.4–0.6 s for tokens, the tails of deregistration
-	// and of the renderer's share. The pattern starts as after any quiet
-	// second.
-	return p, sleep(ctx, renderer.DefaultCooldown+100*time.Millisecond)
+	return p, nil
 }
 
 // zero is the target of v's reload rows when it promises none.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rollcall/rollcall/registry"
+	"github.com/rollcall/rollcall/renderer"
 )
 
 // probeApp is the service whose changes are timed through nginx; it keeps
@@ -44,6 +45,15 @@ type changes struct {
 // the wait for the next add.
 func propagate(ctx context.Context, w *world, p *prober, n int, between func(context.Context, int64) error) (changes, error) {
 	var c changes
+	// The world's start (the first full render, the probe's base instance)
+	// spent the renderer's reload budget, full again only after a cooldown
+	// without changes (renderer.DefaultCooldown): started at once, the
+	// first changes waited for tokens (0.4-0.6 s seen), which no change
+	// of the pattern meets later. The pattern starts as after any quiet
+	// second.
+	if err := sleep(ctx, renderer.DefaultCooldown+100*time.Millisecond); err != nil {
+		return c, err
+	}
 	for i := range n {
 		a, err := w.be.add()
 		if err != nil {
