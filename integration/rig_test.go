@@ -321,14 +321,14 @@ func mkdir(t *testing.T, dirs ...string) {
 }
 
 // injectPort is a free port for a test to check that nothing injected ever
-// listens on it. It comes from 5000-9999: below proctest.FreePort's ports
-// (10000-19999), the registrars' default range (20000-32767) and the
-// kernel's ephemeral range, so no other test binds it in the meantime and
-// a listener there can only be the injected one.
+// listens on it. It comes from below the kernel's ephemeral range (where
+// proctest.FreePort's ports, and so the other tests' servers, come from)
+// and above the registrars' default range, so no other test binds it in
+// the meantime and a listener there can only be the injected one.
 func injectPort(t *testing.T) int {
 	t.Helper()
 	for range 100 {
-		port := 5000 + rand.IntN(5000)
+		port := 10000 + rand.IntN(10000)
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -338,6 +338,6 @@ func injectPort(t *testing.T) int {
 		}
 		return port
 	}
-	t.Fatal("no free port in 5000-9999")
+	t.Fatal("no free port in 10000-19999")
 	return 0
 }

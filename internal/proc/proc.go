@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -302,22 +301,9 @@ func Alive(pid int) bool {
 }
 
 // FreePort returns a port on 127.0.0.1 that was free a moment ago (nginx
-// and etcd's peer URL take no port 0). It is picked below the kernel's
-// ephemeral range when there is room: the kernel hands ports of that range
-// to every outgoing connection and every listener on port 0, so a port
-// from it is soon taken again, often while a test has its server stopped
-// and means to restart it on the same port. Another process may still take
-// it before the caller binds it: servers that must be told apart check who
-// answers.
+// and etcd's peer URL take no port 0). Another process may take it before
+// the caller binds it: servers that must be told apart check who answers.
 func FreePort() (int, error) {
-	if lo := ephemeralLow(); lo >= maxPort {
-		for range 50 {
-			port := minPort + rand.IntN(maxPort-minPort)
-			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
-				return port, l.Close()
-			}
-		}
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
@@ -327,26 +313,6 @@ func FreePort() (int, error) {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
 	return port, nil
-}
-
-// FreePort picks from [minPort, maxPort): below the registrar's default
-// --port-range (20000-32767), which the tests' registrars pick from, and
-// above the ports integration tests keep for what must never listen.
-const minPort, maxPort = 10000, 20000
-
-// ephemeralLow is the first port of the kernel's ephemeral range, 0 when
-// unknown.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	lo, _ := strconv.Atoi(f[0]) // unparsable: 0, port 0 below
-	return lo
 }
 
 // Buffer is a bytes.Buffer-like writer safe for concurrent writers and
