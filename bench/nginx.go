@@ -140,13 +140,14 @@ printf '%%s\npid %%s/c.pid;\nevents {}\nhttp {\ninclude %%s;\n}\n' '%s' "$d" "$1
 	return path, os.WriteFile(path, []byte(script), 0o755)
 }
 
-// reloadCmd is the reload_cmd: the repo's nginx-reload, which returns once
+// reloadCmd is the reload_cmd of every world on n (the push part's
+// structural reloads too): the repo's nginx-reload, which returns once
 // nginx runs the new workers; or, plain, `nginx -s reload`. nginx-reload
 // signals the master itself (--signal; a config the master refuses is
 // quoted from the error log): `nginx -s reload` would first parse the
 // whole config only to find the master, ~35 ms at 10,000 servers on top
 // of the master's own parse (nginxreload/README.md).
-func (n *nginx) reloadCmd(binDir string, plain bool) string {
+func reloadCmd(n nginxconf.Instance, binDir string, plain bool) string {
 	if plain {
 		return n.CommandLine("-s", "reload")
 	}

@@ -198,9 +198,7 @@ func staticUpstream(peers []netip.AddrPort) string {
 // nginx-reload; the peers with push.
 func (pw *pushWorld) resources() error {
 	n := pw.ngx
-	reload := fmt.Sprintf("%s --nginx %s --pid %s --error-log %s --timeout 10s -- %s",
-		filepath.Join(pw.opt.bin, "nginx-reload"), n.Bin, filepath.Join(n.Prefix, "nginx.pid"),
-		filepath.Join(n.Prefix, "error.log"), strings.Join(n.Args(), " "))
+	reload := reloadCmd(n, pw.opt.bin, false)
 	files := map[string]string{
 		"upstreams.toml": fmt.Sprintf(`[template]
 src = "upstreams-lua.tmpl"

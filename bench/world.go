@@ -75,7 +75,7 @@ func newWorld(ctx context.Context, opt *options, name string, plain bool) (w *wo
 		return w, err
 	}
 	w.check += " {{.src}}"
-	w.reload = w.nginx.reloadCmd(opt.bin, plain)
+	w.reload = reloadCmd(w.nginx.Instance, opt.bin, plain)
 	return w, nil
 }
 
