@@ -252,9 +252,7 @@ func (r *Renderer) prepare(ctx context.Context, snap *snapshot, st *resState) *j
 		j.err = fmt.Errorf("render %s: %w", rs.Dest, err)
 		return j
 	}
-	for _, s := range out.Skipped {
-		r.gate.skipped(s.Key, s.Value, s.Err)
-	}
+	r.gate.skippedAll(out.Skipped)
 	if j.cur, err = readState(rs.Dest); err != nil {
 		j.err = err
 		return j

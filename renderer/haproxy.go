@@ -132,9 +132,7 @@ func (r *Renderer) renderSlotsPeers(ctx context.Context, snap *snapshot, st *res
 	out, err := rs.RenderKnown(ctx, snap.For(st.prefixes), st.known)
 	if err == nil {
 		st.known = slices.Compact(slices.Sorted(slices.Values(slices.Concat(st.known, out.Services))))
-		for _, s := range out.Skipped {
-			r.gate.skipped(s.Key, s.Value, s.Err)
-		}
+		r.gate.skippedAll(out.Skipped)
 		head := "version " + strconv.FormatInt(snap.rev, 10) + "\n"
 		var p nginxpush.PeerSet
 		if p, err = nginxpush.Decode(append([]byte(head), out.Bytes...)); err == nil {
@@ -162,11 +160,7 @@ func installBytes(st *resState, dest string, data []byte, prev fileState) error 
 	if prev.same(t) {
 		return nil
 	}
-	staged, err := stageFile(dest, t)
-	if err != nil {
-		return err
-	}
-	return install(staged, dest)
+	return put(dest, t)
 }
 
 // installAndReload installs the config, checks the whole configuration and

@@ -266,9 +266,7 @@ func (r *Renderer) renderPeers(ctx context.Context, snap *snapshot, st *resState
 	if err != nil {
 		return nil, nil, fmt.Errorf("render %s: %w", rs.Dest, err)
 	}
-	for _, s := range out.Skipped {
-		r.gate.skipped(s.Key, s.Value, s.Err)
-	}
+	r.gate.skippedAll(out.Skipped)
 	next, err := parsePeers(out.Bytes, snap.rev, base)
 	if err != nil {
 		return nil, nil, fmt.Errorf("render %s: not a peer set (one line per service: <app>_<env> ip:port ...): %w", rs.Dest, err)
@@ -337,11 +335,7 @@ func installPeers(rs *confd.Resource, next *peerState, rendered []byte) error {
 	data = strconv.AppendInt(data, next.version, 10)
 	data = append(data, '\n')
 	data = append(data, rendered...)
-	staged, err := stageFile(rs.Dest, target(rs, data, cur))
-	if err != nil {
-		return err
-	}
-	return install(staged, rs.Dest)
+	return put(rs.Dest, target(rs, data, cur))
 }
 
 // installedPeers reads the peer set installed in dest (nil: none, or not

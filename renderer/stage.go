@@ -119,11 +119,20 @@ func restore(dest string, prev fileState) error {
 		}
 		return syncDir(filepath.Dir(dest))
 	}
-	p, err := stageFile(dest, prev)
-	if err != nil {
+	if err := put(dest, prev); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	return install(p, dest)
+	return nil
+}
+
+// put stages t for dest and installs it, for the files written outside a
+// batch's check (pushed peer sets, HAProxy's slots config, a restore).
+func put(dest string, t fileState) error {
+	staged, err := stageFile(dest, t)
+	if err != nil {
+		return err
+	}
+	return install(staged, dest)
 }
 
 func syncDir(dir string) error {

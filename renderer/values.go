@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollcall/rollcall/registry"
+	"github.com/rollcall/rollcall/renderer/confd"
 )
 
 // maxLoggedValue bounds how much of a refused value a log line carries.
@@ -134,6 +135,13 @@ func (g *valueGate) filter(kvs map[string]string) {
 // the gate let through: not an instance key, or strict_values off).
 func (g *valueGate) skipped(key, value string, err error) {
 	g.report(key, value, err, "invalid value skipped by a typed function")
+}
+
+// skippedAll reports every value a render's typed functions refused.
+func (g *valueGate) skippedAll(ss []confd.Skipped) {
+	for _, s := range ss {
+		g.skipped(s.Key, s.Value, s.Err)
+	}
 }
 
 func (g *valueGate) report(key, value string, err error, msg string) {
