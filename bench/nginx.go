@@ -77,8 +77,10 @@ func (n *nginx) waitGen(ctx context.Context) error {
 // whole config, then `nginx -s reload` until the new workers serve. retire
 // is the reload until only they answer: nginx lets the old workers accept
 // new connections for 100 ms more after it starts the new ones (the
-// master's ngx_msleep(100) before it retires them), which a removal waits
-// for and an addition does not.
+// master's ngx_msleep(100) before it retires them), which a removal through
+// plain `nginx -s reload` waits for and an addition does not (nginx-reload
+// and the renderer's confirmed reloads quit the old workers as soon as the
+// new ones run).
 type floor struct{ test, reload, retire time.Duration }
 
 func (f floor) total() time.Duration { return f.test + f.reload }

@@ -127,6 +127,6 @@ func recordFloor(t *table, name string, fl floor) string {
 	t.dur(total, fl.total())
 	t.dur(name+"nginx's floor: `nginx -t` alone", fl.test)
 	t.dur(name+"nginx's floor: reload until served", fl.reload)
-	t.dur(name+"nginx's floor: reload until only the new workers answer (what a removal waits for)", fl.retire)
+	t.dur(name+"nginx's floor: reload until only the new workers answer (what a removal waits for after plain `nginx -s reload`)", fl.retire)
 	return total
 }

@@ -74,8 +74,13 @@ func retired(procDir string, pid int) bool {
 }
 
 // children returns the sorted pids of the live (non-zombie) processes whose
-// parent is ppid. Processes that exit during the scan are skipped.
+// parent is ppid. Processes that exit during the scan are skipped. The
+// kernel's list of ppid's children is read when it has one (listed), the
+// whole process table otherwise.
 func children(procDir string, ppid int) ([]int, error) {
+	if pids, ok := listedChildren(procDir, ppid); ok {
+		return pids, nil
+	}
 	entries, err := os.ReadDir(procDir)
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
@@ -99,6 +104,34 @@ func children(procDir string, ppid int) ([]int, error) {
 	}
 	slices.Sort(pids)
 	return pids, nil
+}
+
+// listedChildren reads ppid's children from the kernel's lists of each of
+// its threads' children (CONFIG_PROC_CHILDREN; the nginx master has one
+// thread), keeping the live ones; ok is false when there are no lists.
+func listedChildren(procDir string, ppid int) (pids []int, ok bool) {
+	tasks := filepath.Join(procDir, strconv.Itoa(ppid), "task")
+	entries, err := os.ReadDir(tasks)
+	if err != nil {
+		return nil, false
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(tasks, e.Name(), "children"))
+		if err != nil {
+			return nil, false
+		}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				return nil, false
+			}
+			if childOf(procDir, pid, ppid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	slices.Sort(pids)
+	return pids, len(entries) > 0
 }
 
 // childOf reports whether pid is a live (non-zombie) child of ppid.

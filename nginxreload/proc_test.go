@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -235,5 +236,44 @@ func TestRetired(t *testing.T) {
 	}
 	if got := accepting(dir, []int{10, 11, 12, 99}); !reflect.DeepEqual(got, []int{10}) {
 		t.Errorf("accepting = %v; want [10]", got)
+	}
+}
+
+// TestListedChildren: where the kernel lists a process's children per
+// thread, those lists are read instead of the whole table, and only live
+// children that still have that parent count.
+func TestListedChildren(t *testing.T) {
+	t.Parallel()
+	dir := fakeProc(t, map[int]string{
+		300: "300 (nginx) S 1 300 300",
+		301: "301 (nginx) S 300 300 300",
+		302: "302 (nginx) Z 300 300 300",
+		303: "303 (nginx) S 300 300 300",
+		304: "304 (nginx) S 300 300 300",
+		401: "401 (cat) S 1 401 401", // listed, but reparented since
+	})
+	lists := map[string]string{"300": "303 302 301 401 ", "310": "304\n"}
+	for tid, list := range lists {
+		p := filepath.Join(dir, "300", "task", tid)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, "children"), []byte(list), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, ok := listedChildren(dir, 300)
+	if want := []int{301, 303, 304}; !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("listedChildren(300) = %v, %v; want %v, true", got, ok, want)
+	}
+	if got, err := children(dir, 300); err != nil || !reflect.DeepEqual(got, []int{301, 303, 304}) {
+		t.Errorf("children(300) = %v, %v; want the listed ones", got, err)
+	}
+	if _, ok := listedChildren(dir, 401); ok {
+		t.Error("listedChildren(401) without task lists: ok; want the table scan's fallback")
+	}
+	real, ok := listedChildren("/proc", os.Getppid())
+	if ok && !slices.Contains(real, os.Getpid()) {
+		t.Errorf("listedChildren(/proc, %d) = %v; want it to hold this process %d", os.Getppid(), real, os.Getpid())
 	}
 }

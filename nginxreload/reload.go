@@ -11,8 +11,19 @@
 // ones (kept the old configuration). An [emerg] line written to the error log
 // after the signal ends the wait early. Once new workers run, it also waits
 // (within the same timeout) until the old workers stopped accepting
-// connections: nginx signals them about 100 ms after starting the new ones, and
-// until then a new connection may still meet the old configuration.
+// connections: until then a new connection may still meet the old
+// configuration.
+//
+// nginx's master quits the old workers only 100 ms after it started the new
+// ones (ngx_msleep(100) in its reconfigure step), and a removed backend gets
+// requests all that time. Wait does not leave them that long: as soon as a
+// new child shows, it sends the old workers the graceful-shutdown signal
+// (SIGQUIT, which nginx documents for single workers) itself. They close
+// their listening sockets and finish the requests they hold, exactly what
+// the master's own signal makes them do; connections arriving meanwhile
+// wait in the listen queue, which the master and the new workers keep open,
+// and are accepted by the new workers. The master's signal 100 ms later
+// finds them exiting or gone and changes nothing.
 //
 // Reload is Observe (the generation before), send, Generation.Wait. A caller
 // that sends the reload its own way — the renderer running a reload_cmd such
@@ -66,7 +77,12 @@ type Result struct {
 	// Accepting are old children still not retired at the deadline (the
 	// reload applied, but they may take new connections a while longer).
 	Accepting []int
-	Took      time.Duration
+	// Quit are the old children Wait told to quit once the new ones ran;
+	// QuitErr says why it could not tell some (then the master does, 100 ms
+	// after starting the new workers).
+	Quit    []int
+	QuitErr error
+	Took    time.Duration
 }
 
 // KeptOldError reports a reload nginx accepted but did not apply.
@@ -121,6 +137,7 @@ type Generation struct {
 	old    []int
 	log    *errorLog
 	start  time.Time
+	listed bool // the kernel lists the master's children: cheap to poll often
 }
 
 // Observe records the master (from c.PIDFile), its current children and
@@ -139,6 +156,7 @@ func Observe(c Config) (*Generation, error) {
 		return nil, err
 	}
 	g.master = master
+	_, g.listed = listedChildren(c.ProcDir, master)
 	if c.ErrorLog != "" {
 		g.log = openErrorLog(c.ErrorLog)
 	}
@@ -169,6 +187,9 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 				return Result{}, err
 			}
 			res.New = without(now, old)
+			if res.New != nil {
+				res.Quit, res.QuitErr = g.quitOld()
+			}
 		}
 		if res.New != nil && g.retired(&res, &retiredAt, deadline) {
 			res.Took = time.Since(g.start)
@@ -191,7 +212,7 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 			return Result{}, &KeptOldError{Master: master, Workers: now, Waited: t.Sub(g.start), Emerg: emerg}
 		}
 		next := poll
-		if res.New != nil {
+		if res.New != nil || g.listed {
 			next = settlePoll
 		}
 		timer.Reset(next)
@@ -199,8 +220,30 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 }
 
 // settlePoll is how often the old workers are looked at once the new ones
-// run: only their own /proc entries, so it is cheap to do often.
+// run: only their own /proc entries, so it is cheap to do often. It is also
+// how often the master's children are listed when the kernel lists them
+// (g.listed) rather than the whole process table being read.
 const settlePoll = 2 * time.Millisecond
+
+// quitOld tells the old children that are still the master's and still
+// accept connections to shut down gracefully. It returns those it told.
+func (g *Generation) quitOld() ([]int, error) {
+	var quit []int
+	var errs []error
+	for _, pid := range accepting(g.c.ProcDir, g.old) {
+		if !childOf(g.c.ProcDir, pid, g.master) {
+			continue // exited; the pid may be another process's by now
+		}
+		if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
+			if !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("quit old nginx worker %d: %w", pid, err))
+			}
+			continue
+		}
+		quit = append(quit, pid)
+	}
+	return quit, errors.Join(errs...)
+}
 
 // retired reports whether the reload is done: the old children have retired
 // and exited, or retired settle ago, or the deadline passed. A retired

@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rollcall/rollcall/internal/nginxtest"
+	"github.com/rollcall/rollcall/internal/waitfor"
 	"github.com/rollcall/rollcall/nginxreload"
 )
 
@@ -247,4 +249,107 @@ func TestReloadWaitsForOldWorkers(t *testing.T) {
 	if got := get(t, s); got != "two" {
 		t.Errorf("new connection GET /hello = %q; want two", got)
 	}
+}
+
+// TestReloadQuitsOldWorkersEarly: Reload tells the old workers to quit as
+// soon as the new ones run instead of leaving them to the master, which
+// waits 100 ms after starting the new workers; the old config (a removed
+// backend) stops answering that much sooner. Requests sent all the while
+// all succeed, and the master neither respawns a worker nor logs an alert.
+func TestReloadQuitsOldWorkersEarly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nginx")
+	}
+	t.Parallel()
+	cfg := func(n int) nginxtest.Config {
+		c := hello(fmt.Sprint(n))
+		c.Workers = 2
+		return c
+	}
+	s := nginxtest.Start(t, cfg(0))
+	load := startLoad(t, s)
+	fastest := time.Hour
+	for n := 1; n <= 5; n++ {
+		if err := s.WriteConf(cfg(n)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := nginxreload.Reload(context.Background(), config(s, true))
+		if err != nil {
+			t.Fatalf("Reload %d: %v", n, err)
+		}
+		if res.QuitErr != nil || len(res.Quit) != len(res.Old) {
+			t.Fatalf("Reload %d quit %v of the old workers %v (%v); want all", n, res.Quit, res.Old, res.QuitErr)
+		}
+		if got := get(t, s); got != fmt.Sprint(n) {
+			t.Fatalf("after Reload %d GET /hello = %q", n, got)
+		}
+		fastest = min(fastest, res.Took)
+	}
+	// The master alone retires the old workers 100 ms after the new ones
+	// start, so a reload waiting for that never takes less.
+	if fastest >= 100*time.Millisecond {
+		t.Errorf("fastest of 5 reloads took %v until the old workers were gone; want < 100ms", fastest)
+	}
+	if sent, failed := load.stop(); failed != nil || sent < 10 {
+		t.Errorf("%d requests during the reloads; failures: %v", sent, failed)
+	}
+	master, err := s.MasterPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Cond(t, 5*time.Second, "two workers", func() error {
+		kids, err := nginxreload.Children(master)
+		if err == nil && len(kids) != 2 {
+			err = fmt.Errorf("master %d has children %v", master, kids)
+		}
+		return err
+	})
+	b, err := os.ReadFile(filepath.Join(s.Prefix, "error.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if strings.Contains(line, "[alert]") || strings.Contains(line, "[emerg]") || strings.Contains(line, "[crit]") {
+			t.Errorf("error log: %s", line)
+		}
+	}
+}
+
+// load sends GET /hello, one connection each, until stopped.
+type load struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	sent   int
+	failed []error
+}
+
+func startLoad(t *testing.T, s *nginxtest.Server) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel, done: make(chan struct{})}
+	t.Cleanup(func() { l.stop() })
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	go func() {
+		defer close(l.done)
+		for ctx.Err() == nil {
+			resp, err := c.Get(s.URL("/hello"))
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %s", resp.Status)
+				}
+			}
+			l.sent++
+			if err != nil && len(l.failed) < 5 {
+				l.failed = append(l.failed, err)
+			}
+		}
+	}()
+	return l
+}
+
+func (l *load) stop() (sent int, failed []error) {
+	l.cancel()
+	<-l.done
+	return l.sent, l.failed
 }

@@ -152,6 +152,9 @@ func (r *Renderer) reload(ctx context.Context, cmd string) (string, error) {
 	if err != nil {
 		return out, fmt.Errorf("confirm nginx reload: %w", err)
 	}
+	if res.QuitErr != nil { // the master quits them 100 ms after the new ones started
+		r.log.Warn("nginx reload: old workers left to the master", "cmd", cmd, "err", res.QuitErr)
+	}
 	r.log.Debug("nginx reload confirmed", "cmd", cmd, "pid", res.Master, "took", res.Took)
 	return out, nil
 }

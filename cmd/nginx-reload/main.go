@@ -24,7 +24,10 @@ func main() { reloadcmd.Main(run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	return reloadcmd.Run(ctx, "nginx-reload", args, stderr, parse, func(ctx context.Context, c nginxreload.Config) error {
-		_, err := nginxreload.Reload(ctx, c)
+		res, err := nginxreload.Reload(ctx, c)
+		if err == nil && res.QuitErr != nil { // applied; nginx quits them itself 100 ms later
+			fmt.Fprintf(stderr, "nginx-reload: warning: %v\n", res.QuitErr)
+		}
 		return err
 	})
 }

@@ -1,0 +1,4 @@
+package nginxreload
+
+// Children lists a process's live children, for the external tests.
+func Children(pid int) ([]int, error) { return children("/proc", pid) }
