@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -205,6 +206,72 @@ func TestPushAfterLostDict(t *testing.T) {
 		t.Fatalf("acknowledged rev %d while nginx holds version %d (%v)", rev, v, err)
 	}
 	lr.waitServed(5*time.Second, "web_prod", "a")
+}
+
+// TestPushTemplateEdit: the peers template edited in place while etcd is
+// quiet (an ops engineer in vim) renders other peers at the revision nginx
+// already holds; they reach nginx at the next version, with no reload, and
+// the peers file holds the same.
+func TestPushTemplateEdit(t *testing.T) {
+	lr := newLuaRig(t, 1)
+	// Keys that leave out the renderer's acknowledgements: else its own
+	// ack moves the revision on before the edit, and the edit renders at a
+	// revision nginx does not hold yet.
+	keys := []string{"/web_prod"}
+	lr.resourceWith("upstreams", "upstreams-lua.toml.example", "upstreams.conf", "", map[string]any{"keys": keys})
+	lr.resourceWith("proxy", "proxy.toml", "proxy.conf", "", map[string]any{"keys": keys})
+	lr.resourceWith("peers", "peers.toml.example", "peers.txt", "", map[string]any{"keys": keys, "push": lr.lua.URL})
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	lr.register("web_prod", a)
+	kb := lr.register("web_prod", b)
+	lr.onetime()
+	lr.startRenderer()
+	lr.waitServed(10*time.Second, "web_prod", "a", "b")
+	lr.waitReady(10 * time.Second)
+	before, err := lr.push.Peers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev := lr.modRevision(kb); before.Version != rev {
+		t.Fatalf("nginx holds version %d before the edit; want the last change's revision %d", before.Version, rev)
+	}
+	ngx0 := lr.nginxReloads()
+
+	// Only each app's first instance from now on.
+	edited := "{{range services}}{{.Name}}{{range $i, $e := .Instances}}{{if eq $i 0}} {{$e}}{{end}}{{end}}\n{{end -}}\n"
+	writeFile(t, filepath.Join(lr.confdir, "templates", "peers.tmpl"), edited, 0o644)
+	var held nginxpush.PeerSet
+	waitfor.Cond(t, 10*time.Second, "nginx holds the edited peers", func() error {
+		held, err = lr.push.Peers(context.Background())
+		if err == nil && len(held.Services["web_prod"]) != 1 {
+			err = fmt.Errorf("nginx holds %+v", held)
+		}
+		return err
+	})
+	if held.Version <= before.Version {
+		t.Errorf("edited peers at version %d; want past %d", held.Version, before.Version)
+	}
+	first := map[netip.AddrPort]string{a.addr: "a", b.addr: "b"}[held.Services["web_prod"][0]]
+	lr.waitServed(5*time.Second, "web_prod", first)
+	file, err := nginxpush.Decode([]byte(read(t, lr.peers)))
+	if err != nil || !file.Equal(held) || file.Version != held.Version {
+		t.Errorf("peers file %+v (%v) differs from nginx's %+v", file, err, held)
+	}
+	if got := lr.nginxReloads() - ngx0; got != 0 {
+		t.Errorf("the edit reloaded nginx %d times; want 0", got)
+	}
+}
+
+// modRevision is the revision key was last written at.
+func (r *rig) modRevision(key string) int64 {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	resp, err := r.kv.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 {
+		r.t.Fatalf("get %s: %v, %d keys", key, err, len(resp.Kvs))
+	}
+	return resp.Kvs[0].ModRevision
 }
 
 // TestPushBurst: 300 changes over 10 apps cost no reload, and nginx ends

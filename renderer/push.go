@@ -243,6 +243,12 @@ func (r *Renderer) applyPush(ctx context.Context, pj *pushJob) error {
 		return r.ensureHeld(ctx, pj)
 	}
 	r.m.renders.WithLabelValues(pj.st.name, "ok").Inc()
+	if last != nil && next.version <= last.version {
+		// Other peers at a version already out: the template was edited
+		// while etcd was quiet. nginx keeps a version it holds, so the
+		// edit takes the next one (versions run ahead of the revision).
+		next.version = last.version + 1
+	}
 	// The file and the push at once. nginx reloaded before the file is in
 	// place loads the older file, which does not replace a newer dict;
 	// restarted, it reports the older version, and the next batch pushes

@@ -3,6 +3,7 @@ package renderer
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,3 +87,40 @@ func toggleApp(s *store, app, addr string, n int) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestPushTemplateEditSameRevision: a peers template edited while etcd is
+// quiet renders other peers at the revision already pushed. nginx keeps a
+// version it holds (it answers 200 "ignored ... not newer"), so the edit
+// goes out at the next version, and the peers file says so too.
+func TestPushTemplateEditSameRevision(t *testing.T) {
+	t.Parallel()
+	r, f, dest, _ := newPushRenderer(t, 20, false)
+	tmpl := filepath.Join(r.cfg.ConfDir, "templates", "peers.tmpl")
+	b, err := os.ReadFile(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The edit lists no app: every app's peers go (a delta removing them).
+	edited := "{{- /* emptied */ -}}\n"
+	if !strings.Contains(string(b), "{{") {
+		t.Fatalf("peers.tmpl %q is no template", b)
+	}
+	if err := os.WriteFile(tmpl, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.loadResources(time.Now())
+	r.applyDue(context.Background(), time.Now())
+	if !r.sched.Idle() {
+		t.Fatal("template edit not applied")
+	}
+	if f.held != 2 || !strings.HasPrefix(f.lastBody, "version 2 from 1\n") {
+		t.Fatalf("after the edit nginx holds %d, last push %q; want a delta to version 2 from 1", f.held, f.lastBody[:min(len(f.lastBody), 40)])
+	}
+	file, err := os.ReadFile(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := nginxpush.Decode(file); err != nil || p.Version != 2 || len(p.Services) != 0 {
+		t.Fatalf("peers file after the edit: %+v, %v; want version 2 and no service", p, err)
+	}
+}

@@ -11,7 +11,8 @@ import (
 
 // peerState is a resource's peer set as rendered (templates/peers.tmpl):
 // each app's line as the template wrote it and its parsed peers, at a
-// version (the etcd revision). Kept between renders, it lets a change
+// version: the etcd revision, or one past the last version pushed when the
+// same revision renders other peers (a template edit). Kept between renders, it lets a change
 // re-parse only the lines that changed and push only those apps.
 type peerState struct {
 	version   int64
