@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -321,23 +319,6 @@ func mkdir(t *testing.T, dirs ...string) {
 }
 
 // injectPort is a free port for a test to check that nothing injected ever
-// listens on it. It comes from below the kernel's ephemeral range (where
-// proctest.FreePort's ports, and so the other tests' servers, come from)
-// and above the registrars' default range, so no other test binds it in
-// the meantime and a listener there can only be the injected one.
-func injectPort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		port := 10000 + rand.IntN(10000)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return port
-	}
-	t.Fatal("no free port in 10000-19999")
-	return 0
-}
+// listens on it: reserved for t, so no other test binds it in the meantime
+// and a listener there can only be the injected one.
+func injectPort(t *testing.T) int { return proctest.FreePort(t) }

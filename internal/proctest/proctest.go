@@ -11,10 +11,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,12 +186,56 @@ func Run(t testing.TB, timeout time.Duration, bin string, args ...string) (int, 
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// Ports FreePort reserves: below the registrars' default range
+// (20000-32767) and the kernel's ephemeral range (32768 and up on Linux),
+// so neither an outgoing connection nor a listener on port 0 takes one
+// while a test has its server stopped and means to restart it there.
+const (
+	reservedLow  = 10000
+	reservedHigh = 20000
+)
+
+// FreePort returns a loopback port reserved for t until it ends: free when
+// picked, and locked (flock on a file per port in the temp dir) so that no
+// other test, in this test binary or another running at the same time,
+// picks it meanwhile. A port number picked at random collided between two
+// test binaries; the kernel's port 0 handed a stopped server's port to a
+// connection before the server came back.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	port, err := proc.FreePort()
+	dir := filepath.Join(os.TempDir(), "rollcall-test-ports")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for range 500 {
+		port := reservedLow + rand.IntN(reservedHigh-reservedLow)
+		if f, ok := reserve(t, dir, port); ok {
+			t.Cleanup(func() { f.Close() }) // closing the file releases the lock
+			return port
+		}
+	}
+	t.Fatalf("no free port to reserve in %d-%d", reservedLow, reservedHigh-1)
+	return 0
+}
+
+// reserve locks port's file without waiting and checks that the port is
+// free; it returns the open, locked file when both hold.
+func reserve(t testing.TB, dir string, port int) (*os.File, bool) {
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return port
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		f.Close()
+		return nil, false
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f, true
 }
