@@ -3,6 +3,7 @@ package renderer
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -153,7 +154,11 @@ func (r *Renderer) reload(ctx context.Context, cmd string) (string, error) {
 		return out, fmt.Errorf("confirm nginx reload: %w", err)
 	}
 	if res.QuitErr != nil { // the master quits them 100 ms after the new ones started
-		r.log.Warn("nginx reload: old workers left to the master", "cmd", cmd, "err", res.QuitErr)
+		level := slog.LevelDebug // the same reason every reload: said once
+		if r.quitWarn.CompareAndSwap(false, true) {
+			level = slog.LevelWarn
+		}
+		r.log.Log(ctx, level, "nginx reload: old workers left to the master, which quits them 100 ms later (run the renderer as root or as nginx's user)", "cmd", cmd, "err", res.QuitErr)
 	}
 	r.log.Debug("nginx reload confirmed", "cmd", cmd, "pid", res.Master, "took", res.Took)
 	return out, nil

@@ -64,6 +64,7 @@ type Renderer struct {
 	why      atomic.Pointer[string] // why not ready beyond pending changes: load errors, failing, held
 	running  atomic.Bool
 	upLogged atomic.Int32 // 0 unknown, 1 up, 2 down: log transitions once
+	quitWarn atomic.Bool  // warned once that nginx's old workers could not be told to quit
 }
 
 // onetimeListTimeout bounds --onetime's wait for etcd.
