@@ -8,7 +8,9 @@
 // Its template is Go text/template with confd's functions:
 // memkv v0.1.1's store functions (exists, get, gets, getv, getvs, ls, lsdir)
 // over keys relative to the prefix, exactly as confd's etcdv3 backend fills
-// the store, and confd's helpers (base, dir, split, join, json, ...). On top,
+// the store (gets and getvs of a literal "<dir>/*" read a per-render index
+// of the same store: glob.go), and confd's helpers (base, dir, split, join,
+// json, ...). On top,
 // rollcall's typed functions (services, service, instances) hand templates
 // registry data already parsed with registry.ParseInstance, so a registered
 // value can never become config text.

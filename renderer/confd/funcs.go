@@ -34,9 +34,9 @@ func (st *state) funcs() template.FuncMap {
 		// memkv v0.1.1 (the store is built on first use).
 		"exists": func(key string) bool { return st.mem().Exists(key) },
 		"get":    func(key string) (memkv.KVPair, error) { return st.mem().Get(key) },
-		"gets":   func(pattern string) (memkv.KVPairs, error) { return st.mem().GetAll(pattern) },
+		"gets":   st.gets, // glob.go: a literal dir's pairs from an index
 		"getv":   func(key string, v ...string) (string, error) { return st.mem().GetValue(key, v...) },
-		"getvs":  func(pattern string) ([]string, error) { return st.mem().GetAllValues(pattern) },
+		"getvs":  st.getvs,
 		"ls":     func(dir string) []string { return st.mem().List(dir) },
 		"lsdir":  func(dir string) []string { return st.mem().ListDir(dir) },
 

@@ -120,9 +120,10 @@ type state struct {
 	ctx     context.Context
 	r       *Resource
 	pairs   []pair
-	store   *memkv.Store         // built on first use by a memkv function
-	dirs    map[string][]int     // store dir -> indexes into pairs, built on first use by a typed function
-	insts   map[string]cachedDir // dir -> its instances, built on first use; kept for the next render (renderCache)
+	store   *memkv.Store             // built on first use by a memkv function
+	byDir   map[string]memkv.KVPairs // the store by dir, built on first use by gets or getvs of a literal dir (glob.go)
+	dirs    map[string][]int         // store dir -> indexes into pairs, built on first use by a typed function
+	insts   map[string]cachedDir     // dir -> its instances, built on first use; kept for the next render (renderCache)
 	skipped map[string]Skipped
 	known   []string // service dirs `services` returns even without keys
 	listed  []string // the dirs `services` returned
