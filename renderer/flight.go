@@ -38,7 +38,7 @@ type flight struct {
 // holds: each of those waits for it and lands apart, so a hung check never
 // holds back a resource that does not share its command.
 func (r *Renderer) fly(ctx context.Context, f *flight, land func([]*job)) {
-	parallel(len(f.jobs), func(i int) { r.checkMarking(ctx, f.jobs[i]) })
+	parallel(len(f.jobs), func(i int) { r.checkStaged(ctx, f.jobs[i]) })
 	if r.cfg.Noop {
 		r.dropStaged(f.jobs)
 		land(f.jobs)
@@ -71,21 +71,6 @@ func (r *Renderer) fly(ctx context.Context, f *flight, land func([]*job)) {
 		})
 	}
 	wg.Wait()
-}
-
-// checkMarking runs j's {{.src}} check and meanwhile writes its pending
-// mark, so the mark's two fsyncs are not on a change's path. A check that
-// fails leaves the mark behind, which at most makes a restarted renderer
-// check and reload that resource once more.
-func (r *Renderer) checkMarking(ctx context.Context, j *job) {
-	if r.cfg.Noop || j.staged == "" || j.marked || !usesSrc(j.st.res.CheckCmd) {
-		r.checkStaged(ctx, j)
-		return
-	}
-	marked := make(chan error, 1)
-	go func() { marked <- markPending(j.st.res.Dest) }()
-	r.checkStaged(ctx, j)
-	j.marked = <-marked == nil // a failure: installJob marks it again and reports it
 }
 
 // installUnchecked installs the jobs that no installed-file check covers
