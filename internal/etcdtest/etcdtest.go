@@ -1,4 +1,5 @@
-// Package etcdtest starts a real embedded etcd on loopback for tests.
+// Package etcdtest starts a real embedded etcd on loopback for tests (or
+// the etcd binary BinaryEnv names).
 // Import it only from _test.go files.
 package etcdtest
 
@@ -56,6 +57,9 @@ func (s *Server) start() {
 }
 
 func (s *Server) startPlain() (func(), error) {
+	if bin := binary(); bin != "" {
+		return s.startBinary(bin)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), embedetcd.StartTimeout)
 	defer cancel()
 	srv, err := embedetcd.Start(ctx, embedetcd.Config{
