@@ -229,6 +229,9 @@ func (w *watcher) follow(wctx context.Context, wch clientv3.WatchChan, rev *int6
 			return errRewound
 		case resp, ok := <-wch:
 			if !ok {
+				if wctx.Err() != nil { // closed because the watch ended: both were ready
+					return nil
+				}
 				return errors.New("watch channel closed")
 			}
 			last, behind = time.Now(), time.Time{}
