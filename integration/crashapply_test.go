@@ -80,7 +80,12 @@ func TestKilledDuringReload(t *testing.T) {
 	})
 	// kill -9 the renderer and everything it started (the reload runs in
 	// its own process group).
+	// Stopped first, then killed: killed one by one in any order, the sleep
+	// could die before its shell, which would then finish the reload.
 	kids := proc.Descendants(first.Pid())
+	for _, pid := range kids {
+		syscall.Kill(pid, syscall.SIGSTOP)
+	}
 	if err := first.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
