@@ -235,33 +235,40 @@ func (w *watcher) follow(wctx context.Context, wch clientv3.WatchChan, rev *int6
 				return errors.New("watch channel closed")
 			}
 			last, behind = time.Now(), time.Time{}
-			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
-				return errCompacted
-			}
-			if err := resp.Err(); err != nil {
+			if err := w.apply(resp, rev); err != nil {
 				return err
 			}
-			chs := make([]change, 0, len(resp.Events))
-			for _, ev := range resp.Events {
-				k := string(ev.Kv.Key)
-				if !w.keeps(k) {
-					continue
-				}
-				c := change{key: k, value: string(ev.Kv.Value), del: ev.Type == clientv3.EventTypeDelete}
-				if w.gate != nil {
-					c = w.gate.change(c)
-				}
-				chs = append(chs, c)
-			}
-			w.m.watchEvents.Add(float64(len(chs)))
-			w.store.Apply(chs, resp.Header.Revision)
-			if resp.Header.Revision > *rev {
-				*rev = resp.Header.Revision
-			}
-			w.m.watchRevision.Set(float64(*rev))
-			w.up(true)
 		}
 	}
+}
+
+// apply stores one watch response's changes (those the watcher keeps, past
+// the value gate) and moves rev to its revision.
+func (w *watcher) apply(resp clientv3.WatchResponse, rev *int64) error {
+	if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+		return errCompacted
+	}
+	if err := resp.Err(); err != nil {
+		return err
+	}
+	chs := make([]change, 0, len(resp.Events))
+	for _, ev := range resp.Events {
+		k := string(ev.Kv.Key)
+		if !w.keeps(k) {
+			continue
+		}
+		c := change{key: k, value: string(ev.Kv.Value), del: ev.Type == clientv3.EventTypeDelete}
+		if w.gate != nil {
+			c = w.gate.change(c)
+		}
+		chs = append(chs, c)
+	}
+	w.m.watchEvents.Add(float64(len(chs)))
+	w.store.Apply(chs, resp.Header.Revision)
+	*rev = max(*rev, resp.Header.Revision)
+	w.m.watchRevision.Set(float64(*rev))
+	w.up(true)
+	return nil
 }
 
 // silent reports a watch that has answered nothing, neither events nor
