@@ -44,7 +44,7 @@ func (s *Server) startBinary(bin string) (func(), error) {
 		}
 	}
 	if err := s.waitServing(p); err != nil {
-		stop()
+		p.Stop(syscall.SIGKILL, 5*time.Second) // it failed: how it ends says nothing more
 		return nil, fmt.Errorf("etcd %s: %w\n%s", bin, err, p.Tail(20))
 	}
 	return stop, nil

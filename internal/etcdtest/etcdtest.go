@@ -5,6 +5,7 @@ package etcdtest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := newServer(t)
-	s.start()
+	s.startFresh()
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -45,15 +46,37 @@ func newServer(t testing.TB) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	var err error
+	if err := s.tryStart(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// startFresh is start for a new server: when one of its ports was taken
+// after all (FreePort reserves them among tests; something else in 10000-
+// 19999 took one once), it starts on two others. Restart keeps its ports.
+func (s *Server) startFresh() {
+	s.t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := s.tryStart()
+		if err == nil {
+			return
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			s.t.Fatal(err)
+		}
+		s.t.Logf("etcd on %s, %s: %v; on other ports", s.client, s.peer, err)
+		s.client, s.peer, s.dir = freeAddr(s.t), freeAddr(s.t), s.t.TempDir() // a failed start may have begun a data dir
+		s.Endpoint = s.client
+	}
+}
+
+func (s *Server) tryStart() (err error) {
 	if s.certs != nil {
 		s.close, err = s.startEmbed()
 	} else {
 		s.close, err = s.startPlain()
 	}
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	return err
 }
 
 func (s *Server) startPlain() (func(), error) {

@@ -3,6 +3,7 @@ package etcdtest
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -27,6 +28,31 @@ func TestStartRestart(t *testing.T) {
 	}
 	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
 		t.Fatalf("after restart Get(/k) = %v; want v", resp.Kvs)
+	}
+}
+
+// TestStartOnOtherPorts: a new server whose client port was taken after
+// all starts on other ports.
+func TestStartOnOtherPorts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	s := newServer(t)
+	taken := s.client
+	l, err := net.Listen("tcp", taken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s.startFresh()
+	t.Cleanup(s.Stop)
+	if s.Endpoint == taken {
+		t.Fatalf("started on the taken %s", taken)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Client(t).Put(ctx, "/k", "v"); err != nil {
+		t.Fatal(err)
 	}
 }
 

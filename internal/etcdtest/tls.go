@@ -127,7 +127,7 @@ func StartTLS(t testing.TB, certs Certs) *Server {
 	t.Helper()
 	s := newServer(t)
 	s.certs = &certs
-	s.start()
+	s.startFresh()
 	t.Cleanup(s.Stop)
 	return s
 }
