@@ -1,10 +1,6 @@
 package proctest
 
-import (
-	"os"
-	"path/filepath"
-	"testing"
-)
+import "testing"
 
 // TestFreePortReserved: a port FreePort returned is out of the kernel's
 // ephemeral range and cannot be reserved again (in this process or
@@ -17,8 +13,7 @@ func TestFreePortReserved(t *testing.T) {
 		if port < reservedLow || port >= reservedHigh {
 			t.Fatalf("FreePort = %d; want it in %d-%d", port, reservedLow, reservedHigh-1)
 		}
-		dir := filepath.Join(os.TempDir(), "rollcall-test-ports")
-		if f, ok := reserve(t, dir, port); ok {
+		if f, ok := reserve(t, portsDir(), port); ok {
 			f.Close()
 			t.Fatalf("port %d reserved twice", port)
 		}
@@ -27,7 +22,7 @@ func TestFreePortReserved(t *testing.T) {
 		}
 	})
 	// The holder ended: its ports are free to reserve again.
-	f, ok := reserve(t, filepath.Join(os.TempDir(), "rollcall-test-ports"), port)
+	f, ok := reserve(t, portsDir(), port)
 	if !ok {
 		t.Fatalf("port %d still reserved after its test ended", port)
 	}

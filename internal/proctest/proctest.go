@@ -203,7 +203,7 @@ const (
 // connection before the server came back.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	dir := filepath.Join(os.TempDir(), "rollcall-test-ports")
+	dir := portsDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +217,9 @@ func FreePort(t testing.TB) int {
 	t.Fatalf("no free port to reserve in %d-%d", reservedLow, reservedHigh-1)
 	return 0
 }
+
+// portsDir holds one lock file per port, shared by every test process.
+func portsDir() string { return filepath.Join(os.TempDir(), "rollcall-test-ports") }
 
 // reserve locks port's file without waiting and checks that the port is
 // free; it returns the open, locked file when both hold.
