@@ -59,7 +59,8 @@ func (st *state) gets(pattern string) (memkv.KVPairs, error) {
 	if !ok {
 		return st.mem().GetAll(pattern)
 	}
-	return append(make(memkv.KVPairs, 0, len(st.below(dir))), st.below(dir)...), nil
+	kvs := st.below(dir)
+	return append(make(memkv.KVPairs, 0, len(kvs)), kvs...), nil // non-nil when none, as memkv's
 }
 
 // getvs is memkv's GetAllValues over this render's store.
