@@ -81,6 +81,11 @@ func children(procDir string, ppid int) ([]int, error) {
 	if pids, ok := listedChildren(procDir, ppid); ok {
 		return pids, nil
 	}
+	return scanChildren(procDir, ppid)
+}
+
+// scanChildren is children from the whole process table.
+func scanChildren(procDir string, ppid int) ([]int, error) {
 	entries, err := os.ReadDir(procDir)
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)

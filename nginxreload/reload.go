@@ -152,11 +152,12 @@ func Observe(c Config) (*Generation, error) {
 	if !alive(c.ProcDir, master) {
 		return nil, fmt.Errorf("nginx master %d (from %s) is not running", master, c.PIDFile)
 	}
-	if g.old, err = children(c.ProcDir, master); err != nil {
-		return nil, err
+	if g.old, g.listed = listedChildren(c.ProcDir, master); !g.listed {
+		if g.old, err = scanChildren(c.ProcDir, master); err != nil {
+			return nil, err
+		}
 	}
 	g.master = master
-	_, g.listed = listedChildren(c.ProcDir, master)
 	if c.ErrorLog != "" {
 		g.log = openErrorLog(c.ErrorLog)
 	}
@@ -181,7 +182,7 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 			return Result{}, fmt.Errorf("wait for nginx workers: %w", ctx.Err())
 		case <-timer.C:
 		}
-		if res.New == nil { // the whole process table, until the new workers show
+		if res.New == nil { // the master's children, until the new workers show
 			now, err := children(c.ProcDir, master)
 			if err != nil {
 				return Result{}, err
