@@ -256,11 +256,23 @@ func TestReloadWaitsForOldWorkers(t *testing.T) {
 // waits 100 ms after starting the new workers; the old config (a removed
 // backend) stops answering that much sooner. Requests sent all the while
 // all succeed, and the master neither respawns a worker nor logs an alert.
+// Both ways of sending the reload: SIGHUP (the shipped reload_cmd) and
+// `nginx -s reload` (a confd user's, which the renderer confirms with the
+// same Wait).
 func TestReloadQuitsOldWorkersEarly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts nginx")
 	}
 	t.Parallel()
+	for _, signal := range []bool{true, false} {
+		t.Run(fmt.Sprintf("signal=%v", signal), func(t *testing.T) {
+			t.Parallel()
+			quitsOldWorkersEarly(t, signal)
+		})
+	}
+}
+
+func quitsOldWorkersEarly(t *testing.T, signal bool) {
 	cfg := func(n int) nginxtest.Config {
 		c := hello(fmt.Sprint(n))
 		c.Workers = 2
@@ -273,7 +285,7 @@ func TestReloadQuitsOldWorkersEarly(t *testing.T) {
 		if err := s.WriteConf(cfg(n)); err != nil {
 			t.Fatal(err)
 		}
-		res, err := nginxreload.Reload(context.Background(), config(s, true))
+		res, err := nginxreload.Reload(context.Background(), config(s, signal))
 		if err != nil {
 			t.Fatalf("Reload %d: %v", n, err)
 		}
