@@ -26,7 +26,9 @@ test:
 # own module (tools/etcd35: rollcall itself builds against v3.6).
 # test-etcd35 runs the tests that talk to etcd against it instead of the
 # embedded v3.6 server (internal/etcdtest: ROLLCALL_TEST_ETCD; TLS and
-# three-member clusters stay embedded). About 3 minutes on 2 cores.
+# three-member clusters stay embedded): all but integration/rolling and
+# cmd/demo, which take the registrar's and renderer's etcd paths that
+# integration/ already runs, and add minutes. About 3 minutes on 2 cores.
 ETCD35      = $(BIN)/etcd-3.5.23
 ETCD35_PKGS = ./etcdclient/ ./registrar/ ./renderer/ ./integration/ ./cmd/registrar/ ./deploy/
 $(ETCD35): tools/etcd35/go.mod tools/etcd35/go.sum tools/etcd35/main.go
