@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -222,16 +223,23 @@ func (k *keeper) hold(ctx context.Context) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	ka, err := cli.KeepAlive(ctx, k.lease)
 	if err != nil {
+		cancel()
 		k.dropLease()
 		return fmt.Errorf("keep lease alive: %w", err)
 	}
-	var wch clientv3.WatchChan
+	var opened chan clientv3.WatchChan // nil: nothing to watch
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	if k.registered {
-		wch = cli.Watch(clientv3.WithRequireLeader(ctx), k.key, clientv3.WithRev(k.putRev+1))
+		// clientv3's Watch returns only once its stream is open, i.e. once
+		// etcd answers: opened in the background, so a lease lost meanwhile
+		// is still noticed.
+		opened = make(chan clientv3.WatchChan, 1)
+		wg.Go(func() { opened <- cli.Watch(clientv3.WithRequireLeader(ctx), k.key, clientv3.WithRev(k.putRev+1)) })
 	}
+	var wch clientv3.WatchChan
 	for {
 		select {
 		case <-ctx.Done():
@@ -246,23 +254,34 @@ func (k *keeper) hold(ctx context.Context) error {
 				k.dropLease()
 				return fmt.Errorf("lease %x lost: expired, revoked or etcd unreachable for a TTL", lease)
 			}
+		case wch = <-opened:
+			opened = nil
 		case wr, ok := <-wch:
 			if ctx.Err() != nil {
 				return nil
 			}
-			if !ok || wr.Canceled {
-				return fmt.Errorf("watch %s ended: %v", k.key, wr.Err())
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					return fmt.Errorf("key %s deleted at rev %d", k.key, ev.Kv.ModRevision)
-				}
-				if ev.Kv.Lease != int64(k.lease) || string(ev.Kv.Value) != k.value {
-					return fmt.Errorf("key %s overwritten at rev %d", k.key, ev.Kv.ModRevision)
-				}
+			if err := k.checkWatch(wr, ok); err != nil {
+				return err
 			}
 		}
 	}
+}
+
+// checkWatch says how the registration is lost, if the watch response
+// (ok: not closed) shows it.
+func (k *keeper) checkWatch(wr clientv3.WatchResponse, ok bool) error {
+	if !ok || wr.Canceled {
+		return fmt.Errorf("watch %s ended: %v", k.key, wr.Err())
+	}
+	for _, ev := range wr.Events {
+		if ev.Type == mvccpb.DELETE {
+			return fmt.Errorf("key %s deleted at rev %d", k.key, ev.Kv.ModRevision)
+		}
+		if ev.Kv.Lease != int64(k.lease) || string(ev.Kv.Value) != k.value {
+			return fmt.Errorf("key %s overwritten at rev %d", k.key, ev.Kv.ModRevision)
+		}
+	}
+	return nil
 }
 
 // revoke removes key and claim at once by revoking the lease and returns the

@@ -9,18 +9,38 @@ import (
 	"go.uber.org/zap"
 )
 
+// TestHoldEtcdDownBeforeWatch: etcd stops between the put and the key's
+// watch; hold must still notice the lease lost (the watch cannot open until
+// etcd answers, and once waited for it: the loss went unnoticed until etcd
+// came back).
+func TestHoldEtcdDownBeforeWatch(t *testing.T) {
+	h := newHarness(t)
+	k := h.keeper()
+	k.setWant(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := k.register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.etcd.Stop()
+	stopped := time.Now()
+	err := k.hold(ctx)
+	// The first keep-alive's deadline (dial timeout + 1s), then the
+	// client's once-a-second check.
+	if limit := 3*time.Second + time.Second; err == nil || time.Since(stopped) > limit {
+		t.Fatalf("hold() = %v after %v; want the lease lost within %v", err, time.Since(stopped), limit)
+	}
+	if k.lease != 0 {
+		t.Fatalf("lease %x kept after the loss", k.lease)
+	}
+}
+
 // TestRevokeKeepsNewerKey: deregistering revokes the lease rather than
 // deleting the key, so a key a newer instance put again on its own lease
 // stays, while the port claim on our lease goes.
 func TestRevokeKeepsNewerKey(t *testing.T) {
 	h := newHarness(t)
-	c := &conn{cfg: clientv3.Config{Endpoints: []string{h.etcd.Endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()}}
-	defer c.close()
-	k := newKeeper(c, keeperConfig{
-		Key: "/web_PRE/127.0.0.1-1", Value: "127.0.0.1:1",
-		ClaimKey: "/_ports/127.0.0.1/1", ClaimValue: "web_PRE",
-		TTL: testTTL, OpTimeout: time.Second,
-	}, h.log)
+	k := h.keeper()
 	k.setWant(true)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -49,4 +69,16 @@ func TestRevokeKeepsNewerKey(t *testing.T) {
 		t.Fatalf("%s on lease %x after our revoke; want the newer instance's %x kept", k.key, got, newer.ID)
 	}
 	h.absent(k.claimKey, time.Second)
+}
+
+// keeper is a keeper of a fixed instance on the harness's etcd, with its own
+// client (closed at cleanup).
+func (h *harness) keeper() *keeper {
+	c := &conn{cfg: clientv3.Config{Endpoints: []string{h.etcd.Endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()}}
+	h.t.Cleanup(func() { c.close() })
+	return newKeeper(c, keeperConfig{
+		Key: "/web_PRE/127.0.0.1-1", Value: "127.0.0.1:1",
+		ClaimKey: "/_ports/127.0.0.1/1", ClaimValue: "web_PRE",
+		TTL: testTTL, OpTimeout: time.Second,
+	}, h.log)
 }
