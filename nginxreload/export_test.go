@@ -1,4 +1,7 @@
 package nginxreload
 
 // Children lists a process's live children, for the external tests.
-func Children(pid int) ([]int, error) { return children("/proc", pid) }
+func Children(pid int) ([]int, error) {
+	pids, _, err := children("/proc", pid)
+	return pids, err
+}

@@ -77,11 +77,12 @@ func retired(procDir string, pid int) bool {
 // parent is ppid. Processes that exit during the scan are skipped. The
 // kernel's list of ppid's children is read when it has one (listed), the
 // whole process table otherwise.
-func children(procDir string, ppid int) ([]int, error) {
+func children(procDir string, ppid int) (pids []int, listed bool, err error) {
 	if pids, ok := listedChildren(procDir, ppid); ok {
-		return pids, nil
+		return pids, true, nil
 	}
-	return scanChildren(procDir, ppid)
+	pids, err = scanChildren(procDir, ppid)
+	return pids, false, err
 }
 
 // scanChildren is children from the whole process table.

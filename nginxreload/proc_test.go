@@ -86,7 +86,7 @@ func TestChildren(t *testing.T) {
 		{999, nil},
 	}
 	for _, tc := range tests {
-		got, err := children(dir, tc.ppid)
+		got, _, err := children(dir, tc.ppid)
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("children(%d) = %v, %v; want %v", tc.ppid, got, err, tc.want)
 		}
@@ -94,14 +94,14 @@ func TestChildren(t *testing.T) {
 	if alive(dir, 102) || alive(dir, 999) || !alive(dir, 100) {
 		t.Errorf("alive(102, 999, 100) = %v, %v, %v; want false, false, true", alive(dir, 102), alive(dir, 999), alive(dir, 100))
 	}
-	if _, err := children(filepath.Join(dir, "missing"), 1); err == nil {
+	if _, _, err := children(filepath.Join(dir, "missing"), 1); err == nil {
 		t.Error("children(missing dir) succeeded; want error")
 	}
 }
 
 func TestChildrenRealProc(t *testing.T) {
 	t.Parallel()
-	kids, err := children("/proc", os.Getppid())
+	kids, _, err := children("/proc", os.Getppid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestListedChildren(t *testing.T) {
 	if want := []int{301, 303, 304}; !ok || !reflect.DeepEqual(got, want) {
 		t.Errorf("listedChildren(300) = %v, %v; want %v, true", got, ok, want)
 	}
-	if got, err := children(dir, 300); err != nil || !reflect.DeepEqual(got, []int{301, 303, 304}) {
+	if got, _, err := children(dir, 300); err != nil || !reflect.DeepEqual(got, []int{301, 303, 304}) {
 		t.Errorf("children(300) = %v, %v; want the listed ones", got, err)
 	}
 	if _, ok := listedChildren(dir, 401); ok {

@@ -152,10 +152,8 @@ func Observe(c Config) (*Generation, error) {
 	if !alive(c.ProcDir, master) {
 		return nil, fmt.Errorf("nginx master %d (from %s) is not running", master, c.PIDFile)
 	}
-	if g.old, g.listed = listedChildren(c.ProcDir, master); !g.listed {
-		if g.old, err = scanChildren(c.ProcDir, master); err != nil {
-			return nil, err
-		}
+	if g.old, g.listed, err = children(c.ProcDir, master); err != nil {
+		return nil, err
 	}
 	g.master = master
 	if c.ErrorLog != "" {
@@ -183,7 +181,7 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 		case <-timer.C:
 		}
 		if res.New == nil { // the master's children, until the new workers show
-			now, err := children(c.ProcDir, master)
+			now, _, err := children(c.ProcDir, master)
 			if err != nil {
 				return Result{}, err
 			}
@@ -209,7 +207,7 @@ func (g *Generation) Wait(ctx context.Context) (Result, error) {
 		}
 		t := time.Now()
 		if res.New == nil && (t.After(deadline) || (emerg != nil && t.Sub(emergAt) > emergGrace)) {
-			now, _ := children(c.ProcDir, master)
+			now, _, _ := children(c.ProcDir, master)
 			return Result{}, &KeptOldError{Master: master, Workers: now, Waited: t.Sub(g.start), Emerg: emerg}
 		}
 		next := poll
