@@ -235,9 +235,10 @@ func (k *keeper) hold(ctx context.Context) error {
 	if k.registered {
 		// clientv3's Watch returns only once its stream is open, i.e. once
 		// etcd answers: opened in the background, so a lease lost meanwhile
-		// is still noticed.
+		// is still noticed. It reads no field of k (those are run's).
 		opened = make(chan clientv3.WatchChan, 1)
-		wg.Go(func() { opened <- cli.Watch(clientv3.WithRequireLeader(ctx), k.key, clientv3.WithRev(k.putRev+1)) })
+		key, from := k.key, k.putRev+1
+		wg.Go(func() { opened <- cli.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithRev(from)) })
 	}
 	var wch clientv3.WatchChan
 	for {
